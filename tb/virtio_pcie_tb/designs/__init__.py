@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Test-only designs: small RTL wrappers that exist to exercise the harness and the bridge."""
