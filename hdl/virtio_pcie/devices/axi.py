@@ -33,7 +33,7 @@ from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["AxiBurst", "AxiResp", "AXI_MAX_BURST_BEATS", "AXI_BOUNDARY", "AXI_CACHE_NORMAL",
-           "AxiSignature"]
+           "AXI_WRITE_CHANNELS", "AXI_READ_CHANNELS", "AxiSignature"]
 
 #: Most beats in one INCR burst (AXI4, AxLEN is 8 bits; IHI 0022E §A3.4.1).
 AXI_MAX_BURST_BEATS = 256
@@ -42,6 +42,11 @@ AXI_BOUNDARY = 4096
 #: AxCACHE for the data path: Normal Non-cacheable Bufferable (IHI 0022E Table A4-5), what DDR
 #: controllers expect for bulk data.
 AXI_CACHE_NORMAL = 0b0011
+
+
+#: Member-name prefixes of the write (AW, W, B) and read (AR, R) halves of :class:`AxiSignature`.
+AXI_WRITE_CHANNELS = ("aw", "w", "b")
+AXI_READ_CHANNELS  = ("ar", "r")
 
 
 class AxiBurst(enum.Enum, shape=2):
