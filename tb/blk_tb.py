@@ -12,20 +12,20 @@ The testbench plays the parts around the device:
 
 * the **virtqueue engine**: it turns each request's buffers into segment beats (readable
   first, then writable, ``first``/``last`` on the chain) and takes the used entries;
-* the **DMA engine** (:class:`DmaClientModel`, a stand-in written for these tests: the virtqueue
-  engineer's ``models/dma_client_model.py`` did not exist yet): it serves read requests by
-  writing host-memory bytes into the device's read buffer, one beat per cycle, after a
-  configurable latency, split into completions that may be delivered out of order, and write
-  requests by reading the device's write buffer, one beat per cycle, with statuses in issue
-  order. It checks that every DMA read falls inside a readable buffer and every DMA write
-  inside a writable buffer of a request in flight;
+* the **DMA engine**: by default the project's DMA client model
+  (:class:`virtio_pcie_tb.models.dma_client_model.DmaClientModel`): random latencies, read
+  completions cut at the RCB and delivered out of order, statuses in the same cycle as the last
+  beat, junk data on failed reads. For throughput figures, :class:`IdealDma` instead: a model
+  written for this bench that moves exactly one beat per cycle each way with a fixed latency,
+  so the cycles counted are the device's own. Both check that every DMA read falls inside a
+  readable buffer and every DMA write inside a writable buffer of a request in flight;
 * the **transport**: register reads and writes of the configuration structure, the negotiated
   features, device reset.
 
-Everything runs in one clock loop (one ``await`` per cycle for all these ports), which keeps
-the simulation fast; the medium is cocotbext-axi's ``AxiRam``. Requests are built from the
-spec layouts with any buffer split (:meth:`BlkTB.chain`) and checked byte for byte against a
-:class:`~virtio_pcie_tb.models.disk_image.ShadowDisk` (:meth:`BlkTB.check`).
+The engine and transport sides run in one clock loop (one ``await`` per cycle for all their
+ports), which keeps the simulation fast; the medium is cocotbext-axi's ``AxiRam``. Requests
+are built from the spec layouts with any buffer split (:meth:`BlkTB.chain`) and checked byte
+for byte against a :class:`~virtio_pcie_tb.models.disk_image.ShadowDisk` (:meth:`BlkTB.check`).
 """
 
 import collections
@@ -40,65 +40,36 @@ from virtio_pcie.spec.virtio import (VIRTIO_BLK_ID_BYTES, VirtioBlkDiscardWriteZ
                                      VirtioBlkOutHdr, VirtioBlkReqType, VirtioBlkStatus)
 from virtio_pcie.virtio.interface import VirtqSegment, VirtqUsed
 from virtio_pcie_tb import harness
+from virtio_pcie_tb.models.codec import StructCodec
 from virtio_pcie_tb.models.disk_image import SECTOR, DiskImage, ShadowDisk, attach_axi_ram
-from virtio_pcie_tb.models.layouts import pack, pack_bytes, unpack
+from virtio_pcie_tb.models.dma_client_model import DmaClientModel
+from virtio_pcie_tb.models.host_memory import HostMemory
 
-__all__ = ["CLOCK_NS", "HOST_BASE", "HostMemory", "Request", "DmaClientModel", "BlkTB",
-           "header", "dwz_segment"]
+__all__ = ["CLOCK_NS", "Request", "SharedDma", "IdealDma", "BlkTB", "header", "dwz_segment"]
 
 CLOCK_NS  = 4
-HOST_BASE = 0x0000_0012_3400_0000     # host memory lives above 4 GiB: 64-bit addresses
 CANARY    = 0xA5                      # fills writable buffers before a request
 
 OK, IOERR, UNSUPP = (VirtioBlkStatus.OK.value, VirtioBlkStatus.IOERR.value,
                      VirtioBlkStatus.UNSUPP.value)
 
 
+_HDR = StructCodec(VirtioBlkOutHdr)
+_DWZ = StructCodec(VirtioBlkDiscardWriteZeroes)
+_RD_REQ = StructCodec(DmaReadRequest)
+_WR_REQ = StructCodec(DmaWriteRequest)
+_STATUS = StructCodec(DmaStatus)
+
+
 def header(rtype, sector=0, reserved=0):
     """A ``struct virtio_blk_outhdr`` (any 32-bit ``type``, even undefined ones)."""
-    return pack_bytes(VirtioBlkOutHdr, type=int(getattr(rtype, "value", rtype)),
-                      reserved=reserved, sector=sector)
+    return _HDR.encode({"type": int(getattr(rtype, "value", rtype)), "reserved": reserved,
+                        "sector": sector}).to_bytes(16, "little")
 
 
 def dwz_segment(sector, num_sectors, flags=0):
-    return pack_bytes(VirtioBlkDiscardWriteZeroes, sector=sector, num_sectors=num_sectors,
-                      flags=flags)
-
-
-class HostMemory:
-    """Host RAM at :data:`HOST_BASE`, with a bump allocator that wraps around."""
-
-    def __init__(self, size, rng, base=HOST_BASE):
-        self.base = base
-        self.data = bytearray(size)
-        self.rng = rng
-        self._next = 0
-
-    def alloc(self, size, busy=()):
-        """Room for ``size`` bytes at a random odd-ish offset, clear of ``busy`` ranges."""
-        for _ in range(64):
-            pad = self.rng.choice([0, 0, 1, 3, 8, 64, 511, 4096 - (self._next % 4096)])
-            start = self._next + pad
-            if start + size > len(self.data):
-                start = self.rng.randrange(0, 64)
-            end = start + size
-            self._next = end
-            lo, hi = self.base + start, self.base + end
-            if all(hi <= b_lo or b_hi <= lo for b_lo, b_hi in busy):
-                return lo
-        raise RuntimeError("host memory exhausted")
-
-    def read(self, addr, length):
-        off = addr - self.base
-        if off < 0 or off + length > len(self.data):
-            raise IndexError(f"host read {addr:#x}+{length} outside host memory")
-        return bytes(self.data[off:off + length])
-
-    def write(self, addr, data):
-        off = addr - self.base
-        if off < 0 or off + len(data) > len(self.data):
-            raise IndexError(f"host write {addr:#x}+{len(data)} outside host memory")
-        self.data[off:off + len(data)] = data
+    return _DWZ.encode({"sector": sector, "num_sectors": num_sectors,
+                        "flags": flags}).to_bytes(16, "little")
 
 
 class Request:
@@ -139,21 +110,68 @@ class Request:
                 f"r={[n for _, n in self.readable]} w={[n for _, n in self.writable]})")
 
 
-class DmaClientModel:
-    """Answers a DMA client port (``dma__*``) from :class:`HostMemory`, like the DMA engine.
+class SharedDma:
+    """The project's DMA client model on the device's ``dma`` port, with this bench's checks.
 
-    Parameters (attributes, may be changed between requests)
-    -------------------------------------------------------
-    rd_latency, wr_latency : int
-        Cycles from a request being taken to its first data (reads) / its status (writes).
-    rcb : int
-        Read completions are cut at this host address boundary (PCIe read completion boundary).
-    reorder : bool
-        Deliver ready read completions in random order rather than in request order.
-    max_reads : int
-        Read requests in flight at once (the engine's tags).
-    bad_ranges : list of (lo, hi)
-        Host addresses whose DMA fails (UNSUPPORTED_REQUEST, no data moved).
+    ``bad_ranges`` (host ``(lo, hi)`` pairs) make the DMA requests touching them fail.
+    """
+
+    def __init__(self, tb, data_width, seed):
+        self.tb = tb
+        self.bad_ranges = []
+        self.reads = 0
+        self.writes = 0
+        # Write statuses come back at once: with a write latency the model waits with
+        # Timer(when - now) on float nanoseconds, which cocotb 2.1 can refuse ("Unable to
+        # accurately represent 32.000000000000455(ns)").
+        self.model = DmaClientModel(tb.dut, "dma", tb.dut.clk, data_width=data_width,
+                                    memory=tb.mem, read_latency=(1, 40), write_latency=0,
+                                    reorder=True, seed=seed, error_hook=self._hook)
+
+    def set_latency(self, read, write):
+        """Cycles (or (min, max) ranges); reads at least 1 (the model waits with a Timer)."""
+        self.model.read_latency = read
+        self.model.write_latency = write
+
+    def set_backpressure(self, rd=None, wr=None):
+        self.model.set_backpressure(rd=rd, wr=wr)
+
+    @property
+    def reorder(self):
+        return self.model.reorder
+
+    @reorder.setter
+    def reorder(self, value):
+        self.model.reorder = value
+
+    def _hook(self, kind, req):
+        write = kind == "wr"
+        if write:
+            self.writes += 1
+        else:
+            self.reads += 1
+        host, length = req["host_addr"], req["len"]
+        self.tb.check_dma(host, length, write=write, what=f"{kind} tag {req['tag']:#x}")
+        if any(host < hi and lo < host + length for lo, hi in self.bad_ranges):
+            return DmaError.UNSUPPORTED_REQUEST
+        return None
+
+    @property
+    def busy(self):
+        return not self.model.idle
+
+    def drive(self, now, sampled):
+        """(The shared model runs on its own.)"""
+
+
+class IdealDma:
+    """A DMA engine that moves exactly one beat per cycle each way, for throughput figures.
+
+    Reads: after ``rd_latency`` cycles the bytes land, cut at ``rcb`` host-address boundaries
+    and (with ``reorder``) delivered in random order across requests; the status follows the
+    last beat. Writes: the write buffer is read one beat per cycle, back to back across
+    requests; statuses come back in issue order, ``wr_latency`` cycles after the request.
+    It is driven from :class:`BlkTB`'s clock loop.
     """
 
     def __init__(self, tb, data_width, rng):
@@ -168,18 +186,25 @@ class DmaClientModel:
         self.reorder = False
         self.max_reads = 32
         self.bad_ranges = []
-        self.rd_pending = []          # completions: [ready_at, order, beats, request record]
+        self.rd_pending = []          # completions: [ready_at, order, beats, record, failed]
         self.rd_current = None
         self.rd_status = collections.deque()
         self.rd_inflight = 0
         self.wr_queue = collections.deque()
         self.wr_pipe = collections.deque()
         self.wr_status = collections.deque()
+        self.wr_reading = None
         self.reads = 0
         self.writes = 0
-        self.read_bytes = 0
-        self.write_bytes = 0
         self._order = 0
+
+    def set_latency(self, read, write):
+        self.rd_latency = read
+        self.wr_latency = write
+
+    def set_backpressure(self, rd=None, wr=None):
+        self.tb.rd_pause = rd
+        self.tb.wr_pause = wr
 
     def _bad(self, lo, hi):
         return any(lo < b_hi and b_lo < hi for b_lo, b_hi in self.bad_ranges)
@@ -200,50 +225,45 @@ class DmaClientModel:
             pos += n
         return out
 
+    def _next(self):
+        self._order += 1
+        return self._order
+
     def take_read(self, now, req):
         """A read request was transferred in cycle ``now``."""
         self.reads += 1
-        host, ram, length, tag = req.host_addr, req.ram_addr, req.len, req.tag
+        host, ram, length, tag = req["host_addr"], req["ram_addr"], req["len"], req["tag"]
         self.tb.check_dma(host, length, write=False, what=f"read tag {tag:#x}")
         if length == 0 or ram + length > 1 << 16:
             self.tb.error(f"bad DMA read request {req}")
-        record = {"tag": tag, "left": 0, "error": None}
+        record = {"tag": tag, "left": 1, "error": None}
+        self.rd_inflight += 1
         if self._bad(host, host + length):
             record["error"] = DmaError.UNSUPPORTED_REQUEST
-            self.rd_pending.append([now + self.rd_latency, self._next(), [], record, True])
-            record["left"] = 1
-            self.rd_inflight += 1
+            self.rd_pending.append([now + self.rd_latency, self._next(), [], record])
             return
         payload = self.mem.read(host, length)
-        self.read_bytes += length
-        # Cut at the read completion boundary of the host address, as a root complex does.
+        # Cut at the read completion boundary of the host address, as a root complex does;
+        # with reorder, group the pieces into completions of 1 to 4 RCBs.
         pieces = []
         pos = 0
         while pos < length:
             n = min(length - pos, self.rcb - ((host + pos) % self.rcb))
             pieces.append((pos, n))
             pos += n
-        # Merge runs of pieces into completions of random size (1-4 RCBs).
         cpls = []
         i = 0
         while i < len(pieces):
             k = self.rng.randint(1, 4) if self.reorder else len(pieces)
             group = pieces[i:i + k]
-            start = group[0][0]
-            size = sum(n for _, n in group)
-            cpls.append((start, size))
+            cpls.append((group[0][0], sum(n for _, n in group)))
             i += k
         record["left"] = len(cpls)
-        self.rd_inflight += 1
         for start, size in cpls:
             jitter = self.rng.randint(0, 8) if self.reorder else 0
             self.rd_pending.append([now + self.rd_latency + jitter, self._next(),
                                     self.beats(ram + start, payload[start:start + size]),
-                                    record, False])
-
-    def _next(self):
-        self._order += 1
-        return self._order
+                                    record])
 
     def next_read_beat(self, now):
         """The (addr, data, be) to write in this cycle, or None."""
@@ -254,16 +274,15 @@ class DmaClientModel:
                     return None
                 pick = self.rng.choice(ready) if self.reorder else min(ready, key=lambda c: c[1])
                 self.rd_pending.remove(pick)
-                self.rd_current = [pick[2], 0, pick[3], pick[4]]
-            beats, index, record, failed = self.rd_current
+                self.rd_current = [pick[2], 0, pick[3]]
+            beats, index, record = self.rd_current
             if index < len(beats):
                 self.rd_current[1] += 1
                 if index + 1 == len(beats):
                     self._piece_done(now, record)
                     self.rd_current = None
                 return beats[index]
-            # A failed request carries no data.
-            self._piece_done(now, record)
+            self._piece_done(now, record)     # a failed read carries no data
             self.rd_current = None
 
     def _piece_done(self, now, record):
@@ -274,42 +293,100 @@ class DmaClientModel:
 
     def take_write(self, now, req):
         self.writes += 1
-        host, length = req.host_addr, req.len
-        self.tb.check_dma(host, length, write=True, what=f"write tag {req.tag:#x}")
-        if length == 0 or (req.imm_en and length > 8):
+        host, length = req["host_addr"], req["len"]
+        self.tb.check_dma(host, length, write=True, what=f"write tag {req['tag']:#x}")
+        if length == 0 or (req["imm_en"] and length > 8):
             self.tb.error(f"bad DMA write request {req}")
-        beats = [] if req.imm_en else \
-            list(range(req.ram_addr // self.bpb, (req.ram_addr + length - 1) // self.bpb + 1))
+        beats = [] if req["imm_en"] else \
+            list(range(req["ram_addr"] // self.bpb,
+                       (req["ram_addr"] + length - 1) // self.bpb + 1))
         self.wr_queue.append({"req": req, "beats": beats, "next": 0, "data": {},
                               "taken": now})
 
     def write_done(self, now, entry):
         req = entry["req"]
-        if req.imm_en:
-            payload = req.imm_data.to_bytes(8, "little")[:req.len]
+        length = req["len"]
+        if req["imm_en"]:
+            payload = req["imm_data"].to_bytes(8, "little")[:length]
         else:
             bpb = self.bpb
             raw = b"".join(entry["data"][b].to_bytes(bpb, "little") for b in entry["beats"])
-            off = req.ram_addr - entry["beats"][0] * bpb
-            payload = raw[off:off + req.len]
+            off = req["ram_addr"] - entry["beats"][0] * bpb
+            payload = raw[off:off + length]
         error = DmaError.OK
-        if self._bad(req.host_addr, req.host_addr + req.len):
+        if self._bad(req["host_addr"], req["host_addr"] + length):
             error = DmaError.UNSUPPORTED_REQUEST
         else:
-            self.mem.write(req.host_addr, payload)
-            self.write_bytes += req.len
-        self.wr_status.append((max(now, entry["taken"] + self.wr_latency) + 1, req.tag, error))
+            self.mem.write(req["host_addr"], payload)
+        self.wr_status.append((max(now, entry["taken"] + self.wr_latency) + 1, req["tag"],
+                               error))
 
     @property
     def busy(self):
         return bool(self.rd_pending or self.rd_current or self.rd_status or self.wr_queue or
-                    self.wr_pipe or self.wr_status)
+                    self.wr_pipe or self.wr_status or self.wr_reading)
+
+    def drive(self, now, tb):
+        """One cycle of the DMA ports, from :meth:`BlkTB._run` (transfers already taken)."""
+        tb._set("dma__rd_req__ready", int(self.rd_inflight < self.max_reads and
+                                          not tb._pause("rd_pause")))
+        beat = self.next_read_beat(now)
+        if beat is None:
+            tb._set("dma__rd_ram__en", 0)
+        else:
+            tb._set("dma__rd_ram__addr", beat[0])
+            tb._set("dma__rd_ram__data", beat[1])
+            tb._set("dma__rd_ram__be", beat[2])
+            tb._set("dma__rd_ram__en", 1)
+        if self.rd_status and self.rd_status[0][0] <= now:
+            _, tag, err = self.rd_status.popleft()
+            tb._set("dma__rd_status__payload", _STATUS.encode({"tag": tag, "error": err.value}))
+            tb._set("dma__rd_status__valid", 1)
+        else:
+            tb._set("dma__rd_status__valid", 0)
+
+        tb._set("dma__wr_req__ready", int(len(self.wr_queue) < 4 and not tb._pause("wr_pause")))
+        # Read the write buffer for the oldest write, one beat per cycle.
+        if self.wr_reading is None and self.wr_queue:
+            self.wr_reading = self.wr_queue.popleft()
+            if not self.wr_reading["beats"]:
+                self.write_done(now, self.wr_reading)
+                self.wr_reading = None
+        if self.wr_reading is not None:
+            entry = self.wr_reading
+            beat = entry["beats"][entry["next"]]
+            tb._set("dma__wr_ram__addr", beat & ((1 << self.beat_bits) - 1))
+            tb._set("dma__wr_ram__en", 1)
+            self.wr_pipe.append((now, entry, beat))
+            entry["next"] += 1
+            if entry["next"] == len(entry["beats"]):
+                self.wr_reading = None
+        else:
+            tb._set("dma__wr_ram__en", 0)
+        if self.wr_status and self.wr_status[0][0] <= now:
+            _, tag, err = self.wr_status.popleft()
+            tb._set("dma__wr_status__payload", _STATUS.encode({"tag": tag, "error": err.value}))
+            tb._set("dma__wr_status__valid", 1)
+        else:
+            tb._set("dma__wr_status__valid", 0)
+
+    def sample(self, now, tb):
+        """Transfers at this edge (from :meth:`BlkTB._run`)."""
+        if tb._last_written.get("dma__rd_req__ready") and tb._get("dma__rd_req__valid"):
+            self.take_read(now, _RD_REQ.decode(tb._get("dma__rd_req__payload")))
+        if tb._last_written.get("dma__wr_req__ready") and tb._get("dma__wr_req__valid"):
+            self.take_write(now, _WR_REQ.decode(tb._get("dma__wr_req__payload")))
+        while self.wr_pipe and self.wr_pipe[0][0] <= now - 2:
+            _, entry, beat = self.wr_pipe.popleft()
+            entry["data"][beat] = tb._get("dma__wr_ram__data")
+            if len(entry["data"]) == len(entry["beats"]):
+                self.write_done(now, entry)
 
 
 class BlkTB:
     """Clock, reset, the models around the device, and request building and checking."""
 
-    def __init__(self, dut, *, image=None, seed=1, host_bytes=8 << 20):
+    def __init__(self, dut, *, image=None, seed=1, dma="shared", on_chip=False):
         self.dut = dut
         self.params = harness.dut_params()
         self.data_width = self.params["data_width"]
@@ -321,50 +398,69 @@ class BlkTB:
         Clock(dut.clk, CLOCK_NS, unit="ns").start()
 
         capacity = self.params.get("capacity")
+        # An on-chip medium: no medium port to serve (the names may still resolve to the
+        # design's internal wires, so do not look).
+        self.on_chip = on_chip
         if image is None:
+            # The on-chip RAM starts out zero; an external medium gets random contents.
             image = DiskImage(sectors=capacity or 4096)
+            if not self.on_chip:
+                image.write(0, random.Random(seed + 3).randbytes(image.size))
+        if capacity is not None and image.sectors != capacity:
+            raise ValueError(f"the disk image has {image.sectors} sectors, the device "
+                             f"{capacity}")
         self.image = image
         self.shadow = ShadowDisk(image, discard_zeroes=self.params.get("discard_zeroes", False))
-        self.medium = attach_axi_ram(dut, "medium", dut.clk, dut.rst, image)
+        self.medium = None if self.on_chip else \
+            attach_axi_ram(dut, "medium", dut.clk, dut.rst, image)
         if capacity is None:
-            dut.capacity.value = image.sectors
+            self.set_capacity(image.sectors)
 
-        self.mem = HostMemory(host_bytes, random.Random(seed + 1))
-        self.dma = DmaClientModel(self, self.data_width, random.Random(seed + 2))
+        self.mem = HostMemory()
+        self.mem_rng = random.Random(seed + 1)
         self.inflight = {}                     # (queue, head) -> Request
         self.completed = []
         self.any_done = Event()
         self.beats = collections.deque()
         self.seg_idle = None                   # generators: truthy = pause this cycle
         self.used_pause = None
-        self.rd_pause = None
+        self.rd_pause = None                   # (IdealDma only)
         self.wr_pause = None
         self.cfg_ops = collections.deque()
         self.cfg_current = None
-        self.segment_layout = VirtqSegment(self.queue_count)
-        self.used_layout = VirtqUsed(self.queue_count)
+        self.segment_codec = StructCodec(VirtqSegment(self.queue_count))
+        self.used_codec = StructCodec(VirtqUsed(self.queue_count))
         self._last_written = {}
         self._h = {}
-        for name in ("requests__segment__valid", "requests__segment__payload",
-                     "requests__segment__ready", "completions__used__valid",
-                     "completions__used__payload", "completions__used__ready",
-                     "dma__rd_req__valid", "dma__rd_req__payload", "dma__rd_req__ready",
-                     "dma__rd_status__valid", "dma__rd_status__payload",
-                     "dma__rd_ram__addr", "dma__rd_ram__data", "dma__rd_ram__be",
-                     "dma__rd_ram__en", "dma__wr_req__valid", "dma__wr_req__payload",
-                     "dma__wr_req__ready", "dma__wr_status__valid", "dma__wr_status__payload",
-                     "dma__wr_ram__addr", "dma__wr_ram__en", "dma__wr_ram__data",
-                     "config__bus__addr", "config__bus__sel", "config__bus__we",
-                     "config__bus__w_data", "config__bus__stb", "config__bus__r_data",
-                     "config__bus__ack", "config__reset", "config__driver_ok",
-                     "config__features", "config__idle", "config__changed",
-                     "requests__fetch__valid", "requests__fetch__ready"):
+        names = ["requests__segment__valid", "requests__segment__payload",
+                 "requests__segment__ready", "completions__used__valid",
+                 "completions__used__payload", "completions__used__ready",
+                 "config__bus__addr", "config__bus__sel", "config__bus__we",
+                 "config__bus__w_data", "config__bus__stb", "config__bus__r_data",
+                 "config__bus__ack", "config__reset", "config__driver_ok",
+                 "config__features", "config__idle", "config__changed",
+                 "requests__fetch__valid", "requests__fetch__ready"]
+        if dma == "ideal":
+            names += ["dma__rd_req__valid", "dma__rd_req__payload", "dma__rd_req__ready",
+                      "dma__rd_status__valid", "dma__rd_status__payload",
+                      "dma__rd_ram__addr", "dma__rd_ram__data", "dma__rd_ram__be",
+                      "dma__rd_ram__en", "dma__wr_req__valid", "dma__wr_req__payload",
+                      "dma__wr_req__ready", "dma__wr_status__valid", "dma__wr_status__payload",
+                      "dma__wr_ram__addr", "dma__wr_ram__en", "dma__wr_ram__data"]
+        for name in names:
             self._h[name] = getattr(dut, name)
-        for name in ("requests__segment__valid", "completions__used__ready",
-                     "dma__rd_req__ready", "dma__rd_status__valid", "dma__rd_ram__en",
-                     "dma__wr_req__ready", "dma__wr_status__valid", "dma__wr_ram__en",
-                     "config__bus__stb", "config__reset", "requests__fetch__ready"):
+        for name in ("requests__segment__valid", "completions__used__ready", "config__bus__stb",
+                     "config__reset", "requests__fetch__ready"):
             self._set(name, 0)
+        if dma == "ideal":
+            for name in ("dma__rd_req__ready", "dma__rd_status__valid", "dma__rd_ram__en",
+                         "dma__wr_req__ready", "dma__wr_status__valid", "dma__wr_ram__en"):
+                self._set(name, 0)
+            self.dma = IdealDma(self, self.data_width, random.Random(seed + 2))
+        elif dma == "shared":
+            self.dma = SharedDma(self, self.data_width, seed + 2)
+        else:
+            raise ValueError(f"dma must be 'shared' or 'ideal', not {dma!r}")
         self._set("config__driver_ok", 1)
         self.changed_strobes = 0
         self._loop = None
@@ -385,6 +481,10 @@ class BlkTB:
     def set_features(self, bits):
         self._set("config__features", bits)
 
+    def set_capacity(self, sectors):
+        """Drive the device's ``capacity`` input (devices built with ``capacity=None``)."""
+        self.dut.capacity.value = sectors
+
     async def start(self, features):
         """Reset the design and start the models; ``features`` are the negotiated ones."""
         self.set_features(features)
@@ -393,6 +493,14 @@ class BlkTB:
         self.dut.rst.value = 0
         self._loop = cocotb.start_soon(self._run())
         await ClockCycles(self.dut.clk, 2)
+        if self.on_chip:
+            # The RAM keeps what earlier tests of this simulation wrote: learn it.
+            step = 128
+            for sector in range(0, self.shadow.sectors, step):
+                n = min(step, self.shadow.sectors - sector)
+                req = await self.run(self.req_in(sector, n * SECTOR, wsplit="one"))
+                assert req.status(self.mem) == OK, "reading the on-chip disk failed"
+                self.shadow.write(sector, req.gather(self.mem, req.writable)[:n * SECTOR])
 
     def check_dma(self, addr, length, *, write, what):
         """A DMA access must fall inside one buffer of the right kind of a request in flight."""
@@ -406,10 +514,9 @@ class BlkTB:
     # -- the clock loop --------------------------------------------------------------------------
     async def _run(self):
         clk = self.dut.clk
-        dma = self.dma
+        dma = self.dma if isinstance(self.dma, IdealDma) else None
         seg_cur = None
-        used_ready = rd_ready = wr_ready = 0
-        wr_reading = None
+        used_ready = 0
         while True:
             await RisingEdge(clk)
             self.now += 1
@@ -422,17 +529,9 @@ class BlkTB:
                     req.submitted = now
                 seg_cur = None
             if used_ready and self._get("completions__used__valid"):
-                self._complete(unpack(self.used_layout,
-                                      self._get("completions__used__payload")))
-            if rd_ready and self._get("dma__rd_req__valid"):
-                dma.take_read(now, unpack(DmaReadRequest, self._get("dma__rd_req__payload")))
-            if wr_ready and self._get("dma__wr_req__valid"):
-                dma.take_write(now, unpack(DmaWriteRequest, self._get("dma__wr_req__payload")))
-            while dma.wr_pipe and dma.wr_pipe[0][0] <= now - 2:
-                _, entry, beat = dma.wr_pipe.popleft()
-                entry["data"][beat] = self._get("dma__wr_ram__data")
-                if len(entry["data"]) == len(entry["beats"]):
-                    dma.write_done(now, entry)
+                self._complete(self.used_codec.decode(self._get("completions__used__payload")))
+            if dma is not None:
+                dma.sample(now, self)
             if self.cfg_current is not None and self._get("config__bus__ack"):
                 op = self.cfg_current
                 op["data"] = self._get("config__bus__r_data")
@@ -452,47 +551,8 @@ class BlkTB:
             used_ready = int(not self._pause("used_pause"))
             self._set("completions__used__ready", used_ready)
 
-            rd_ready = int(dma.rd_inflight < dma.max_reads and not self._pause("rd_pause"))
-            self._set("dma__rd_req__ready", rd_ready)
-            beat = dma.next_read_beat(now)
-            if beat is None:
-                self._set("dma__rd_ram__en", 0)
-            else:
-                self._set("dma__rd_ram__addr", beat[0])
-                self._set("dma__rd_ram__data", beat[1])
-                self._set("dma__rd_ram__be", beat[2])
-                self._set("dma__rd_ram__en", 1)
-            if dma.rd_status and dma.rd_status[0][0] <= now:
-                _, tag, err = dma.rd_status.popleft()
-                self._set("dma__rd_status__payload", pack(DmaStatus, tag=tag, error=err))
-                self._set("dma__rd_status__valid", 1)
-            else:
-                self._set("dma__rd_status__valid", 0)
-
-            wr_ready = int(len(dma.wr_queue) < 4 and not self._pause("wr_pause"))
-            self._set("dma__wr_req__ready", wr_ready)
-            # Read the write buffer for the oldest write, one beat per cycle.
-            if wr_reading is None and dma.wr_queue:
-                wr_reading = dma.wr_queue.popleft()
-                if not wr_reading["beats"]:
-                    dma.write_done(now, wr_reading)
-                    wr_reading = None
-            if wr_reading is not None:
-                beat = wr_reading["beats"][wr_reading["next"]]
-                self._set("dma__wr_ram__addr", beat & ((1 << dma.beat_bits) - 1))
-                self._set("dma__wr_ram__en", 1)
-                dma.wr_pipe.append((now, wr_reading, beat))
-                wr_reading["next"] += 1
-                if wr_reading["next"] == len(wr_reading["beats"]):
-                    wr_reading = None
-            else:
-                self._set("dma__wr_ram__en", 0)
-            if dma.wr_status and dma.wr_status[0][0] <= now:
-                _, tag, err = dma.wr_status.popleft()
-                self._set("dma__wr_status__payload", pack(DmaStatus, tag=tag, error=err))
-                self._set("dma__wr_status__valid", 1)
-            else:
-                self._set("dma__wr_status__valid", 0)
+            if dma is not None:
+                dma.drive(now, self)
 
             if self.cfg_current is None and self.cfg_ops:
                 op = self.cfg_current = self.cfg_ops.popleft()
@@ -513,15 +573,14 @@ class BlkTB:
             return False
 
     def _complete(self, used):
-        key = (used.queue, used.head)
+        key = (used["queue"], used["head"])
         req = self.inflight.pop(key, None)
         if req is None:
-            self.error(f"used entry for queue {used.queue} head {used.head} "
-                       f"that is not in flight")
+            self.error(f"used entry for queue {key[0]} head {key[1]} that is not in flight")
             return
-        if not used.batch_end:
+        if not used["batch_end"]:
             self.error(f"used entry {key} without batch_end")
-        req.used_len = used.len
+        req.used_len = used["len"]
         req.completed = self.now
         self.completed.append(req)
         req.done.set()
@@ -570,6 +629,12 @@ class BlkTB:
                 return head
         raise RuntimeError("no free head")
 
+    def alloc(self, length):
+        """Fresh host memory for a buffer, at an odd offset now and then (the DMA engine
+        realigns; the device must not care)."""
+        offset = self.mem_rng.choice([0, 0, 0, 1, 3, 8, 64, 511, 2048, 4093])
+        return self.mem.alloc(length + 4096, align=4096) + offset
+
     def split(self, total, style):
         """Buffer lengths adding up to ``total`` (a list is taken as given)."""
         if isinstance(style, list):
@@ -592,21 +657,18 @@ class BlkTB:
         """A request whose readable buffers hold ``readable`` and whose writable buffers have
         ``writable_len`` bytes (filled with a canary), split as asked."""
         queue = self.rng.randrange(self.queue_count) if queue is None else queue
-        busy = [r for req in self.inflight.values() for r in req.ranges()]
         rbufs = []
         pos = 0
         for n in self.split(len(readable), rsplit):
-            addr = self.mem.alloc(n, busy)
+            addr = self.alloc(n)
             self.mem.write(addr, readable[pos:pos + n])
             rbufs.append((addr, n))
-            busy.append((addr, addr + n))
             pos += n
         wbufs = []
         for n in self.split(writable_len, wsplit):
-            addr = self.mem.alloc(n, busy)
+            addr = self.alloc(n)
             self.mem.write(addr, bytes([CANARY]) * n)
             wbufs.append((addr, n))
-            busy.append((addr, addr + n))
         req = Request(queue, self.free_head(queue), rbufs, wbufs)
         req.expect["readable"] = bytes(readable)
         return req
@@ -620,8 +682,9 @@ class BlkTB:
         if segs is None:
             segs = [(a, n, 0) for a, n in req.readable] + [(a, n, 1) for a, n in req.writable]
         for i, (addr, n, write) in enumerate(segs):
-            beat = pack(self.segment_layout, queue=req.queue, head=req.head, addr=addr, len=n,
-                        write=write, first=int(i == 0), last=int(i == len(segs) - 1))
+            beat = self.segment_codec.encode({
+                "queue": req.queue, "head": req.head, "addr": addr, "len": n, "write": write,
+                "first": int(i == 0), "last": int(i == len(segs) - 1)})
             self.beats.append((beat, req if i == 0 else None))
         return req
 
@@ -729,9 +792,18 @@ class BlkTB:
             elif what == "DISCARD":
                 self.shadow.discard(exp["sector"], exp["count"])
 
-    def check_disk(self):
-        bad = self.shadow.mismatches(self.image.buffer)
-        assert not bad, f"medium differs from the shadow disk at sectors {bad}"
+    async def check_disk(self):
+        """The disk holds what the shadow says: compared directly on an external medium, read
+        back through the device (64 KiB at a time) on an on-chip one."""
+        if not self.on_chip:
+            bad = self.shadow.mismatches(self.image.buffer)
+            assert not bad, f"medium differs from the shadow disk at sectors {bad}"
+            return
+        step = 128
+        for sector in range(0, self.shadow.sectors, step):
+            n = min(step, self.shadow.sectors - sector)
+            req = await self.run(self.req_in(sector, n * SECTOR, wsplit="one"))
+            self.check(req)
 
     def finish(self):
         assert not self.errors, "testbench errors:\n" + "\n".join(self.errors[:10])

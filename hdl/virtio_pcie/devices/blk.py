@@ -42,7 +42,7 @@ from ..tlp.signature import DATA_WIDTHS
 from ..virtio.interface import (DeviceConfigSignature, VirtqCompletionSignature,
                                 VirtqRequestSignature)
 from .axi import AXI_READ_CHANNELS, AXI_WRITE_CHANNELS, AxiSignature
-from .blk_config import BlkConfigSpace
+from .blk_config import BlkConfigSpace, check_config_fields
 from .blk_decoder import HEADER_ENTRY_BITS, BlkDecoder
 from .blk_intake import BlkIntake
 from .blk_interface import (DecodeRequest, DmaReadJob, DmaWriteJob, MediumJob, ReadTag, SegEntry,
@@ -189,6 +189,12 @@ class VirtioBlkDevice(wiring.Component):
         if not isinstance(size_max, int) or size_max < 4096 or size_max >= 1 << 32:
             raise ValueError(f"size_max must be an integer from 4096 to 2**32 - 1, "
                              f"not {size_max!r}")
+        for name, value in (("max_discard_sectors", max_discard_sectors),
+                            ("max_write_zeroes_sectors", max_write_zeroes_sectors)):
+            # The bytes of one request must fit a 32-bit length.
+            if not isinstance(value, int) or not 1 <= value < 1 << (32 - 9):
+                raise ValueError(f"{name} must be an integer from 1 to {(1 << 23) - 1}, "
+                                 f"not {value!r}")
         regions = slot_bytes // chunk_bytes
         if ReadTag(slots, regions).size > DMA_TAG_WIDTH:
             raise ValueError(f"{slots} slots of {regions} chunks need more than "
@@ -227,11 +233,7 @@ class VirtioBlkDevice(wiring.Component):
                 "max_write_zeroes_seg":     1,
                 "write_zeroes_may_unmap":   0,
             })
-        try:   # a bad value is reported here, at construction
-            VirtioBlkConfig.const(self._config_fields)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"configuration fields do not fit virtio_blk_config: {e}") \
-                from None
+        check_config_fields(self._config_fields)     # a bad value is reported here
 
         members = {
             "requests":    In(VirtqRequestSignature(queue_count)),

@@ -8,7 +8,24 @@ from amaranth.lib.wiring import In, Out
 from ..function.register_bus import RegisterBusSignature
 from ..spec.virtio import VirtioBlkConfig, byte_offset, byte_size
 
-__all__ = ["BlkConfigSpace"]
+__all__ = ["BlkConfigSpace", "check_config_fields"]
+
+
+def check_config_fields(fields, layout=VirtioBlkConfig, prefix=""):
+    """Raise ``ValueError`` unless every value in ``fields`` (nested dicts for nested structs)
+    names a field of ``layout`` and fits its width (``Layout.const`` would truncate)."""
+    if not isinstance(fields, dict):
+        raise ValueError(f"fields must be a dict, not {fields!r}")
+    for name, value in fields.items():
+        try:
+            fld = layout[name]
+        except KeyError:
+            raise ValueError(f"virtio_blk_config has no field {prefix}{name!r}") from None
+        if isinstance(fld.shape, data.StructLayout):
+            check_config_fields(value, fld.shape, f"{prefix}{name}.")
+        elif not isinstance(value, int) or not 0 <= value < (1 << fld.width):
+            raise ValueError(f"virtio_blk_config field {prefix}{name} is {fld.width} bits; "
+                             f"{value!r} does not fit")
 
 
 class BlkConfigSpace(wiring.Component):
@@ -45,10 +62,8 @@ class BlkConfigSpace(wiring.Component):
         if (1 << addr_width) < byte_size(VirtioBlkConfig):
             raise ValueError(f"addr_width {addr_width!r} cannot address the "
                              f"{byte_size(VirtioBlkConfig)}-byte structure")
-        try:
-            self._const = VirtioBlkConfig.const(fields).as_value().value
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            raise ValueError(f"fields {fields!r} do not fit VirtioBlkConfig: {e}") from None
+        check_config_fields(fields)
+        self._const = VirtioBlkConfig.const(fields).as_value().value
         self._writeback_writable = bool(writeback_writable)
         super().__init__({
             "bus":       In(RegisterBusSignature(addr_width)),

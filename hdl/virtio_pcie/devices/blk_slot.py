@@ -404,8 +404,10 @@ class BlkSlot(wiring.Component):
                 with m.If(ev_dec):
                     rsp = self.dec_rsp.payload
                     new_op = Mux(err, BlkOp.NONE, rsp.op)
+                    # A header (or first chunk) that could not be read is an I/O error,
+                    # whatever its bytes seemed to say.
                     m.d.sync += [
-                        status.eq(Mux(err & (rsp.status == OK), IOERR, rsp.status)),
+                        status.eq(Mux(err, IOERR, rsp.status)),
                         op.eq(new_op),
                         length.eq(rsp.length),
                         maddr.eq(rsp.addr),

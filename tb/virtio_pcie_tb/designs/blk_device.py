@@ -1,32 +1,32 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Simulation tops for the virtio-blk back-end alone (the device-level tests).
 
-* :func:`blk_device`: :class:`~virtio_pcie.devices.blk.VirtioBlkDevice` with its ports as they
-  are (the testbench serves the medium port with a RAM model).
-* :func:`blk_device_on_chip_ram`: the device with an on-chip :class:`~virtio_pcie.devices.
-  axi_ram.AxiRam` as its medium, the configuration a small board would build.
+:class:`~virtio_pcie.devices.blk.VirtioBlkDevice` is simulated as it is (the testbench serves
+its medium port with a RAM model). :class:`BlkOnChipRam` is the device with an on-chip
+:class:`~virtio_pcie.devices.axi_ram.AxiRam` as its medium: the RAM disk a small board builds.
 """
 
 from amaranth import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import connect
+from amaranth.lib.wiring import connect, flipped
 
 from virtio_pcie.devices.axi_ram import AxiRam
 from virtio_pcie.devices.blk import VirtioBlkDevice
 
-from .sim_top import SimTop
-
-__all__ = ["blk_device", "blk_device_on_chip_ram", "BlkOnChipRam"]
-
-
-def blk_device(**params):
-    return SimTop(VirtioBlkDevice(**params))
+__all__ = ["BlkOnChipRam"]
 
 
 class BlkOnChipRam(wiring.Component):
-    """A RAM disk: the device and an on-chip RAM of ``capacity`` sectors, connected."""
+    """A RAM disk: :class:`VirtioBlkDevice` (``capacity`` sectors) on an on-chip RAM.
+
+    Takes the device's parameters (``capacity`` must be given) and has the device's ports but
+    ``medium``.
+    """
 
     def __init__(self, **params):
+        if not isinstance(params.get("capacity"), int):
+            raise ValueError(f"an on-chip RAM disk needs a capacity in sectors, "
+                             f"not {params.get('capacity')!r}")
         self.device = VirtioBlkDevice(**params)
         self.ram = AxiRam(size=params["capacity"] * 512, data_width=params["data_width"],
                           addr_width=self.device.medium.signature.addr_width)
@@ -40,9 +40,5 @@ class BlkOnChipRam(wiring.Component):
         m.submodules.ram = self.ram
         connect(m, self.device.medium, self.ram.bus)
         for name in self.signature.members:
-            connect(m, wiring.flipped(getattr(self, name)), getattr(self.device, name))
+            connect(m, flipped(getattr(self, name)), getattr(self.device, name))
         return m
-
-
-def blk_device_on_chip_ram(**params):
-    return SimTop(BlkOnChipRam(**params))
