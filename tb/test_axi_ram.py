@@ -215,8 +215,9 @@ def axi_ram_with_init(**params):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("data_width", [64, 256])
+@pytest.mark.parametrize("data_width", [64, pytest.param(256, marks=pytest.mark.slow)])
 def test_axi_ram(simulate, data_width):
+    """(256 bits also runs under the virtio-blk device in test_blk.py, by default.)"""
     # addr_width one bit wider than the RAM, so accesses beyond it can be tried.
     design = harness.build(axi_ram_with_init, {"size": 64 * 1024, "data_width": data_width,
                                                "addr_width": 17}, name="axi_ram")

@@ -389,13 +389,21 @@ async def run_random_mix(dut, mode):
     order), and stalls on every stream (``stalls``)."""
     seed = ["fast", "slow_host", "stalls"].index(mode) + 10
     tb = await started(dut, seed=seed, dma="ideal" if mode == "fast" else "shared")
-    count = int(os.environ.get("BLK_MIX_COUNT", 120))
+    count = int(os.environ.get("BLK_MIX_COUNT", 80))
     if mode == "slow_host":
         tb.dma.set_latency(250, 0)
     elif mode == "stalls":
         tb.seg_idle = pause(1, 0.3)
         tb.used_pause = pause(2, 0.5)
         tb.dma.set_backpressure(pause(3, 0.3), pause(4, 0.3))
+        if tb.medium is not None:
+            # The medium stalls on every AXI channel too.
+            for i, channel in enumerate((tb.medium.write_if.aw_channel,
+                                         tb.medium.write_if.w_channel,
+                                         tb.medium.write_if.b_channel,
+                                         tb.medium.read_if.ar_channel,
+                                         tb.medium.read_if.r_channel)):
+                channel.set_pause_generator(pause(10 + i, 0.3))
     done = await random_mix(tb, count, depth=32)
     assert len(done) == count
     # Many requests were in flight at once, across queues.
@@ -544,7 +552,7 @@ async def run_throughput(dut):
     ops = ["read", "write"] if writable() else ["read"]
     for op in ops:
         for depth in (1, 8, 32):
-            count = 8 if depth == 1 else 96
+            count = 8 if depth == 1 else 48
             cycles, reqs = await measure(tb, op, count, depth)
             per = cycles / count
             latency = sum(r.completed - r.submitted for r in reqs) / count

@@ -8,8 +8,8 @@
                     │    │ start        ┌► BlkDecoder ◄─ header RAM ◄─ snoop ◄─┐    │
                     │    ▼              ├► SgDmaReader ─► dma.rd_req           │    │
                     │ BlkSlot × slots ──┤   dma.rd_ram ─► read buffer ─────────┘    │
-                    │ (one request     ├► MediumWriter ◄─ read buffer  ─► AW/W/B ──┼─► medium
-                    │  each) ── jobs   ├► MediumReader ◄─ AR/R ─► write buffer     │   (AXI4)
+                    │ (one request      ├► MediumWriter ◄─ read buffer ─► AW/W/B ───┼─► medium
+                    │  each)            ├► MediumReader ◄─ AR/R ─► write buffer     │   (AXI4)
                     │                   └► SgDmaWriter ─► dma.wr_req ◄─ dma.wr_ram  │
   completions.used ◄│ ◄── used (round robin) ◄── slots                              │
   config.bus ──────►│ BlkConfigSpace (struct virtio_blk_config)                     │
