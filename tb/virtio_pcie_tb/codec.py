@@ -18,8 +18,14 @@ from virtio_pcie.spec.pcie import byte_size
 __all__ = ["StructCodec", "codec"]
 
 
+def _byte_aligned(layout):
+    return all(f.offset % 8 == 0 and f.width % 8 == 0 for _, f in layout)
+
+
 class StructCodec:
-    """Byte-level view of a little-endian, byte-aligned :class:`StructLayout`."""
+    """Byte-level view of a little-endian, byte-aligned :class:`StructLayout`. A nested
+    structure whose own fields are not byte aligned (a register with bit fields) is one
+    integer field."""
 
     def __init__(self, layout):
         self.layout = layout
@@ -33,7 +39,7 @@ class StructCodec:
                 raise ValueError(f"{prefix}{name} of {layout!r} is not byte aligned")
             offset = base + field.offset // 8
             shape = field.shape
-            if isinstance(shape, data.StructLayout):
+            if isinstance(shape, data.StructLayout) and _byte_aligned(shape):
                 self._collect(shape, f"{prefix}{name}.", offset)
             else:
                 is_array = isinstance(shape, data.ArrayLayout)
