@@ -84,8 +84,10 @@ class HostMemory:
             buf = reuse[-1]
             self._free[size].remove(buf)
         else:
-            # The buddy allocator aligns every block to its power-of-two size.
-            block = max(size, align)
+            # The buddy allocator aligns every block to its power-of-two size. The whole block is
+            # backed by memory: devices read whole dwords (and more) around a buffer, as they
+            # may on a real host.
+            block = 1 << (max(size, align, 64) - 1).bit_length()
             region = self.pool.alloc_region(block)
             addr = region.get_absolute_address(0)
             if addr % align:

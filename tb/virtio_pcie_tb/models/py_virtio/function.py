@@ -39,7 +39,8 @@ from cocotbext.pcie.core.tlp import Tlp, TlpType
 from virtio_pcie.spec.pcie import MsixTableEntry, MsixVectorControl
 from virtio_pcie.spec.virtio import (
     DeviceStatus, FEATURE_DEPENDENCIES, VirtioDeviceId, VirtioF, VirtioIsr, VirtioNetF,
-    VirtioPciCap, VirtioPciCapType, VirtioPciCfgCap, VirtioPciCommonCfg, VirtioPciLegacyHeader, VirtioPciLegacyMsix,
+    VirtioPciCap, VirtioPciCapType, VirtioPciCfgCap, VirtioPciCommonCfg, VirtioPciLegacyHeader,
+    VirtioPciLegacyMsix,
     VirtioPciNotifyCap, LEGACY_QUEUE_ADDR_SHIFT, VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_VENDOR_ID,
     byte_size, legacy_device_config_offset, legacy_vring_layout,
 )
@@ -264,7 +265,10 @@ class PyVirtioFunction(MemoryEndpoint):
         if not self.bus_master_enable:
             self.device_error(f"DMA read at {addr:#x} without Bus Master Enable")
             return bytes(length)
-        return await self.mem_read(addr, length)
+        try:
+            return await self.mem_read(addr, length)
+        except Exception as e:       # noqa: BLE001 - cocotbext raises plain Exception
+            raise RuntimeError(f"DMA read of {length} bytes at {addr:#x} failed: {e}") from e
 
     async def dma_write(self, addr, data):
         if not self.bus_master_enable:
