@@ -530,13 +530,13 @@ class VirtioPciModern(VirtioPciDevice):
     async def finalize_features(self, features):
         """``vp_finalize_features()`` after the ring/transport bits were filtered."""
         if not features & (1 << VirtioF.VERSION_1):
-            raise ProbeError("EINVAL", "virtio: device uses modern interface but does not "
+            raise self._fail("EINVAL", "virtio: device uses modern interface but does not "
                                        "have VIRTIO_F_VERSION_1")
         for bit, field in ((VirtioF.NOTIF_CONFIG_DATA, "queue_notify_data"),
                            (VirtioF.RING_RESET, "queue_reset"),
                            (VirtioF.ADMIN_VQ, "admin_queue_num")):
             if features & (1 << bit) and self.common_len < _end_of(field):
-                raise ProbeError("EINVAL", f"virtio: common cfg size({self.common_len}) does "
+                raise self._fail("EINVAL", f"virtio: common cfg size({self.common_len}) does "
                                            f"not match the feature VIRTIO_F_{bit.name}")
         for i in range(self.profile.feature_words):
             await self.common.write("driver_feature_select", i)
