@@ -294,6 +294,23 @@ async def run_blk_ring_corner_cases(dut):
         if blk.capacity == 8192:
             break
     assert blk.capacity == 8192 and fn.config_generation > 0
+    # a change between the two 32-bit halves of the capacity: the generation differs, so the
+    # driver reads both halves again and never sees a torn value (virtio-checklist §1.F 46)
+    reads = []
+    real_read = fn._read_device
+
+    async def racing_read(off, length):
+        value = await real_read(off, length)
+        reads.append((off, length))
+        if len(reads) == 1:
+            backend.sectors = 0x1_0000_0010          # low half now stale
+            fn.config_changed(interrupt=False)
+        return value
+    fn._read_device = racing_read
+    from virtio_pcie.spec.virtio import VirtioBlkConfig
+    assert await vdev.cread(VirtioBlkConfig, "capacity") == 0x1_0000_0010
+    assert reads == [(0, 4), (4, 4)] * 2
+    fn._read_device = real_read
     assert not fn.errors, fn.errors
 
 

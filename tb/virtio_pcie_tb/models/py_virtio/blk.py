@@ -96,11 +96,12 @@ class RamDisk:
         return f | self.extra_features
 
     def config_bytes(self):
+        limit = min(self.sectors, 0xFFFFFFFF)      # 32-bit sector-count limits
         values = {"capacity": self.sectors, "size_max": self.size_max or 0,
                   "seg_max": self.seg_max or 0, "blk_size": self.blk_size or 0,
                   "writeback": self.writeback, "num_queues": self.num_queues,
-                  "max_discard_sectors": self.sectors, "max_discard_seg": 1,
-                  "discard_sector_alignment": 1, "max_write_zeroes_sectors": self.sectors,
+                  "max_discard_sectors": limit, "max_discard_seg": 1,
+                  "discard_sector_alignment": 1, "max_write_zeroes_sectors": limit,
                   "max_write_zeroes_seg": 1, "write_zeroes_may_unmap": 1}
         return _CFG.pack(**values)
 
