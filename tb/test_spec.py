@@ -268,6 +268,14 @@ def test_net_layouts():
                                      "num_buffers": 1})
     assert hdr == struct.pack("<BBHHHHH", 1, 0, 54, 0, 34, 16, 1)
     assert byte_size(virtio.VirtioNetCtrlHdr) == 2
+    assert byte_size(virtio.VirtioNetHdrLegacy) == 10
+    assert virtio.VirtioNetCtrlAnnounce.ACK == 0 and virtio.VirtioNetCtrlVlan.DEL == 1
+    # include/uapi/linux/virtio_net.h
+    assert (virtio.VirtioNetF.DEVICE_STATS, virtio.VirtioNetF.VQ_NOTF_COAL,
+            virtio.VirtioNetF.NOTF_COAL, virtio.VirtioNetF.GUEST_USO4,
+            virtio.VirtioNetF.GUEST_USO6, virtio.VirtioNetF.HOST_USO,
+            virtio.VirtioNetF.GUEST_HDRLEN, virtio.VirtioNetF.RSC_EXT,
+            virtio.VirtioNetF.STANDBY) == (50, 52, 53, 54, 55, 56, 59, 61, 62)
 
 
 def test_feature_bits():

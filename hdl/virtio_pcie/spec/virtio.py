@@ -33,8 +33,9 @@ __all__ = [
     "VirtioBlkGeometry", "VirtioBlkTopology", "VirtioBlkZoned", "VirtioBlkConfig",
     "VirtioBlkReqType", "VirtioBlkStatus", "VirtioBlkOutHdr", "VirtioBlkDiscardWriteZeroes",
     "VIRTIO_BLK_SECTOR_SIZE", "VIRTIO_BLK_ID_BYTES", "VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP",
-    "VirtioNetConfig", "VirtioNetStatus", "VirtioNetHdr", "VirtioNetHdrFlags", "VirtioNetGsoType",
-    "VirtioNetCtrlHdr", "VirtioNetCtrlClass", "VirtioNetCtrlRx", "VirtioNetCtrlMac",
+    "VirtioNetConfig", "VirtioNetStatus", "VirtioNetHdr", "VirtioNetHdrLegacy", "VirtioNetHdrFlags",
+    "VirtioNetGsoType", "VirtioNetCtrlHdr", "VirtioNetCtrlClass", "VirtioNetCtrlRx",
+    "VirtioNetCtrlMac", "VirtioNetCtrlVlan", "VirtioNetCtrlAnnounce", "VirtioNetCtrlGuestOffloads",
     "VirtioNetCtrlMq", "VirtioNetCtrlAck",
     "VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN", "VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX",
 ]
@@ -242,8 +243,17 @@ class VirtioNetF(py_enum.IntEnum):
     GUEST_ANNOUNCE      = 21
     MQ                  = 22
     CTRL_MAC_ADDR       = 23
+    DEVICE_STATS        = 50
+    VQ_NOTF_COAL        = 52
+    NOTF_COAL           = 53
+    GUEST_USO4          = 54
+    GUEST_USO6          = 55
+    HOST_USO            = 56
     HASH_REPORT         = 57
+    GUEST_HDRLEN        = 59
     RSS                 = 60
+    RSC_EXT             = 61
+    STANDBY             = 62
     SPEED_DUPLEX        = 63
 
 
@@ -546,6 +556,18 @@ VirtioNetHdr = data.StructLayout({
     "num_buffers": 16,
 })
 
+#: struct virtio_net_hdr without ``num_buffers`` (10 bytes): the header a legacy driver uses when
+#: neither VIRTIO_F_VERSION_1 nor VIRTIO_NET_F_MRG_RXBUF is negotiated (virtio 1.2, "Legacy
+#: Interface: Device Operation").
+VirtioNetHdrLegacy = data.StructLayout({
+    "flags":       VirtioNetHdrFlags,
+    "gso_type":    VirtioNetGsoType,
+    "hdr_len":     16,
+    "gso_size":    16,
+    "csum_start":  16,
+    "csum_offset": 16,
+})
+
 #: Head of a control-queue command (struct virtio_net_ctrl_hdr); data then the ack byte follow.
 VirtioNetCtrlHdr = data.StructLayout({
     "class":   8,
@@ -574,6 +596,19 @@ class VirtioNetCtrlRx(py_enum.IntEnum):
 class VirtioNetCtrlMac(py_enum.IntEnum):
     TABLE_SET = 0
     ADDR_SET  = 1
+
+
+class VirtioNetCtrlVlan(py_enum.IntEnum):
+    ADD = 0
+    DEL = 1
+
+
+class VirtioNetCtrlAnnounce(py_enum.IntEnum):
+    ACK = 0
+
+
+class VirtioNetCtrlGuestOffloads(py_enum.IntEnum):
+    SET = 0
 
 
 class VirtioNetCtrlMq(py_enum.IntEnum):
