@@ -23,6 +23,7 @@ __all__ = [
     "VirtioPciCommonCfg", "COMMON_CFG_ACCESS", "VIRTIO_PCI_COMMON_CFG_MIN_LEN",
     "VIRTIO_MSI_NO_VECTOR", "DeviceStatus", "VirtioIsr",
     "VirtioF", "VirtioBlkF", "VirtioNetF", "feature_mask", "FEATURE_DEPENDENCIES",
+    "feature_dependencies",
     "VirtioPciLegacyHeader", "VirtioPciLegacyMsix", "LEGACY_QUEUE_ADDR_SHIFT", "LEGACY_VRING_ALIGN",
     "legacy_device_config_offset",
     "VirtqDescFlags", "VirtqDesc", "VirtqAvailFlags", "VirtqAvailHeader", "VirtqUsedFlags",
@@ -265,21 +266,31 @@ def feature_mask(*bits):
     return value
 
 
-#: Feature -> features it requires (virtio 1.2, net "Feature bit requirements"; transport).
+#: Device type -> {feature: features it requires} (virtio 1.2, net "Feature bit requirements").
+#: Keyed by device type because device-type feature bits overlap: bit 14 is HOST_UFO for net
+#: and WRITE_ZEROES for blk.
 FEATURE_DEPENDENCIES = {
-    VirtioNetF.GUEST_TSO4:     (VirtioNetF.GUEST_CSUM,),
-    VirtioNetF.GUEST_TSO6:     (VirtioNetF.GUEST_CSUM,),
-    VirtioNetF.GUEST_UFO:      (VirtioNetF.GUEST_CSUM,),
-    VirtioNetF.HOST_TSO4:      (VirtioNetF.CSUM,),
-    VirtioNetF.HOST_TSO6:      (VirtioNetF.CSUM,),
-    VirtioNetF.HOST_UFO:       (VirtioNetF.CSUM,),
-    VirtioNetF.CTRL_RX:        (VirtioNetF.CTRL_VQ,),
-    VirtioNetF.CTRL_VLAN:      (VirtioNetF.CTRL_VQ,),
-    VirtioNetF.GUEST_ANNOUNCE: (VirtioNetF.CTRL_VQ,),
-    VirtioNetF.MQ:             (VirtioNetF.CTRL_VQ,),
-    VirtioNetF.CTRL_MAC_ADDR:  (VirtioNetF.CTRL_VQ,),
-    VirtioNetF.RSS:            (VirtioNetF.CTRL_VQ,),
+    VirtioDeviceId.NET: {
+        VirtioNetF.GUEST_TSO4:     (VirtioNetF.GUEST_CSUM,),
+        VirtioNetF.GUEST_TSO6:     (VirtioNetF.GUEST_CSUM,),
+        VirtioNetF.GUEST_UFO:      (VirtioNetF.GUEST_CSUM,),
+        VirtioNetF.HOST_TSO4:      (VirtioNetF.CSUM,),
+        VirtioNetF.HOST_TSO6:      (VirtioNetF.CSUM,),
+        VirtioNetF.HOST_UFO:       (VirtioNetF.CSUM,),
+        VirtioNetF.CTRL_RX:        (VirtioNetF.CTRL_VQ,),
+        VirtioNetF.CTRL_VLAN:      (VirtioNetF.CTRL_VQ,),
+        VirtioNetF.GUEST_ANNOUNCE: (VirtioNetF.CTRL_VQ,),
+        VirtioNetF.MQ:             (VirtioNetF.CTRL_VQ,),
+        VirtioNetF.CTRL_MAC_ADDR:  (VirtioNetF.CTRL_VQ,),
+        VirtioNetF.RSS:            (VirtioNetF.CTRL_VQ,),
+    },
+    VirtioDeviceId.BLOCK: {},
 }
+
+
+def feature_dependencies(device_type):
+    """{feature bit: (bits it requires)} for a device type (a :class:`VirtioDeviceId`)."""
+    return FEATURE_DEPENDENCIES.get(VirtioDeviceId(device_type), {})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,9 +38,8 @@ from cocotbext.pcie.core.tlp import Tlp, TlpType
 
 from virtio_pcie.spec.pcie import MsixTableEntry, MsixVectorControl
 from virtio_pcie.spec.virtio import (
-    DeviceStatus, FEATURE_DEPENDENCIES, VirtioDeviceId, VirtioF, VirtioIsr, VirtioNetF,
-    VirtioPciCap, VirtioPciCapType, VirtioPciCfgCap, VirtioPciCommonCfg, VirtioPciLegacyHeader,
-    VirtioPciLegacyMsix,
+    DeviceStatus, feature_dependencies, VirtioF, VirtioIsr, VirtioPciCap, VirtioPciCapType,
+    VirtioPciCfgCap, VirtioPciCommonCfg, VirtioPciLegacyHeader, VirtioPciLegacyMsix,
     VirtioPciNotifyCap, LEGACY_QUEUE_ADDR_SHIFT, VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_VENDOR_ID,
     byte_size, legacy_device_config_offset, legacy_vring_layout,
 )
@@ -442,10 +441,7 @@ class PyVirtioFunction(MemoryEndpoint):
             return f"bits {self.driver_features_raw & ~self.offered:#x} were never offered"
         if not f & (1 << VirtioF.VERSION_1):
             return "VIRTIO_F_VERSION_1 not accepted"
-        for feature, needs in FEATURE_DEPENDENCIES.items():
-            # device-type bits mean something else for another device type
-            if isinstance(feature, VirtioNetF) and self.backend.device_type != VirtioDeviceId.NET:
-                continue
+        for feature, needs in feature_dependencies(self.backend.device_type).items():
             if f & (1 << int(feature)) and not all(f & (1 << int(n)) for n in needs):
                 return f"{feature.name} without {', '.join(n.name for n in needs)}"
         if self.refuse_features is not None and self.refuse_features(f):
