@@ -283,3 +283,18 @@ def test_ids():
     assert virtio.VIRTIO_PCI_MODERN_DEVICE_ID_BASE + virtio.VirtioDeviceId.BLOCK == 0x1042
     assert virtio.VIRTIO_PCI_TRANSITIONAL_DEVICE_ID[virtio.VirtioDeviceId.NET] == 0x1000
     assert virtio.VIRTIO_PCI_SUBSYSTEM_ID_MODERN >= 0x40
+
+
+# -- Feature dependency tables (transport) -------------------------------------------------------
+
+def test_feature_dependencies_per_device_type():
+    """Net requirements apply to network devices only: device bit numbers are per type."""
+    net_all, net_any = virtio.feature_dependencies(virtio.VirtioDeviceId.NET)
+    assert net_all[int(virtio.VirtioNetF.HOST_TSO4)] == (int(virtio.VirtioNetF.CSUM),)
+    assert net_any[int(virtio.VirtioNetF.GUEST_ECN)] == (int(virtio.VirtioNetF.GUEST_TSO4),
+                                                         int(virtio.VirtioNetF.GUEST_TSO6))
+    assert net_any[int(virtio.VirtioNetF.HOST_ECN)] == (int(virtio.VirtioNetF.HOST_TSO4),
+                                                        int(virtio.VirtioNetF.HOST_TSO6))
+    assert virtio.feature_dependencies(virtio.VirtioDeviceId.BLOCK) == ({}, {})
+    assert list(virtio.TRANSPORT_FEATURE_BITS) == list(range(24, 50))
+    assert all(bit in virtio.TRANSPORT_FEATURE_BITS for bit in virtio.VirtioF)

@@ -23,6 +23,7 @@ __all__ = [
     "VirtioPciCommonCfg", "COMMON_CFG_ACCESS", "VIRTIO_PCI_COMMON_CFG_MIN_LEN",
     "VIRTIO_MSI_NO_VECTOR", "DeviceStatus", "VirtioIsr",
     "VirtioF", "VirtioBlkF", "VirtioNetF", "feature_mask", "FEATURE_DEPENDENCIES",
+    "FEATURE_DEPENDENCIES_ANY", "feature_dependencies", "TRANSPORT_FEATURE_BITS",
     "VirtioPciLegacyHeader", "VirtioPciLegacyMsix", "LEGACY_QUEUE_ADDR_SHIFT", "LEGACY_VRING_ALIGN",
     "legacy_device_config_offset",
     "VirtqDescFlags", "VirtqDesc", "VirtqAvailFlags", "VirtqAvailHeader", "VirtqUsedFlags",
@@ -270,6 +271,39 @@ FEATURE_DEPENDENCIES = {
     VirtioNetF.CTRL_MAC_ADDR:  (VirtioNetF.CTRL_VQ,),
     VirtioNetF.RSS:            (VirtioNetF.CTRL_VQ,),
 }
+
+#: Feature -> features of which it requires at least one (virtio 1.2, net "Feature bit
+#: requirements": GUEST_ECN needs GUEST_TSO4 or GUEST_TSO6; HOST_ECN needs HOST_TSO4 or HOST_TSO6).
+FEATURE_DEPENDENCIES_ANY = {
+    VirtioNetF.GUEST_ECN: (VirtioNetF.GUEST_TSO4, VirtioNetF.GUEST_TSO6),
+    VirtioNetF.HOST_ECN:  (VirtioNetF.HOST_TSO4, VirtioNetF.HOST_TSO6),
+}
+
+#: Bits reserved for the transport and queue mechanisms (virtio 1.2, "Feature Bits": 24 to 41,
+#: plus 42 to 49 reserved for future extensions); the others belong to the device type.
+TRANSPORT_FEATURE_BITS = range(24, 50)
+
+_DEVICE_FEATURE_ENUMS = {
+    VirtioDeviceId.NET:   VirtioNetF,
+    VirtioDeviceId.BLOCK: VirtioBlkF,
+}
+
+
+def feature_dependencies(device_type):
+    """The requirement tables that apply to a device of type ``device_type``.
+
+    Device-type feature bits are numbered per type (bit 7 is GUEST_TSO4 for a network device,
+    SCSI for a block device), so :data:`FEATURE_DEPENDENCIES` and
+    :data:`FEATURE_DEPENDENCIES_ANY` entries apply only to the device type their enum names.
+    Returns ``(all_of, any_of)``: two dicts from a feature bit number to a tuple of bit numbers.
+    """
+    device_type = VirtioDeviceId(device_type)
+    kinds = (VirtioF, _DEVICE_FEATURE_ENUMS.get(device_type, VirtioF))
+
+    def select(table):
+        return {int(f): tuple(int(r) for r in reqs) for f, reqs in table.items()
+                if type(f) in kinds}
+    return select(FEATURE_DEPENDENCIES), select(FEATURE_DEPENDENCIES_ANY)
 
 
 # ---------------------------------------------------------------------------------------------
