@@ -298,3 +298,14 @@ def test_feature_dependencies_per_device_type():
     assert virtio.feature_dependencies(virtio.VirtioDeviceId.BLOCK) == ({}, {})
     assert list(virtio.TRANSPORT_FEATURE_BITS) == list(range(24, 50))
     assert all(bit in virtio.TRANSPORT_FEATURE_BITS for bit in virtio.VirtioF)
+
+
+def test_split_ring_alignment():
+    """virtio 1.2 §2.7 alignment table; the legacy layout satisfies it for every size."""
+    assert (virtio.VIRTQ_DESC_ALIGN, virtio.VIRTQ_AVAIL_ALIGN, virtio.VIRTQ_USED_ALIGN) == \
+        (16, 2, 4)
+    assert byte_size(virtio.VirtqDesc) == virtio.VIRTQ_DESC_ALIGN
+    for n in range(16):
+        desc, avail, used = virtio.legacy_vring_layout(0x1000, 1 << n)
+        assert desc % virtio.VIRTQ_DESC_ALIGN == 0 and avail % virtio.VIRTQ_AVAIL_ALIGN == 0
+        assert used % virtio.VIRTQ_USED_ALIGN == 0

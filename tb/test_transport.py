@@ -110,9 +110,9 @@ async def run_linux_modern_probe(dut):
 
 @cocotb.test()
 async def run_linux_vector_fallback(dut):
-    """§3.6 + §3.3: per-VQ vectors refused by the device (a vector beyond the table reads back
-    NO_VECTOR), Linux unwinds without a reset and re-programs every queue for the shared
-    policy; then an INTx-only platform. Queue registers are written several times before
+    """Rule 58, §3.6 + §3.3: per-VQ vectors refused by the device (a vector beyond the table
+    reads back NO_VECTOR), Linux unwinds without a reset and re-programs every queue for the
+    shared policy; then an INTx-only platform. Queue registers are written several times before
     queue_enable; the engine sees each queue once."""
     tb = await TransportTB.create(dut)
     queues = [QueueRequest(i) for i in range(9)]        # 10 vectors wanted, 8 in the table
@@ -448,8 +448,9 @@ async def run_rule_30_read_only_and_ignored(dut):
 
 @cocotb.test()
 async def run_rule_31_common_length(dut):
-    """Rule 31: the structure is 0x40 bytes (queue_reset inside it, so Linux keeps
-    RING_RESET); the admin-queue fields read 0 (ADMIN_VQ is not offered)."""
+    """Rules 31 and 29: the structure is 0x40 bytes (queue_reset inside it, so Linux keeps
+    RING_RESET); the admin-queue fields read 0 (ADMIN_VQ cannot be offered, see
+    test_transport_params.py)."""
     tb = await TransportTB.create(dut)
     assert tb.model.common_length == 0x40
     assert off("queue_reset") + 2 <= tb.model.common_length
@@ -845,6 +846,26 @@ async def run_rule_73_latch_at_enable(dut):
 
 
 @cocotb.test()
+async def run_rule_74_ring_alignment(dut):
+    """Rule 74: rings must be aligned (descriptors 16, avail 2, used 4 bytes); enabling a
+    misaligned ring is ignored (a driver error the engine never sees), fixing it works."""
+    tb = await TransportTB.create(dut)
+    c = tb.common
+    await c.write("queue_select", 2)
+    for name, bad in (("queue_desc", 0x1008), ("queue_driver", 0x2001), ("queue_device", 0x3002)):
+        good = {"queue_desc": 0x1000, "queue_driver": 0x2000, "queue_device": 0x3000}
+        for field, value in good.items():
+            await c.write(field, bad if field == name else value)
+        await c.write("queue_enable", 1)
+        assert await c.read("queue_enable") == 0, name
+    await c.write("queue_device", 0x3004)
+    await c.write("queue_enable", 1)
+    assert await c.read("queue_enable") == 1
+    await tb.cycles(2)
+    assert [cfg["device"] for _, cfg in tb.engine.configs] == [0x3004]
+
+
+@cocotb.test()
 async def run_rule_73_engine_backpressure(dut):
     """Rule 73 with an engine slow to take queue configurations: queue_enable waits for the
     previous configuration, none is lost."""
@@ -936,6 +957,7 @@ GROUPS = {
                   "run_rule_62_status_bits_stick", "run_rule_63_features_ok_refusal",
                   "run_rule_65_no_suspend", "run_rule_66_features_frozen",
                   "run_rule_72_version_1_required", "run_rule_73_latch_at_enable",
+                  "run_rule_74_ring_alignment",
                   "run_rule_73_engine_backpressure"],
     "interrupts": ["run_rule_35_doorbells", "run_rule_36_spurious_doorbells",
                    "run_rule_39_config_isr_first", "run_rule_40_intx",

@@ -72,6 +72,22 @@ def test_rule_105_transitional_any_layout():
         transport(device_features=NET_FEATURES | feature_mask(VirtioF.ANY_LAYOUT))
 
 
+def test_rule_52_msix_table_size():
+    """Rule 52: up to 0x800 vectors (the MSI-X Table Size field); 0 = no MSI-X."""
+    assert transport(msix_vectors=0x800).msix_vectors == 0x800
+    assert transport(msix_vectors=0).msix_vectors == 0
+    with pytest.raises(ValueError, match="msix_vectors"):
+        transport(msix_vectors=0x801)
+
+
+def test_rule_70_platform_features():
+    """Rule 70: an add-in card should offer ACCESS_PLATFORM and ORDER_PLATFORM; the transport
+    accepts both (the test designs offer them)."""
+    both = feature_mask(VirtioF.ACCESS_PLATFORM, VirtioF.ORDER_PLATFORM)
+    assert transport(device_features=NET_FEATURES | both).device_features & both == both
+    assert NET_FEATURES & both == both
+
+
 @pytest.mark.parametrize("name, value", [
     ("queue_count", 0), ("queue_count", 4097), ("queue_count", 2.0),
     ("queue_size_max", 0), ("queue_size_max", 96), ("queue_size_max", 65536),

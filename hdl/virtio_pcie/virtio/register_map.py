@@ -41,7 +41,8 @@ _COMMON_NOTES = {
                              "ignored.",
     "queue_msix_vector":     "Vector for the selected queue, as `config_msix_vector`.",
     "queue_enable":          "Writing 1 latches size and addresses and hands them to the "
-                             "virtqueue engine; other values ignored.",
+                             "virtqueue engine; other values, and rings not aligned (16/2/4 "
+                             "bytes), are ignored.",
     "queue_notify_off":      "The queue index: its doorbell is at index * "
                              "`notify_off_multiplier`.",
     "queue_desc":            "Descriptor area (two 32-bit halves, low first).",

@@ -21,7 +21,8 @@ from amaranth.lib.wiring import In, Out
 from ..function.interface import MSIX_VECTOR_WIDTH, FunctionConfig, MsixRequestSignature
 from ..function.register_bus import RegisterBusSignature
 from ..spec.virtio import (COMMON_CFG_ACCESS, TRANSPORT_FEATURE_BITS, VIRTIO_MSI_NO_VECTOR,
-                           VIRTQ_MAX_SIZE, DeviceStatus, VirtioDeviceId, VirtioF, VirtioIsr,
+                           VIRTQ_AVAIL_ALIGN, VIRTQ_DESC_ALIGN, VIRTQ_MAX_SIZE, VIRTQ_USED_ALIGN,
+                           DeviceStatus, VirtioDeviceId, VirtioF, VirtioIsr,
                            VirtioPciCommonCfg, VirtioPciLegacyHeader, VirtioPciLegacyMsix,
                            byte_size, feature_dependencies)
 from .interface import (FEATURE_BITS, DeviceConfigSignature, QueueControlSignature,
@@ -105,7 +106,8 @@ class VirtioTransport(wiring.Component):
       queue after ``queue_reset``); they may be rewritten any number of times before
       ``queue_enable`` (Linux's vector fallback, checklist §3.3). ``queue_enable`` = 1 latches
       size and addresses into a :data:`~virtio_pcie.virtio.interface.QueueConfig` on
-      ``queues.config``; other values, and enabling an enabled queue, are ignored.
+      ``queues.config``; other values, enabling an enabled queue, and enabling rings that are
+      not aligned as virtio 1.2 §2.7 requires (rule 74) are ignored.
       ``queue_msix_vector`` / ``config_msix_vector`` read back the vector, or NO_VECTOR for
       vectors ``>= msix_vectors``; all read NO_VECTOR after reset. ``queue_reset`` (offered
       RING_RESET, negotiated) sends the queue to ``queues.queue_reset`` and reads 1 until
@@ -325,6 +327,13 @@ class VirtioTransport(wiring.Component):
     # -- Elaboration -----------------------------------------------------------------------------
 
     def elaborate(self, platform):
+        #   common ─┐  round robin  ┌────────────┐     ┌──────────────┐ ─► queues.config,
+        #   isr    ─┤   ┌───────┐   │ decoders:  │ req │ state, irq   │    queue_reset, notify
+        #   device ─┼──►│ grant ├──►│ common,isr,├────►│ router, reset│ ─► device_config
+        #   notify ─┤   └───────┘   │ notify,    │     │ sequencer    │ ─► msix, intx
+        #   legacy ─┘               │ legacy     │     └──────────────┘ ◄─ queues.irq, idle,
+        #                           └────────────┘  device access ─►      needs_reset, ...
+        #                                           device_config.bus
         m = Module()
         core = _RegisterCore(self, m)
 
@@ -470,8 +479,13 @@ class VirtioTransport(wiring.Component):
             hit[name], value[name] = write(name, old)
         writing = acc.we & ~q.dev_reset
 
+        # A ring the driver did not align (virtio 1.2 §2.7; rule 74) is a driver error: the
+        # queue is not enabled, so the engine only ever sees aligned rings.
+        aligned = ((q.row_cur.desc[:ceil_log2(VIRTQ_DESC_ALIGN)] == 0) &
+                   (q.row_cur.driver[:ceil_log2(VIRTQ_AVAIL_ALIGN)] == 0) &
+                   (q.row_cur.device[:ceil_log2(VIRTQ_USED_ALIGN)] == 0))
         want_enable = (writing & hit["queue_enable"] & (value["queue_enable"] == 1) &
-                       q.q_can_enable)
+                       q.q_can_enable & aligned)
         want_reset = (writing & hit["queue_reset"] & (value["queue_reset"] == 1) &
                       q.ring_reset_negotiated & q.q_exists & ~q.q_resetting)
         # While a reset completes, hold every access but reads of a non-zero device_status:
