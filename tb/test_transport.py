@@ -941,6 +941,38 @@ async def run_figures(dut):
     assert read_latency <= 3 and per_doorbell <= 3 and latency <= 3 and span <= 16
 
 
+# -- Edge-case build: one queue, no MSI-X, notify_off_multiplier 4 -------------------------------
+
+SMALL_PARAMS = {**MODERN_PARAMS, "queue_count": 1, "queue_size_max": 1, "msix_vectors": 0,
+                "notify_off_multiplier": 4}
+
+
+@cocotb.test()
+async def run_single_queue_function(dut):
+    """The smallest function: one queue of one entry, no MSI-X table (every vector reads
+    NO_VECTOR, Linux falls back to INTx), doorbells 4 bytes apart; queue 1 does not exist."""
+    tb = await TransportTB.create(dut)
+    c = tb.common
+    drv = tb.modern_driver()
+    await drv.probe(NET_FEATURES, [QueueRequest(0)])
+    assert drv.policy == "intx" and drv.notify_offsets == {0: 0}
+    assert [cfg["size"] for _, cfg in tb.engine.configs] == [1]
+    await c.write("config_msix_vector", 0)
+    assert await c.read("config_msix_vector") == VIRTIO_MSI_NO_VECTOR
+    await c.write("queue_select", 1)
+    assert await c.read("queue_size") == 0 and await c.read("queue_enable") == 0
+    await c.write("queue_enable", 1)
+    await drv.kick(0)
+    await tb.cycles(3)
+    assert [q for _, q in tb.engine.notifies] == [0] and len(tb.engine.configs) == 1
+    tb.engine.raise_irq(0)
+    await tb.cycles(10)
+    assert await drv.read_isr() == ISR_QUEUE
+    await drv.reset()
+    await c.write("queue_select", 0)
+    assert await c.read("queue_enable") == 0 and await c.read("queue_size") == 1
+
+
 # -- pytest launchers --------------------------------------------------------------------------
 
 GROUPS = {
@@ -966,6 +998,7 @@ GROUPS = {
                    "run_rule_53_vector_mapping", "run_rule_56_no_vector_no_interrupt"],
     "robustness": ["run_access_storm", "run_figures"],
 }
+SMALL_TESTS = ["run_single_queue_function"]
 
 
 @pytest.fixture(scope="module")
@@ -979,7 +1012,14 @@ def test_transport(simulate, modern_design, group):
     simulate(modern_design, "test_transport", testcase=GROUPS[group])
 
 
+@pytest.mark.sim
+@pytest.mark.slow
+def test_transport_single_queue(simulate):
+    design = harness.build(TransportTop, SMALL_PARAMS, name="transport_single_queue")
+    simulate(design, "test_transport", testcase=SMALL_TESTS)
+
+
 def test_groups_cover_every_cocotb_test():
     names = {name for name in globals() if name.startswith("run_")}
-    grouped = [name for group in GROUPS.values() for name in group]
+    grouped = [name for group in GROUPS.values() for name in group] + SMALL_TESTS
     assert sorted(grouped) == sorted(names) and len(set(grouped)) == len(grouped)

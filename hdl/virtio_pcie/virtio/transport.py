@@ -126,7 +126,20 @@ class VirtioTransport(wiring.Component):
       area) go to ``device_config.bus`` at the same byte offset. ``config_generation`` changes
       after a device change once any device-configuration field or the generation itself is
       read (the spec's "dirty flag" scheme), so multi-dword reads are consistent.
-    * **Legacy** (``transitional``) [64, 103-106]: see :mod:`virtio_pcie.virtio.legacy`.
+    * **Legacy** (``transitional``) [64, 103-106]: see :mod:`virtio_pcie.virtio.legacy`. Once
+      the driver writes to the legacy interface, ``driver_ok`` towards the engine and the
+      device is high without DRIVER_OK (legacy drivers use the device before it) and the
+      features they see are bits 0-31.
+
+    What the transport expects of its neighbours (beyond their signatures):
+
+    * ``queues.idle`` and ``device_config.idle`` are truthful from
+      :data:`RESET_SETTLE_CYCLES` cycles after ``reset`` rises; a ``QueueConfig`` the engine
+      accepts while ``reset`` is high is discarded with the rest of its state.
+    * ``device_config.changed`` strobes no later than the first cycle in which the changed value
+      can be read through ``device_config.bus``.
+    * ``queues.config``, ``queues.queue_reset`` and ``msix`` are accepted in bounded time (a
+      ``queue_enable`` waits for the previous configuration to be taken).
 
     Parameters
     ----------
