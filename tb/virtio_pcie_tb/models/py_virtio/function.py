@@ -441,9 +441,13 @@ class PyVirtioFunction(MemoryEndpoint):
             return f"bits {self.driver_features_raw & ~self.offered:#x} were never offered"
         if not f & (1 << VirtioF.VERSION_1):
             return "VIRTIO_F_VERSION_1 not accepted"
-        for feature, needs in feature_dependencies(self.backend.device_type).items():
-            if f & (1 << int(feature)) and not all(f & (1 << int(n)) for n in needs):
-                return f"{feature.name} without {', '.join(n.name for n in needs)}"
+        all_of, any_of = feature_dependencies(self.backend.device_type)
+        for feature, needs in all_of.items():
+            if f & (1 << feature) and not all(f & (1 << n) for n in needs):
+                return f"feature bit {feature} without bits {', '.join(map(str, needs))}"
+        for feature, needs in any_of.items():
+            if f & (1 << feature) and not any(f & (1 << n) for n in needs):
+                return f"feature bit {feature} without any of bits {', '.join(map(str, needs))}"
         if self.refuse_features is not None and self.refuse_features(f):
             return "refused by the test"
         return None
