@@ -121,9 +121,10 @@ class LinkConfig:
 
     @property
     def user_clock_mhz(self):
-        # 64 bits at 62.5 MHz carry one Gen1 lane; the clock scales with lanes x gen. 125 MHz
-        # at least, as LitePCIe does (62.5 MHz is legal but slows everything behind the core).
-        per_unit = 62.5 if self.data_width == 64 else 31.25
+        # A Gen1 lane carries 2 Gb/s: 64 bits at 31.25 MHz; the clock scales with lanes x gen
+        # (x4 Gen2: 64 bits at 250 MHz or 128 bits at 125 MHz). 125 MHz at least, as LitePCIe
+        # does (62.5 MHz is legal but slows everything behind the core).
+        per_unit = 31.25 if self.data_width == 64 else 15.625
         return max(125.0, per_unit * self.lane_gen)
 
     @property
