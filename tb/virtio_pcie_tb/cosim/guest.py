@@ -61,7 +61,7 @@ TOOL_PACKAGES = ["busybox-static", "pciutils", "pci.ids", "kmod"]
 
 #: Modules the guest loads (with their dependencies): the virtio drivers (virtio_pci is built
 #: into Debian's kernels), ext2/ext4 and vfat with the code pages their defaults use.
-GUEST_MODULES = ["virtio_blk", "virtio_net", "ext4", "vfat", "nls_cp437", "nls_utf8"]
+GUEST_MODULES = ["virtio_blk", "virtio_net", "ext4", "vfat", "nls_cp437", "nls_ascii", "nls_utf8"]
 #: Loaded if the kernel has them as modules: a separate ext2 driver (Debian serves ext2 with
 #: ext4), crc32c (ext4 and jbd2 ask the crypto API for it, which busybox cannot autoload
 #: reliably) and ISO 8859-1.
@@ -548,6 +548,7 @@ class GuestEnvironment:
         self.prepare()
         init = guest_file("init")
         key = json.dumps({"format": INITRAMFS_FORMAT, "init": init, "kernel": kernel.to_json(),
+                          "udp_echo": guest_file("udp_echo.c"),
                           "modules": GUEST_MODULES, "optional": OPTIONAL_MODULES},
                          sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -600,6 +601,8 @@ class GuestEnvironment:
         if not ids.exists():
             raise SetupError("initramfs", f"{ids} is missing (package pci.ids)")
         cpio.add_file("usr/share/misc/pci.ids", ids.read_bytes())
+        # The UDP echo client of the network check (busybox has no UDP client).
+        cpio.add_file("usr/bin/udp_echo", self._udp_echo(), mode=0o755)
 
         # Kernel modules, decompressed, and the order to load them in.
         order = []
@@ -617,6 +620,29 @@ class GuestEnvironment:
             cpio.add_file(f"{base}/modules.dep", ("\n".join(dep_lines) + "\n").encode())
         cpio.add_file("lib/modules/load-order", ("\n".join(order) + "\n").encode())
         return gzip_bytes(cpio.finish())
+
+    def _udp_echo(self):
+        """guest/udp_echo.c, compiled static with the host's gcc (cached by source hash)."""
+        source = guest_file("udp_echo.c")
+        digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+        out = self.cache / "build" / f"udp_echo-{digest}"
+        if out.exists():
+            return out.read_bytes()
+        gcc = shutil.which("gcc")
+        if gcc is None:
+            raise SetupError("initramfs", "gcc is needed to build the guest's udp_echo "
+                                          "(apt-get install gcc libc6-dev)")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        src = out.with_suffix(".c")
+        src.write_text(source)
+        proc = subprocess.run([gcc, "-static", "-Os", "-s", "-Wall", "-o", str(out) + ".tmp",
+                               str(src)], capture_output=True, text=True)
+        if proc.returncode:
+            raise SetupError("initramfs", f"compiling udp_echo.c failed (a static C library is "
+                                          f"needed: apt-get install libc6-dev):\n"
+                                          f"{proc.stderr[-2000:]}")
+        os.replace(str(out) + ".tmp", out)
+        return out.read_bytes()
 
     def _root_file(self, path):
         """A file of the root, following symlinks inside the root (not the host's)."""
