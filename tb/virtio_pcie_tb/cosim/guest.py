@@ -697,9 +697,12 @@ class GuestEnvironment:
         """A fresh directory inside the root for one run's socket, initrd and images."""
         runs = self.files / "runs"
         runs.mkdir(parents=True, exist_ok=True)
-        # Keep the directory small: a run's socket path must fit in sun_path (108 bytes).
-        for old in sorted(runs.iterdir())[:-8]:
-            shutil.rmtree(old, ignore_errors=True)
+        # Runs that were kept (failures, --keep) are removed after a day; concurrent runs
+        # (pytest -n) never touch each other's directories.
+        for old in runs.iterdir():
+            with contextlib.suppress(OSError):
+                if time.time() - old.stat().st_mtime > 86400:
+                    shutil.rmtree(old, ignore_errors=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = runs / f"{stamp}-{os.getpid()}"
         path.mkdir()

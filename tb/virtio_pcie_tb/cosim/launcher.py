@@ -194,7 +194,6 @@ class Run:
     def _guest_environment(self):
         started = time.monotonic()
         _progress("[1/4] guest environment")
-        self.env.prepare()
         self.kernel = self.env.kernel(self.args.kernel)
         self.base_initrd = self.env.initramfs(self.kernel)
         self.timings["guest_environment_s"] = time.monotonic() - started
