@@ -501,9 +501,9 @@ class GuestEnvironment:
     def _depmod(self, tree, step):
         """Write modules.dep and friends (Debian's packages leave that to depmod at install)."""
         releases = [p.name for base in ("usr/lib/modules", "lib/modules")
-                    for p in (tree / base).glob("*") if (p / "modules.order").exists()]
+                    for p in (tree / base).glob("*") if (p / "kernel").is_dir()]
         if not releases:
-            raise SetupError(step, f"no lib/modules/<release>/modules.order in {tree}")
+            raise SetupError(step, f"no lib/modules/<release>/kernel/ in {tree}")
         if (tree / "usr/lib/modules").is_dir() and not (tree / "lib").exists():
             (tree / "lib").symlink_to("usr/lib")     # depmod -b looks in <base>/lib/modules
         for release in releases:
