@@ -177,9 +177,8 @@ class CosimHostBridge:
         if not pending.done:
             self._pending.pop(tag, None)
             self._tag_free.set()
-            self._error(f"completion timeout: the RTL did not answer {tlp!r} within "
-                        f"{self.completion_timeout_ns} ns")
-            raise AccessError(f"{kind} timed out")
+            raise AccessError(f"completion timeout: the RTL did not answer {tlp!r} within "
+                              f"{self.completion_timeout_ns} ns")
         if pending.status != CplStatus.SC.value:
             status = pending.status
             name = CplStatus(status).name if status in (0, 1, 2, 4) else status
@@ -229,6 +228,7 @@ class CosimHostBridge:
                     # (PCIe Base 4.0 §2.3.1); try again a little later.
                     await Timer(1, "us")
                     continue
+                self._error(f"configuration read of 0x{offset:x}: {e}")
                 return 0xFFFF_FFFF
         self._error(f"configuration read of 0x{offset:x}: retry status 16 times")
         return 0xFFFF_FFFF
