@@ -342,6 +342,9 @@ class Run:
                                           design=a.design, data_width=a.width)
                 except DesignError as e:
                     raise SetupError("design", str(e)) from None
+            if os.geteuid() != 0:
+                raise SetupError("host-tools", "QEMU runs in a Debian trixie root with chroot, "
+                                               "which needs root")
             self._guest_environment()
             self.rundir = self.env.run_dir()
             self.image = self._disk_image() if a.device == "blk" else None
