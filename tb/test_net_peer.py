@@ -119,7 +119,7 @@ def corrupt(frame, offset):
     return bytes(frame)
 
 
-@pytest.mark.parametrize("frame, reason", [
+DROPPED = [
     (bytes(Ether(dst=PEER_MAC, src=GUEST_MAC) / IP(src=GUEST_IP, dst="169.254.77.3") / ICMP()),
      "IPv4 for another address"),
     (bytes(Ether(dst="02:00:00:00:00:99", src=GUEST_MAC) / IP(src=GUEST_IP, dst=PEER_IP) /
@@ -145,7 +145,11 @@ def corrupt(frame, offset):
     (b"\x01\x02\x03", "runt frame"),
     (bytes(Ether(dst=PEER_MAC, src=GUEST_MAC, type=0x0800) / Raw(b"\x45\0")),
      "short IPv4 header"),
-])
+]
+
+
+@pytest.mark.parametrize("frame, reason", DROPPED, ids=[f"{i}-{r}" for i, (_, r) in
+                                                        enumerate(DROPPED)])
 def test_frames_that_are_dropped(peer, frame, reason):
     assert peer.handle_frame(frame) == []
     assert peer.dropped[reason] == 1, dict(peer.dropped)
