@@ -448,13 +448,12 @@ class Run:
     def _simulation_report(self):
         if self.sim is None:
             return None
-        # QEMU has gone: the server sees the socket close and the simulation ends by itself.
-        try:
-            self.sim.wait(60)
-        except subprocess.TimeoutExpired:
+        # QEMU has gone: the server sees the socket close and the simulation ends by itself;
+        # the stop file also ends one that QEMU never connected to.
+        with contextlib.suppress(OSError):
             Path(self.sim_config["stop_file"]).touch()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.sim.wait(10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.sim.wait(60)
         path = Path(self.sim_config["report"])
         if not path.exists():
             return None
