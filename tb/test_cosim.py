@@ -11,10 +11,11 @@ environment under ``.cache/cosim``; they need root for debootstrap and chroot)::
 
 * the minimal endpoint: the guest's ``lspci -nn`` shows the 1af4:10ff that the RTL's
   configuration space holds, read over CfgRd0 TLPs;
-* the blk guest check against QEMU's own virtio-blk (``--qemu-device``), and a failing guest
-  script's status coming back as the command's exit status;
-* (slow) the net guest check against QEMU's virtio-net with the testbench's network peer, and a
-  hanging guest stopped at the timeout with its console tail.
+* the blk and net guest checks against QEMU's own virtio devices (``--qemu-device``; net with
+  the testbench's network peer), and a failing guest script's status coming back as the
+  command's exit status;
+* (slow) a hanging guest stopped at the timeout with its console tail; the checks on the 7.x
+  kernel with the legacy interface and with INTx.
 """
 
 import os
@@ -273,10 +274,23 @@ def test_the_guest_script_status_is_the_exit_status(tmp_path):
 
 
 @pytest.mark.cosim
-@pytest.mark.slow
 @needs_root
 def test_guest_checks_pass_on_qemu_virtio_net():
     status, output = cosim("--qemu-device", "--device", "net", "--timeout", "600")
+    assert status == 0, output
+
+
+@pytest.mark.cosim
+@pytest.mark.slow
+@needs_root
+@pytest.mark.parametrize("device, extra", [
+    ("blk", ["--transitional", "--append", "virtio_pci.force_legacy=1"]),
+    ("blk", ["--append", "pci=nomsi"]),
+    ("net", ["--transitional", "--append", "virtio_pci.force_legacy=1"]),
+])
+def test_guest_checks_on_kernel_7(device, extra):
+    status, output = cosim("--qemu-device", "--device", device, "--kernel", "7",
+                           "--timeout", "600", *extra)
     assert status == 0, output
 
 

@@ -548,7 +548,7 @@ class GuestEnvironment:
         self.prepare()
         init = guest_file("init")
         key = json.dumps({"format": INITRAMFS_FORMAT, "init": init, "kernel": kernel.to_json(),
-                          "udp_echo": guest_file("udp_echo.c"),
+                          "echo_check": guest_file("echo_check.c"),
                           "modules": GUEST_MODULES, "optional": OPTIONAL_MODULES},
                          sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -601,8 +601,9 @@ class GuestEnvironment:
         if not ids.exists():
             raise SetupError("initramfs", f"{ids} is missing (package pci.ids)")
         cpio.add_file("usr/share/misc/pci.ids", ids.read_bytes())
-        # The UDP echo client of the network check (busybox has no UDP client).
-        cpio.add_file("usr/bin/udp_echo", self._udp_echo(), mode=0o755)
+        # The network check's traffic generator (busybox has no UDP client, and its ping
+        # does not compare the echoed payload).
+        cpio.add_file("usr/bin/echo_check", self._echo_check(), mode=0o755)
 
         # Kernel modules, decompressed, and the order to load them in.
         order = []
@@ -621,16 +622,16 @@ class GuestEnvironment:
         cpio.add_file("lib/modules/load-order", ("\n".join(order) + "\n").encode())
         return gzip_bytes(cpio.finish())
 
-    def _udp_echo(self):
-        """guest/udp_echo.c, compiled static with the host's gcc (cached by source hash)."""
-        source = guest_file("udp_echo.c")
+    def _echo_check(self):
+        """guest/echo_check.c, compiled static with the host's gcc (cached by source hash)."""
+        source = guest_file("echo_check.c")
         digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-        out = self.cache / "build" / f"udp_echo-{digest}"
+        out = self.cache / "build" / f"echo_check-{digest}"
         if out.exists():
             return out.read_bytes()
         gcc = shutil.which("gcc")
         if gcc is None:
-            raise SetupError("initramfs", "gcc is needed to build the guest's udp_echo "
+            raise SetupError("initramfs", "gcc is needed to build the guest's echo_check "
                                           "(apt-get install gcc libc6-dev)")
         out.parent.mkdir(parents=True, exist_ok=True)
         src = out.with_suffix(".c")
@@ -638,7 +639,7 @@ class GuestEnvironment:
         proc = subprocess.run([gcc, "-static", "-Os", "-s", "-Wall", "-o", str(out) + ".tmp",
                                str(src)], capture_output=True, text=True)
         if proc.returncode:
-            raise SetupError("initramfs", f"compiling udp_echo.c failed (a static C library is "
+            raise SetupError("initramfs", f"compiling echo_check.c failed (a static C library is "
                                           f"needed: apt-get install libc6-dev):\n"
                                           f"{proc.stderr[-2000:]}")
         os.replace(str(out) + ".tmp", out)

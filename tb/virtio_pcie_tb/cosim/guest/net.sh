@@ -4,9 +4,10 @@
 # and PEER_MAC set; the peer is the testbench's, on the MAC side of the device):
 #   1. lspci -k shows the device bound to virtio-pci;
 #   2. ARP: the first ping resolves PEER_IP to PEER_MAC;
-#   3. ICMP echo of every payload size from 0 to MTU - 28 (the whole MTU);
-#   4. a UDP echo bulk transfer, every byte verified (udp_echo).
-# Tunables (environment): PING_STEP (1), UDP_BYTES (1048576), UDP_DATAGRAM (1024).
+#   3. ICMP echo of every payload size from 0 to MTU - 28 (the whole MTU), each reply's payload
+#      compared with the request (echo_check icmp);
+#   4. a UDP echo bulk transfer, every byte verified (echo_check udp).
+# Tunables (environment): UDP_BYTES (1048576), UDP_DATAGRAM (1024).
 
 fail() { echo "FAIL: $*"; exit 1; }
 step() { echo "== $*"; }
@@ -34,24 +35,11 @@ mac=$(ip neigh show "$PEER_IP" | sed -n 's/.* lladdr \([0-9a-f:]*\).*/\1/p')
 echo "$PEER_IP is at $mac"
 
 max=$((mtu - 28))
-step "ICMP echo of every size from 0 to $max bytes"
-size=0
-failures=0
-while [ $size -le $max ]; do
-    if ! ping -c 1 -W 5 -s "$size" "$PEER_IP" > /dev/null 2>&1; then
-        # one retry: a single lost frame is not a device failure, two in a row is
-        ping -c 1 -W 5 -s "$size" "$PEER_IP" > /dev/null 2>&1 || {
-            echo "no echo of $size bytes"
-            failures=$((failures + 1))
-        }
-    fi
-    size=$((size + ${PING_STEP:-1}))
-done
-[ $failures -eq 0 ] || fail "$failures sizes got no echo"
-echo "every size from 0 to $max echoed"
+step "ICMP echo of every size from 0 to $max bytes, payloads compared"
+echo_check icmp "$PEER_IP" 0 "$max" || fail "ICMP echo"
 
 step "UDP echo bulk transfer"
-udp_echo "$PEER_IP" 7 "${UDP_BYTES:-1048576}" "${UDP_DATAGRAM:-1024}" || fail "UDP echo"
+echo_check udp "$PEER_IP" 7 "${UDP_BYTES:-1048576}" "${UDP_DATAGRAM:-1024}" || fail "UDP echo"
 
 for s in rx_packets tx_packets rx_bytes tx_bytes rx_errors tx_errors rx_dropped; do
     printf '%s=%s ' "$s" "$(cat "/sys/class/net/$NET_IF/statistics/$s")"
