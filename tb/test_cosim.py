@@ -11,6 +11,9 @@ environment under ``.cache/cosim``; they need root for debootstrap and chroot)::
 
 * the minimal endpoint: the guest's ``lspci -nn`` shows the 1af4:10ff that the RTL's
   configuration space holds, read over CfgRd0 TLPs;
+* the ``model`` design (a Python endpoint behind RTL FIFOs): Linux sizes and places its 32-bit,
+  64-bit and I/O BARs, the guest reaches them (devmem, /dev/port), and the device's DMA copies
+  guest memory;
 * the blk and net guest checks against QEMU's own virtio devices (``--qemu-device``; net with
   the testbench's network peer), and a failing guest script's status coming back as the
   command's exit status;
@@ -252,6 +255,17 @@ def test_linux_sees_the_minimal_endpoint_over_tlps():
     assert "PASS: the guest sees [1af4:10ff]" not in output    # --quiet: no console echo
     assert "PASS: the guest script succeeded" in output
     assert "ended: client disconnected" in output
+
+
+@pytest.mark.cosim
+@needs_root
+def test_linux_uses_the_bars_and_dma_of_the_model_endpoint():
+    # model.sh: lspci -vv shows the 32-bit, 64-bit and I/O BARs and the MSI-X and PCIe
+    # capabilities; devmem and /dev/port reach the BARs; the device's DMA copies guest memory.
+    status, output = cosim("--design", "model", "--timeout", "300")
+    assert status == 0, output
+    assert "RTL enumerated over TLPs: 1af4:10f0" in output
+    assert "1 MRd/2 MWr from it" in output         # the DMA: one read, two 128-byte writes
 
 
 @pytest.mark.cosim

@@ -16,7 +16,9 @@ a virtio function exists. The virtio-blk and virtio-net tops register themselves
                          device="blk", guest_script="blk.sh"), device="blk")
 """
 
+import dataclasses
 import importlib
+import re
 from dataclasses import dataclass, field
 
 __all__ = ["CosimDesign", "DESIGNS", "register", "resolve", "load_factory", "DesignError"]
@@ -38,6 +40,11 @@ class CosimDesign:
     device : the ``VIRTIO_DEVICE`` it presents (``"blk"``, ``"net"``) or None.
     guest_script : default guest script (a file in ``virtio_pcie_tb/cosim/guest/``).
     description : one line for progress messages.
+    testbench : ``"module:callable"`` called in the simulator as ``callable(dut, config)``
+        before the RTL comes out of reset, for the device's back end (a disk model, the network
+        peer on the MAC streams, a model behind a test design); if what it returns has a
+        ``reset()`` method, that is called whenever the RTL is reset.
+    append : kernel command-line arguments the design needs.
     """
     name: str
     factory: str
@@ -45,6 +52,15 @@ class CosimDesign:
     device: str | None = None
     guest_script: str = "identify.sh"
     description: str = ""
+    testbench: str | None = None
+    append: str = ""
+
+    @property
+    def build_name(self):
+        """The harness build name: the factory's name in snake case, so that a design shared
+        with other tests (the minimal endpoint) is compiled once for both."""
+        attr = self.factory.rpartition(":")[2].split(".")[-1]
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", attr).lower()
 
     def __post_init__(self):
         if ":" not in self.factory:
@@ -59,6 +75,14 @@ DESIGNS = {
         "minimal", "virtio_pcie_tb.designs.minimal_endpoint:MinimalEndpoint",
         {"data_width": 128}, device=None, guest_script="identify.sh",
         description="the minimal endpoint (1af4:10ff, type-0 header only)"),
+    # A Python endpoint behind RTL FIFOs: 32-bit, 64-bit and I/O BARs, MSI-X, INTx and a DMA
+    # engine, for checking the BAR and DMA paths from a real guest before the function exists.
+    # 1 MiB at 256 MiB is kept from the kernel for the DMA check (memmap=).
+    "model": CosimDesign(
+        "model", "virtio_pcie_tb.designs.tlp_crossover:TlpCrossover", {"data_width": 64},
+        device=None, guest_script="model.sh",
+        description="the Python endpoint model behind TLP FIFOs (BARs, MSI-X, DMA engine)",
+        testbench="virtio_pcie_tb.models.endpoint_model:attach", append="memmap=1M$0x10000000"),
 }
 
 #: (device, transitional) -> design name
@@ -109,7 +133,5 @@ def resolve(*, device="blk", transitional=False, design=None, data_width=None):
                 f"against QEMU's own virtio-{device}")
         chosen = DESIGNS[name]
     if data_width is not None and data_width != chosen.params["data_width"]:
-        chosen = CosimDesign(chosen.name, chosen.factory,
-                             {**chosen.params, "data_width": data_width}, chosen.device,
-                             chosen.guest_script, chosen.description)
+        chosen = dataclasses.replace(chosen, params={**chosen.params, "data_width": data_width})
     return chosen

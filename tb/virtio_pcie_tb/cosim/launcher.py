@@ -183,6 +183,7 @@ class Run:
 
     def __init__(self, args):
         self.args = args
+        self.design = None
         self.sim = None
         self.qemu = None
         self.net = None
@@ -206,7 +207,7 @@ class Run:
         d = self.design
         _progress(f"[2/4] gateware: {d.name} ({d.description or d.factory}), "
                   f"{d.params['data_width']}-bit TLP path")
-        build = harness.build(load_factory(d.factory), d.params, name=f"cosim-{d.name}",
+        build = harness.build(load_factory(d.factory), d.params, name=d.build_name,
                               verbose=False)
         self.build = build
         self.timings["gateware_s"] = time.monotonic() - started
@@ -227,7 +228,8 @@ class Run:
             "image": str(self.image) if self.image else None,
             "device": self.args.device,
             "design": {"name": self.design.name, "factory": self.design.factory,
-                       "params": self.design.params},
+                       "params": self.design.params, "build_name": self.design.build_name,
+                       "testbench": self.design.testbench},
             "sim_dir": str(sim_dir),
         }
         config_path = self.rundir / "sim-config.json"
@@ -273,8 +275,11 @@ class Run:
     def _qemu_argv(self, initrd):
         a = self.args
         in_root = self.env.in_root
+        design_append = self.design.append if self.design is not None else ""
         append = " ".join(["console=ttyS0", "rdinit=/init", "panic=-1", "loglevel=4",
-                           "nowatchdog", "rcupdate.rcu_cpu_stall_suppress=1", a.append]).strip()
+                           "nowatchdog", "rcupdate.rcu_cpu_stall_suppress=1", design_append,
+                           a.append]).split()
+        append = " ".join(append)
         argv = ["chroot", str(self.env.root), "qemu-system-x86_64",
                 "-machine", "q35,accel=tcg,memory-backend=mem0", "-cpu", "max", "-smp", "1",
                 "-m", f"{a.memory}M",
@@ -544,7 +549,7 @@ def _simulate(config_path):
     from .. import harness
     config = json.loads(Path(config_path).read_text())
     d = config["design"]
-    built = harness.build(load_factory(d["factory"]), d["params"], name=f"cosim-{d['name']}")
+    built = harness.build(load_factory(d["factory"]), d["params"], name=d["build_name"])
     # No factory: a failed co-simulation must not be re-run for a waveform (it would wait for
     # QEMU again).
     design = harness.Build(built.name, built.directory, built.params, built.toplevel)

@@ -31,6 +31,7 @@ from cocotb.utils import get_sim_time
 
 from ..harness import dut_params
 from ..models.cosim_bridge import CosimHostBridge
+from .designs import load_factory
 from .rtl_device import RtlFunction
 from .vfio_user import ClientDisconnected, ProtocolError, VfioUserServer
 
@@ -108,9 +109,16 @@ async def cosim(dut):
     params = dut_params()
     Clock(dut.clk, CLOCK_NS, unit="ns").start()
 
+    testbench = None
+    hook = config["design"].get("testbench")
+    if hook:
+        testbench = load_factory(hook)(dut, config)
+
     async def reset_rtl():
         dut.rst.value = 1
         await ClockCycles(dut.clk, 8)
+        if hasattr(testbench, "reset"):
+            testbench.reset()
         dut.rst.value = 0
         await ClockCycles(dut.clk, 2)
 

@@ -32,7 +32,7 @@ from virtio_pcie.spec.pcie import (CapId, CplStatus, FmtType, MsgCode, MsixCap,
 from .tlp import RawTlp
 from .tlp_stream import TlpSink, TlpSource
 
-__all__ = ["EndpointModel", "Reg", "BAR0_SIZE", "BAR2_SIZE", "BAR4_SIZE", "MSIX_VECTORS",
+__all__ = ["EndpointModel", "attach", "Reg", "BAR0_SIZE", "BAR2_SIZE", "BAR4_SIZE", "MSIX_VECTORS",
            "MSIX_TABLE_OFFSET", "MSIX_PBA_OFFSET", "DEVICE_ID", "SILENT_OFFSET"]
 
 DEVICE_ID = 0x10F0
@@ -391,3 +391,9 @@ class EndpointModel:
         self.intx = level
         msg = RawTlp.message(MsgCode.ASSERT_INTA if level else MsgCode.DEASSERT_INTA, 0x0100)
         self.tx_req.send_nowait(msg)
+
+
+def attach(dut, config):
+    """The co-simulation's testbench hook for the ``model`` design (see ``cosim/designs.py``)."""
+    from ..harness import dut_params
+    return EndpointModel(dut, dut.clk, dut.rst, data_width=dut_params()["data_width"])
