@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -183,6 +184,7 @@ class Run:
 
     def __init__(self, args):
         self.args = args
+        self.failed = False
         self.design = None
         self.sim = None
         self.qemu = None
@@ -372,8 +374,7 @@ class Run:
             return 130
         finally:
             self._stop_all()
-            if self.rundir is not None and not a.keep and not getattr(self, "failed", False):
-                import shutil
+            if self.rundir is not None and not a.keep and not self.failed:
                 shutil.rmtree(self.rundir, ignore_errors=True)
             elif self.rundir is not None:
                 _progress(f"run directory kept: {self.rundir}")
@@ -404,6 +405,13 @@ class Run:
                 outcome = "timeout"
                 break
             if self.sim is not None and self.sim.poll() is not None:
+                # After the guest reported, QEMU may close the socket (ending the simulation)
+                # a moment before its own process exits: that is not a death.
+                if console.status is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.qemu.wait(10)
+                    if self.qemu.poll() is not None:
+                        break
                 outcome = "simulation died"
                 break
             time.sleep(0.1)
