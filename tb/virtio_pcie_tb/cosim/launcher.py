@@ -363,13 +363,16 @@ class Run:
                 _progress("[3/4] simulation: none")
             return self._run_guest()
         except SetupError as e:
+            self.failed = True
             _progress(str(e))
             return EXIT_SETUP
         except SimulationError as e:
+            self.failed = True
             _progress(f"simulation failed: {e}")
             self._print_sim_log_tail()
             return EXIT_SIMULATION
         except KeyboardInterrupt:
+            self.failed = True
             _progress("interrupted; stopping everything")
             return 130
         finally:
