@@ -36,6 +36,11 @@ def _cmd_generate(args):
     return 0
 
 
+def _cmd_cosim(args):
+    from virtio_pcie_tb.cosim.launcher import run_cosim
+    return run_cosim(args)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="virtio-pcie",
@@ -63,6 +68,15 @@ def build_parser():
     p.add_argument("--legacy", action="store_true", help="transitional device (legacy I/O BAR)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("cosim", help="boot real Linux in QEMU against the simulated RTL "
+                                     "(vfio-user) and run a guest script",
+                       description="Co-simulation: QEMU's vfio-user-pci client talks to the "
+                                   "RTL in Verilator; the guest runs a script and the command "
+                                   "exits with its status. See docs/linux.md.")
+    from virtio_pcie_tb.cosim.launcher import add_arguments
+    add_arguments(p)
+    p.set_defaults(func=_cmd_cosim)
     return parser
 
 
