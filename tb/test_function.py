@@ -452,6 +452,10 @@ async def run_mmio(dut):
     layout = tb.layout
     await tb.start()
     rng = random.Random(tb.width + 1)
+    # Idle cycles inside requests and back-pressure on completions.
+    pauses = random.Random(tb.width + 2)
+    tb.bridge.rx_req.set_idle_generator(iter(lambda: pauses.random() < 0.3, None))
+    tb.bridge.tx_cpl.set_backpressure_generator(iter(lambda: pauses.random() < 0.4, None))
     for name, window in layout.register_windows.items():
         block = tb.blocks[name]
         bar_window, base = tb.region(name)
@@ -750,6 +754,30 @@ async def run_function_config(dut):
     pm = dev.get_capability_offset(PciCapId.PM)
     await dev.config_write_word(pm + 4, 3)
     assert (await tb.ports.config())["power_state"] == 3
+    tb.check_no_errors()
+
+
+@cocotb.test()
+async def run_cfg_port(dut):
+    """The adapter's register port reaches the same configuration space as configuration
+    TLPs, one access at a time when both are busy."""
+    tb = FunctionTB(dut)
+    layout = tb.layout
+    dev = await tb.start()
+    port = tb.ports.cfg_port
+    assert await port.read(0) == layout.vendor_id | layout.device_id << 16
+    line = header_offset("interrupt_line")
+    await port.write(line & ~3, 0x5A << (8 * (line % 4)), 1 << (line % 4))
+    assert await dev.config_read_byte(line) == 0x5A
+
+    async def hammer():
+        for i in range(30):
+            await port.write(line & ~3, i << (8 * (line % 4)), 1 << (line % 4))
+            assert (await port.read(line & ~3) >> (8 * (line % 4))) & 0xFF == i
+    task = cocotb.start_soon(hammer())
+    for _ in range(30):
+        assert await dev.config_read_dword(0) == layout.vendor_id | layout.device_id << 16
+    await task
     tb.check_no_errors()
 
 
