@@ -1060,7 +1060,8 @@ async def run_pci_cfg_window(dut):
 @cocotb.test()
 async def run_tx_merge(dut):
     """MWr TLPs on dma_req reach host memory intact and in order while MSI-X and INTx
-    messages are merged in, under back-pressure on tx_req."""
+    messages are merged in, under back-pressure on tx_req; they wait while Bus Master Enable is
+    clear."""
     tb = FunctionTB(dut)
     dev = await tb.start()
     n = tb.layout.msix_vectors
@@ -1089,7 +1090,15 @@ async def run_tx_merge(dut):
         writes.append(t)
         expected[offset:offset + length] = data
         offset += length
-    for t in writes:
+    # With Bus Master Enable clear the DMA engine's requests wait (and nothing is lost).
+    await dev.set_master(False)
+    for t in writes[:3]:
+        tb.dma.send_nowait(t)
+    await Timer(400, "ns")
+    assert not any(t.fmt_type == FmtType.MWR32.value for t in tb.reqs)
+    assert bytes(mem[:64]) == bytes(64)
+    await dev.set_master(True)
+    for t in writes[3:]:
         tb.dma.send_nowait(t)
 
     async def interrupts():

@@ -106,16 +106,17 @@ class MsixController(wiring.Component):
         read_valid = Signal()
         clear_mask = Signal(n)
         set_mask   = Signal(n)
+        entry_bit  = Signal(n)          # one-hot decodes, each made once
+        m.d.comb += entry_bit.eq(Const(1, n) << entry)
         with m.If(table.stb & table.we):
             m.d.comb += table.ack.eq(1)
             with m.If(in_range):
                 with m.If(dword == _DW_CONTROL):
                     with m.If(table.sel[0]):
-                        bit = Const(1, n) << entry
                         with m.If(table.w_data[0]):
-                            m.d.comb += set_mask.eq(bit)
+                            m.d.comb += set_mask.eq(entry_bit)
                         with m.Else():
-                            m.d.comb += clear_mask.eq(bit)
+                            m.d.comb += clear_mask.eq(entry_bit)
                 with m.Else():
                     # Message Address bits [1:0] are 0 (PCIe Base 4.0 §7.7.2.6).
                     value = Mux(dword == _DW_ADDR, Cat(Const(0, 2), table.w_data[2:]), table.w_data)
@@ -163,6 +164,9 @@ class MsixController(wiring.Component):
         req_ok = req.valid & cfg.msix_enable & (req_vector < n)
 
         scan = Signal(range(n))
+        scan_bit = Signal(n)
+        req_bit = Signal(n)
+        m.d.comb += [scan_bit.eq(Const(1, n) << scan), req_bit.eq(Const(1, n) << req_vector)]
         vector = Signal(range(n))
         set_pending = Signal(n)
         clear_pending = Signal(n)
@@ -170,27 +174,26 @@ class MsixController(wiring.Component):
         msg_data = Signal(32)
         with m.FSM(name="sender"):
             with m.State("Idle"):
-                with m.If(req_ok & can_send & ~masked.bit_select(req_vector, 1)):
+                with m.If(req_ok & can_send & ~(masked & req_bit).any()):
                     # A request that can go at once: no pending bit.
                     m.d.sync += vector.eq(req_vector)
-                    m.d.comb += clear_pending.eq(Const(1, n) << req_vector)
+                    m.d.comb += clear_pending.eq(req_bit)
                     m.next = "Fetch"
                 with m.Else():
                     with m.If(req_ok):
-                        m.d.comb += set_pending.eq(Const(1, n) << req_vector)
-                    with m.If(can_send & pending.bit_select(scan, 1) &
-                              ~masked.bit_select(scan, 1)):
+                        m.d.comb += set_pending.eq(req_bit)
+                    with m.If(can_send & (pending & ~masked & scan_bit).any()):
                         m.d.sync += vector.eq(scan)
-                        m.d.comb += clear_pending.eq(Const(1, n) << scan)
+                        m.d.comb += clear_pending.eq(scan_bit)
                         m.next = "Fetch"
                     m.d.sync += scan.eq(Mux(scan == n - 1, 0, scan + 1))
             with m.State("Fetch"):
                 with m.If(req_ok):
-                    m.d.comb += set_pending.eq(Const(1, n) << req_vector)
+                    m.d.comb += set_pending.eq(req_bit)
                 m.next = "Latch"
             with m.State("Latch"):
                 with m.If(req_ok):
-                    m.d.comb += set_pending.eq(Const(1, n) << req_vector)
+                    m.d.comb += set_pending.eq(req_bit)
                 entry_view = MsixTableEntry(msg_rd.data)
                 m.d.sync += [
                     msg_addr.eq(Cat(Const(0, 2), entry_view.msg_addr[2:],
@@ -200,7 +203,7 @@ class MsixController(wiring.Component):
                 m.next = "Send"
             with m.State("Send"):
                 with m.If(req_ok):
-                    m.d.comb += set_pending.eq(Const(1, n) << req_vector)
+                    m.d.comb += set_pending.eq(req_bit)
                 m.d.comb += self.tx.valid.eq(1)
                 with m.If(self.tx.ready):
                     m.next = "Idle"

@@ -10,8 +10,8 @@
               ConfigSpace ──► RegisterFabric ──► common · isr · device · notify · legacy (ports)
                  │ cfg  (PCI_CFG window)   └──► MsixController (table, PBA)
                  ▼                                  │ messages
-    cfg ◄── FunctionConfig        dma_req ──► TlpArbiter ◄── IntxMessages ◄── intx
-                                                  └──► tx_req
+    cfg ◄── FunctionConfig   dma_req ──► TlpGate ──► TlpArbiter ◄── IntxMessages ◄── intx
+                                  (Bus Master Enable, D0)  └──► tx_req
 
 Everything is placed by a :class:`~virtio_pcie.function.layout.FunctionLayout`. The virtio
 windows come out as register-bus initiator ports named after the structures (``common``,
@@ -37,7 +37,9 @@ from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
+from ..spec.pcie import PciCommand, PmPowerState
 from ..tlp.arbiter import TlpArbiter
+from ..tlp.gate import TlpGate
 from ..tlp.signature import TlpSignature, dwords_per_beat
 from .completer import Completer
 from .config_space import CONFIG_ADDR_WIDTH, ConfigSpace
@@ -70,7 +72,9 @@ class PcieFunction(wiring.Component):
     tx_req : Out(TlpSignature(data_width))
         Requests to the host: ``dma_req``'s, MSI-X messages, INTx messages.
     dma_req : In(TlpSignature(data_width))
-        The DMA engine's MRd/MWr, merged into ``tx_req`` a TLP at a time.
+        The DMA engine's MRd/MWr, merged into ``tx_req`` a TLP at a time. New TLPs are not
+        taken while Bus Master Enable is clear or the function is not in D0 (one under way
+        finishes).
     cfg : Out(FunctionConfig)
         What the host programmed (Command, MPS, MRRS, extended tags, RCB, MSI-X, power state,
         the function's ID).
@@ -134,6 +138,7 @@ class PcieFunction(wiring.Component):
         m.submodules.msix = msix = MsixController(layout=layout, data_width=width)
         m.submodules.intx = intx = IntxMessages(data_width=width)
         m.submodules.tx_arbiter = tx_arbiter = TlpArbiter(data_width=width, inputs=3)
+        m.submodules.dma_gate = dma_gate = TlpGate(data_width=width)
 
         # --- requests from the host ---
         connect(m, host=flipped(self.rx_req), completer=completer.rx_req)
@@ -153,7 +158,12 @@ class PcieFunction(wiring.Component):
         connect(m, fabric=fabric.msix_pba, msix=msix.pba)
 
         # --- requests to the host ---
-        connect(m, dma=flipped(self.dma_req), arbiter=tx_arbiter.i[0])
+        # The DMA engine's requests wait while the function may not master the bus.
+        connect(m, dma=flipped(self.dma_req), gate=dma_gate.i)
+        connect(m, gate=dma_gate.o, arbiter=tx_arbiter.i[0])
+        m.d.comb += dma_gate.open.eq(
+            (self.cfg.command & PciCommand.BUS_MASTER).as_value().any() &
+            (self.cfg.power_state == PmPowerState.D0.value))
         connect(m, msix=msix.tx, arbiter=tx_arbiter.i[1])
         connect(m, intx=intx.tx, arbiter=tx_arbiter.i[2])
         connect(m, arbiter=tx_arbiter.o, host=flipped(self.tx_req))
