@@ -24,7 +24,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, Timer, with_timeout
 from cocotb.utils import get_sim_time
 
-from virtio_pcie.function.layout import Access
+from virtio_pcie.function.layout import VIRTIO_PAGE, Access
 from virtio_pcie.spec.pcie import (LEGACY_CONFIG_SPACE_SIZE, CapId, CplStatus, FmtType,
                                    MsixTableEntry, PciCommand, PcieCap, PciStatus, PmPowerState,
                                    byte_offset)
@@ -71,7 +71,8 @@ class FunctionTB:
         self.rc.make_port().connect(self.bridge)
         self.ports = FunctionPorts(dut, dut.clk)
         self.dma = TlpSource(dut, "dma_req", dut.clk, dut.rst, data_width=self.width)
-        self.blocks = {name: block_model(name) for name in self.layout.register_windows}
+        self.blocks = {name: block_model(name, w.addr_width)
+                       for name, w in self.layout.register_windows.items()}
         self.model = ConfigSpaceModel(self.layout)
         self.dev = None
         self.cpls = []
@@ -444,10 +445,11 @@ def model_write(block, offset, data):
 
 @cocotb.test()
 async def run_mmio(dut):
-    """Reads and writes of 1 to 64 bytes at any alignment through every window (and the legacy
+    """Reads and writes of 1 to 16 bytes at any alignment through every window (and the legacy
     I/O BAR) match the register blocks' model: byte enables, multi-dword requests, read side
-    effects (a read-to-clear register), reads larger than a completion (split at 128-byte
-    boundaries), a whole 4 KiB page."""
+    effects (a read-to-clear register), bytes of a structure's page beyond the structure (read
+    0, writes ignored), reads larger than a completion (split at 128-byte boundaries), a whole
+    4 KiB page."""
     tb = FunctionTB(dut)
     layout = tb.layout
     await tb.start()
@@ -459,7 +461,10 @@ async def run_mmio(dut):
     for name, window in layout.register_windows.items():
         block = tb.blocks[name]
         bar_window, base = tb.region(name)
-        span = min(window.size, 0x60)
+        # The window and, where the rest of its page decodes to nothing, a little beyond it.
+        page_rest = window.bar == layout.windows["common"].bar and \
+            window.size + 0x20 <= VIRTIO_PAGE
+        span = window.size + 0x20 if page_rest else min(window.size, 0x80)
         for _ in range(24):
             offset = rng.randrange(span)
             length = rng.randrange(1, min(17, span - offset + 1))
@@ -514,12 +519,13 @@ async def run_completion_fields(dut):
     data = b"".join(c.payload for c in cpls)[2:2 + 155]
     assert data == model_read(block, 0x7A, 155)
     # Zero-length read of the read-to-clear register: one dword, byte count 1, no clearing.
-    await bar_window.write_dword(base + 0x40, 0xC1EA0000)
-    block.write(0x40, 0xC1EA0000)
-    cpls = await tb.raw(tb.request(FmtType.MRD32, tb.window_addr("common", 0x40), first_be=0))
+    rc = block.rc_offset
+    await bar_window.write_dword(base + rc, 0xC1EA0000)
+    block.write(rc, 0xC1EA0000)
+    cpls = await tb.raw(tb.request(FmtType.MRD32, tb.window_addr("common", rc), first_be=0))
     assert len(cpls) == 1 and len(cpls[0].payload) == 4 and cpls[0]["cpl.byte_count"] == 1
-    assert cpls[0]["cpl.lower_address"] == 0x40
-    assert await bar_window.read_dword(base + 0x40) == 0xC1EA0000
+    assert cpls[0]["cpl.lower_address"] == rc
+    assert await bar_window.read_dword(base + rc) == 0xC1EA0000
     # Byte counts of short reads (PCIe Base 4.0 Table 2-36).
     for first_be, count, la in ((0x1, 1, 0), (0x6, 2, 1), (0x9, 4, 0), (0x8, 1, 3), (0xE, 3, 1)):
         cpls = await tb.raw(tb.request(FmtType.MRD32, tb.window_addr("common", 4),

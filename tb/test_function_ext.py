@@ -50,7 +50,8 @@ class ExtTB:
         self.tx_cpl = TlpSink(dut, "tx_cpl", dut.clk, dut.rst, data_width=self.width)
         self.tx_req = TlpSink(dut, "tx_req", dut.clk, dut.rst, data_width=self.width)
         self.ports = FunctionPorts(dut, dut.clk)
-        self.blocks = {name: block_model(name) for name in self.layout.register_windows}
+        self.blocks = {name: block_model(name, w.addr_width)
+                       for name, w in self.layout.register_windows.items()}
         self.tag = 0
 
     async def reset(self):

@@ -47,9 +47,10 @@ def test_identity():
 
 
 def test_bars_and_windows():
-    """Power-of-two BARs; windows naturally aligned inside their BAR, not overlapping; BAR0 is
-    I/O only for a transitional device (Linux's legacy driver maps BAR0); virtio structures in a
-    non-prefetchable memory BAR, one page each; MSI-X table and PBA QWORD aligned."""
+    """Power-of-two BARs; windows naturally aligned inside their BAR, not overlapping, each its
+    structure rounded up to a power of two; BAR0 is I/O only for a transitional device (Linux's
+    legacy driver maps BAR0); virtio structures in a non-prefetchable memory BAR, one page
+    each; MSI-X table and PBA QWORD aligned."""
     for layout in layouts():
         indices = [b.index for b in layout.bars]
         assert (0 in indices) == layout.transitional
@@ -64,6 +65,7 @@ def test_bars_and_windows():
             bar = layout.bar(w.bar)
             assert w.offset % w.size == 0 and w.offset + w.size <= bar.size
             assert w.length <= w.size and w.addr_width == w.size.bit_length() - 1
+            assert w.size == 4 or w.size < 2 * w.length or w.name == "msix_pba"
             spans.append((layout.fabric_address(w.bar, w.offset), w.size))
         spans.sort()
         for (a, sa), (b, _) in itertools.pairwise(spans):
@@ -89,9 +91,41 @@ def test_notify_structure():
         n = layout.windows["notify"]
         m = layout.notify_off_multiplier
         assert n.offset % 2 == 0
-        assert n.length >= (layout.queue_count - 1) * m + 2
-        assert n.length >= (layout.queue_count - 1) * m + 4     # room for NOTIFICATION_DATA
-        assert n.offset >= 0x3000
+        assert n.length == (layout.queue_count - 1) * m + 2
+        assert n.offset >= 0x3000 and n.offset % max(n.size, 0x1000) == 0
+
+
+def test_transport_ports_match():
+    """Every virtio window is exactly as wide, and its structure exactly as long, as the
+    transport's target port for it, so the top connects them one to one."""
+    from amaranth import Module
+    from amaranth.lib.wiring import connect
+    from virtio_pcie.function.pcie_function import PcieFunction
+    from virtio_pcie.spec.virtio import VirtioF, feature_mask
+    from virtio_pcie.virtio.transport import VirtioTransport
+    for device_type, transitional, queues, multiplier in itertools.product(
+            (VirtioDeviceId.NET, VirtioDeviceId.BLOCK), (False, True), (1, 3, 64), (0, 4, 4096)):
+        layout = FunctionLayout(device_type=device_type, transitional=transitional,
+                                queue_count=queues, msix_vectors=3,
+                                notify_off_multiplier=multiplier)
+        features = feature_mask(VirtioF.VERSION_1)
+        if transitional:
+            features |= feature_mask(VirtioF.ANY_LAYOUT)
+        transport = VirtioTransport(queue_count=queues, queue_size_max=256,
+                                    device_type=device_type, device_features=features,
+                                    device_config_size=layout.device_cfg_length, msix_vectors=3,
+                                    notify_off_multiplier=multiplier, transitional=transitional)
+        lengths = {"common": transport.common_length, "isr": transport.isr_length,
+                   "notify": transport.notify_length, "device": transport.device_length}
+        if transitional:
+            lengths["legacy"] = transport.legacy_length
+        for name, window in layout.register_windows.items():
+            assert window.length == lengths[name], (name, window, lengths[name])
+        if queues == 3:
+            function = PcieFunction(layout=layout, data_width=64)
+            m = Module()
+            for name in layout.register_windows:
+                connect(m, getattr(function, name), getattr(transport, name))
 
 
 def test_capabilities_full():

@@ -12,8 +12,9 @@ forwards) it decides:
   BAR with the MSI-X table and PBA, BAR4/5 a 64-bit non-prefetchable memory BAR with the virtio
   structures one 4 KiB page each (common, ISR, device, then notify) — non-prefetchable because
   ISR reads have side effects (virtio checklist §1.B rule 19);
-* the *windows*: the parts of BAR space decoded to one register block each, with the register
-  bus address width each block sees;
+* the *windows*: the parts of BAR space decoded to one register block each (a structure's
+  length rounded up to a power of two; the rest of its page reads 0), with the register bus
+  address width each block sees;
 * the capability chain and its offsets (PCI Express, Power Management, MSI-X, then the virtio
   vendor-specific capabilities COMMON, NOTIFY, ISR, DEVICE, PCI_CFG);
 * every field of configuration space, as a list of :class:`ConfigField` (name, bit position,
@@ -358,29 +359,28 @@ class FunctionLayout:
         windows.append(Window("msix_table", 1, 0, table_size, table_length))
         windows.append(Window("msix_pba", 1, table_size, pba_size, pba_length))
 
-        # BAR4/5: the virtio structures, one page each; notify last, sized for every queue.
+        # BAR4/5: the virtio structures, one page each (QEMU's places), notify last. Each window
+        # is its structure rounded up to a power of two: the rest of the page decodes to no
+        # register block, reads 0 and ignores writes, and the block's register bus is as wide
+        # as the structure needs (what the transport's target ports expect).
         common_length = byte_size(virtio.VirtioPciCommonCfg)
         isr_length    = byte_size(virtio.VirtioIsr)
-        if self.notify_off_multiplier:
-            notify_length = self.queue_count * self.notify_off_multiplier
-        else:
-            notify_length = 0
-        # Room for a 16-bit doorbell (and a 32-bit one, VIRTIO_F_NOTIFICATION_DATA) at the last
-        # queue's offset (virtio 1.2 §4.1.4.4).
-        notify_length = max(notify_length, 4)
-        notify_size = _pow2_at_least(notify_length, VIRTIO_PAGE)
+        # The last queue's doorbell plus a 16-bit write (virtio 1.2 §4.1.4.4, checklist rule 33;
+        # queue_notify_off is the queue index).
+        notify_length = (self.queue_count - 1) * self.notify_off_multiplier + 2
+        notify_size   = _pow2_at_least(notify_length, 4)
         notify_offset = _align(3 * VIRTIO_PAGE, notify_size)
-        device_size = _pow2_at_least(self.device_cfg_length, VIRTIO_PAGE)
-        windows.append(Window("common", 4, 0 * VIRTIO_PAGE, VIRTIO_PAGE, common_length,
-                              VirtioPciCapType.COMMON_CFG))
-        windows.append(Window("isr", 4, 1 * VIRTIO_PAGE, VIRTIO_PAGE, isr_length,
-                              VirtioPciCapType.ISR_CFG))
+        windows.append(Window("common", 4, 0 * VIRTIO_PAGE, _pow2_at_least(common_length, 4),
+                              common_length, VirtioPciCapType.COMMON_CFG))
+        windows.append(Window("isr", 4, 1 * VIRTIO_PAGE, _pow2_at_least(isr_length, 4),
+                              isr_length, VirtioPciCapType.ISR_CFG))
         if self.device_cfg_length:
-            windows.append(Window("device", 4, 2 * VIRTIO_PAGE, device_size,
+            windows.append(Window("device", 4, 2 * VIRTIO_PAGE,
+                                  _pow2_at_least(self.device_cfg_length, 4),
                                   self.device_cfg_length, VirtioPciCapType.DEVICE_CFG))
         windows.append(Window("notify", 4, notify_offset, notify_size, notify_length,
                               VirtioPciCapType.NOTIFY_CFG))
-        virtio_bar_size = _pow2_at_least(notify_offset + notify_size)
+        virtio_bar_size = _pow2_at_least(notify_offset + max(notify_size, VIRTIO_PAGE))
         bars.append(Bar(4, BarType.MEM64, virtio_bar_size, purpose="virtio structures"))
 
         self.bars = bars

@@ -9,10 +9,11 @@
     cfg, cfg_port, ext_cfg ──────┘          notify ── TestRegisterBlock (latency 0)
                                             legacy ── TestRegisterBlock (latency 1)
 
-Each :class:`TestRegisterBlock` has :data:`RAM_DWORDS` read/write dwords from offset 0, one
-read-to-clear dword (at offset 0 in the ``isr`` window, as virtio's ISR status, else right after
-the RAM) and answers every other address with a pattern that names the window and the address,
-so that tests see which dword an access reached. :func:`block_model` is its Python twin.
+Each :class:`TestRegisterBlock` has up to :data:`RAM_DWORDS` read/write dwords from offset 0, a
+read-to-clear dword at the end of its window (in the 4-byte ``isr`` window that is offset 0, as
+virtio's ISR status) and answers every other address with a pattern that names the window and
+the address, so that tests see which dword an access reached. :func:`block_model` is its Python
+twin.
 The design's parameters are JSON (for the harness); :func:`layout_from_params` rebuilds the
 layout from them in the cocotb process.
 """
@@ -29,16 +30,16 @@ from virtio_pcie.function.register_bus import RegisterBusSignature
 from virtio_pcie.tlp.signature import TlpSignature
 
 __all__ = ["FunctionTestbed", "TestRegisterBlock", "layout_from_params", "block_model",
-           "BLOCKS", "RAM_DWORDS", "LAYOUT_PARAMS"]
+           "block_plan", "BLOCKS", "RAM_DWORDS", "LAYOUT_PARAMS"]
 
 RAM_DWORDS = 16
-#: Per window: (tag in the read pattern, ack latency in cycles, read-to-clear dword index).
+#: Per window: (tag in the read pattern, ack latency in cycles).
 BLOCKS = {
-    "common": (0x1, 0, RAM_DWORDS),
-    "isr":    (0x2, 1, 0),
-    "device": (0x3, 2, RAM_DWORDS),
-    "notify": (0x4, 0, RAM_DWORDS),
-    "legacy": (0x5, 1, RAM_DWORDS),
+    "common": (0x1, 0),
+    "isr":    (0x2, 1),
+    "device": (0x3, 2),
+    "notify": (0x4, 0),
+    "legacy": (0x5, 1),
 }
 LAYOUT_PARAMS = ("device_type", "transitional", "queue_count", "msix_vectors",
                  "notify_off_multiplier", "device_cfg_length", "config_mode", "ext_cap_pointer",
@@ -49,44 +50,66 @@ def layout_from_params(params):
     return FunctionLayout(**{k: v for k, v in params.items() if k in LAYOUT_PARAMS})
 
 
+def block_plan(addr_width):
+    """(RAM dwords, read-to-clear dword) of a block with a window of ``2**addr_width`` bytes:
+    the read-to-clear register is the last dword (the only one in a 4-byte ISR window), RAM
+    fills the dwords before it, up to :data:`RAM_DWORDS`."""
+    dwords = 1 << (addr_width - 2)
+    return min(RAM_DWORDS, dwords - 1), dwords - 1
+
+
 def pattern(tag, addr):
     """What a test block reads at an address it does not implement."""
     return (0xA5 << 24) | (tag << 20) | (addr & 0xFFFFF)
 
 
 class block_model:
-    """Python twin of :class:`TestRegisterBlock`, for expectations."""
+    """Python twin of :class:`TestRegisterBlock` (``addr_width`` of its window), for
+    expectations. Addresses at or beyond the window's size are outside the block: the rest of
+    the page decodes to nothing, reads 0 and ignores writes."""
 
-    def __init__(self, name):
-        self.tag, self.latency, self.rc_dword = BLOCKS[name]
-        self.ram = [0] * RAM_DWORDS
+    def __init__(self, name, addr_width):
+        self.tag, self.latency = BLOCKS[name]
+        self.size = 1 << addr_width
+        self.ram_dwords, self.rc_dword = block_plan(addr_width)
+        self.ram = [0] * self.ram_dwords
         self.rc = 0
 
+    @property
+    def rc_offset(self):
+        return 4 * self.rc_dword
+
     def read(self, addr, sel=0xF):
+        if addr >= self.size:
+            return 0
         index = addr // 4
         if index == self.rc_dword:
             value = self.rc
             mask = sum(0xFF << (8 * i) for i in range(4) if sel >> i & 1)
             self.rc &= ~mask
             return value
-        if index < RAM_DWORDS:
+        if index < self.ram_dwords:
             return self.ram[index]
         return pattern(self.tag, addr)
 
     def peek(self, addr):
+        if addr >= self.size:
+            return 0
         index = addr // 4
         if index == self.rc_dword:
             return self.rc
-        if index < RAM_DWORDS:
+        if index < self.ram_dwords:
             return self.ram[index]
         return pattern(self.tag, addr)
 
     def write(self, addr, data, sel=0xF):
+        if addr >= self.size:
+            return
         index = addr // 4
         mask = sum(0xFF << (8 * i) for i in range(4) if sel >> i & 1)
         if index == self.rc_dword:
             self.rc = (self.rc & ~mask) | (data & mask)
-        elif index < RAM_DWORDS:
+        elif index < self.ram_dwords:
             self.ram[index] = (self.ram[index] & ~mask) | (data & mask)
 
 
@@ -98,17 +121,17 @@ class TestRegisterBlock(wiring.Component):
     bus : In(RegisterBusSignature(addr_width))
     """
 
-    def __init__(self, *, addr_width, tag, latency, rc_dword):
+    def __init__(self, *, addr_width, tag, latency):
         self._addr_width = addr_width
         self._tag = tag
         self._latency = latency
-        self._rc_dword = rc_dword
+        self._ram_dwords, self._rc_dword = block_plan(addr_width)
         super().__init__({"bus": In(RegisterBusSignature(addr_width))})
 
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
-        ram = [Signal(32, name=f"ram{i}") for i in range(RAM_DWORDS)]
+        ram = [Signal(32, name=f"ram{i}") for i in range(self._ram_dwords)]
         rc = Signal(32)
         index = bus.addr[2:]
         mask = Cat(*(bus.sel[i].replicate(8) for i in range(4)))
@@ -130,7 +153,7 @@ class TestRegisterBlock(wiring.Component):
         m.d.comb += read.eq((0xA5 << 24) | (self._tag << 20) | bus.addr[:20]
                             if self._addr_width >= 20 else
                             (0xA5 << 24) | (self._tag << 20) | bus.addr)
-        for i in range(RAM_DWORDS):
+        for i in range(self._ram_dwords):
             with m.If(index == i):
                 m.d.comb += read.eq(ram[i])
                 with m.If(ack & bus.we):
@@ -187,9 +210,8 @@ class FunctionTestbed(wiring.Component):
         if layout.config_mode == "ext":
             m.d.comb += function.ext_cfg.eq(self.ext_cfg)
         for name, window in layout.register_windows.items():
-            tag, latency, rc_dword = BLOCKS[name]
-            block = TestRegisterBlock(addr_width=window.addr_width, tag=tag, latency=latency,
-                                      rc_dword=rc_dword)
+            tag, latency = BLOCKS[name]
+            block = TestRegisterBlock(addr_width=window.addr_width, tag=tag, latency=latency)
             m.submodules[f"{name}_block"] = block
             connect(m, getattr(function, name), block.bus)
         return m
