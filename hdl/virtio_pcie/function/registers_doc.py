@@ -80,7 +80,9 @@ def render_layout(layout, title):
     out += [_table(["BAR", "Kind", "Prefetchable", "Size", "Contents"], rows), ""]
 
     out += ["### Windows", "", "Each window is decoded to one register block; the virtio "
-            "windows are the function's register-bus initiator ports of the same name.", ""]
+            "windows are the function's register-bus initiator ports of the same name. BAR "
+            "bytes outside every window (the rest of each virtio structure's page) read 0 and "
+            "ignore writes.", ""]
     rows = [(f"`{w.name}`", w.bar, f"{w.offset:#06x}", f"{w.size:#x}", f"{w.length:#x}",
              w.addr_width) for w in layout.windows.values()]
     out += [_table(["Window", "BAR", "Offset", "Size", "Structure length",
