@@ -144,6 +144,37 @@ def test_tlp_completion_and_config_headers():
     assert _wire_header(hdr, 3) == bytes(t.pack_header())
 
 
+def test_atomic_op_types():
+    from cocotbext.pcie.core.tlp import TlpType
+
+    def encoding(t):
+        fmt, typ = t.value
+        return (fmt.value << 5) | typ
+    assert pcie.FmtType.FETCHADD32.value == encoding(TlpType.FETCH_ADD)
+    assert pcie.FmtType.FETCHADD64.value == encoding(TlpType.FETCH_ADD_64)
+    assert pcie.FmtType.SWAP32.value == encoding(TlpType.SWAP)
+    assert pcie.FmtType.SWAP64.value == encoding(TlpType.SWAP_64)
+    assert pcie.FmtType.CAS32.value == encoding(TlpType.CAS)
+    assert pcie.FmtType.CAS64.value == encoding(TlpType.CAS_64)
+
+
+def test_function_layouts():
+    # PCI Local Bus 3.0 §6.2.5.1, §6.2.4; PCI PM 1.2 §3.2.3; PCIe Base 4.0 §7.5.3.18-19, §7.7.2.10
+    assert pcie.PciMemoryBar.const({"type": pcie.BarType.MEM64, "prefetchable": 1}
+                                   ).as_value().value == 0xC
+    assert pcie.PciMemoryBar["base_address"].offset == 4
+    assert pcie.PciIoBar.const({"io_space": 1}).as_value().value == 1
+    assert pcie.PciIoBar["base_address"].offset == 2
+    assert pcie.InterruptPin.INTA.value == 1
+    assert byte_size(pcie.PmCapabilities) == 2
+    assert pcie.PmCapabilities["pme_support"].offset == 11
+    assert pcie.PmPowerState.D3HOT.value == 3
+    assert pcie.PcieLinkCapabilities2["supported_link_speeds"].offset == 1
+    assert pcie.PcieLinkControl2["target_link_speed"].offset == 0
+    assert byte_size(pcie.PcieLinkCapabilities2) == 4 and byte_size(pcie.PcieLinkControl2) == 2
+    assert pcie.MSIX_PBA_ENTRY_BITS == 64
+
+
 def test_tlp_10bit_tag_bits():
     # T9 and T8 sit in DW0 bits 23 and 19 (PCIe Base 4.0 §2.2.6.2)
     assert pcie.TlpDw0["t9"].offset == 23 and pcie.TlpDw0["t8"].offset == 19
@@ -268,6 +299,14 @@ def test_net_layouts():
                                      "num_buffers": 1})
     assert hdr == struct.pack("<BBHHHHH", 1, 0, 54, 0, 34, 16, 1)
     assert byte_size(virtio.VirtioNetCtrlHdr) == 2
+    assert byte_size(virtio.VirtioNetHdrLegacy) == 10
+    assert virtio.VirtioNetCtrlAnnounce.ACK == 0 and virtio.VirtioNetCtrlVlan.DEL == 1
+    # include/uapi/linux/virtio_net.h
+    assert (virtio.VirtioNetF.DEVICE_STATS, virtio.VirtioNetF.VQ_NOTF_COAL,
+            virtio.VirtioNetF.NOTF_COAL, virtio.VirtioNetF.GUEST_USO4,
+            virtio.VirtioNetF.GUEST_USO6, virtio.VirtioNetF.HOST_USO,
+            virtio.VirtioNetF.GUEST_HDRLEN, virtio.VirtioNetF.RSC_EXT,
+            virtio.VirtioNetF.STANDBY) == (50, 52, 53, 54, 55, 56, 59, 61, 62)
 
 
 def test_feature_bits():
@@ -275,11 +314,42 @@ def test_feature_bits():
     assert virtio.VirtioF.RING_RESET == 40
     assert virtio.feature_mask(virtio.VirtioF.VERSION_1, virtio.VirtioF.EVENT_IDX) == \
         (1 << 32) | (1 << 29)
-    for feature, needs in virtio.FEATURE_DEPENDENCIES.items():
-        assert all(int(n) != int(feature) for n in needs)
+    for device_type in virtio.VirtioDeviceId:
+        for table in virtio.feature_dependencies(device_type):
+            for feature, needs in table.items():
+                assert all(int(n) != int(feature) for n in needs)
+    # blk's WRITE_ZEROES shares bit 14 with net's HOST_UFO: it must not inherit its dependency
+    assert virtio.VirtioBlkF.WRITE_ZEROES not in virtio.feature_dependencies(
+        virtio.VirtioDeviceId.BLOCK)[0]
 
 
 def test_ids():
     assert virtio.VIRTIO_PCI_MODERN_DEVICE_ID_BASE + virtio.VirtioDeviceId.BLOCK == 0x1042
     assert virtio.VIRTIO_PCI_TRANSITIONAL_DEVICE_ID[virtio.VirtioDeviceId.NET] == 0x1000
     assert virtio.VIRTIO_PCI_SUBSYSTEM_ID_MODERN >= 0x40
+
+
+# -- Feature dependency tables (transport) -------------------------------------------------------
+
+def test_feature_dependencies_per_device_type():
+    """Net requirements apply to network devices only: device bit numbers are per type."""
+    net_all, net_any = virtio.feature_dependencies(virtio.VirtioDeviceId.NET)
+    assert net_all[int(virtio.VirtioNetF.HOST_TSO4)] == (int(virtio.VirtioNetF.CSUM),)
+    assert net_any[int(virtio.VirtioNetF.GUEST_ECN)] == (int(virtio.VirtioNetF.GUEST_TSO4),
+                                                         int(virtio.VirtioNetF.GUEST_TSO6))
+    assert net_any[int(virtio.VirtioNetF.HOST_ECN)] == (int(virtio.VirtioNetF.HOST_TSO4),
+                                                        int(virtio.VirtioNetF.HOST_TSO6))
+    assert virtio.feature_dependencies(virtio.VirtioDeviceId.BLOCK) == ({}, {})
+    assert list(virtio.TRANSPORT_FEATURE_BITS) == list(range(24, 50))
+    assert all(bit in virtio.TRANSPORT_FEATURE_BITS for bit in virtio.VirtioF)
+
+
+def test_split_ring_alignment():
+    """virtio 1.2 §2.7 alignment table; the legacy layout satisfies it for every size."""
+    assert (virtio.VIRTQ_DESC_ALIGN, virtio.VIRTQ_AVAIL_ALIGN, virtio.VIRTQ_USED_ALIGN) == \
+        (16, 2, 4)
+    assert byte_size(virtio.VirtqDesc) == virtio.VIRTQ_DESC_ALIGN
+    for n in range(16):
+        desc, avail, used = virtio.legacy_vring_layout(0x1000, 1 << n)
+        assert desc % virtio.VIRTQ_DESC_ALIGN == 0 and avail % virtio.VIRTQ_AVAIL_ALIGN == 0
+        assert used % virtio.VIRTQ_USED_ALIGN == 0
