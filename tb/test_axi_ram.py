@@ -220,5 +220,6 @@ def test_axi_ram(simulate, data_width):
     """(256 bits also runs under the virtio-blk device in test_blk.py, by default.)"""
     # addr_width one bit wider than the RAM, so accesses beyond it can be tried.
     design = harness.build(axi_ram_with_init, {"size": 64 * 1024, "data_width": data_width,
-                                               "addr_width": 17}, name="axi_ram")
+                                               "addr_width": 17}, name="axi_ram",
+                           debug_aliases=False)
     simulate(design, "test_axi_ram")

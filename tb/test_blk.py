@@ -658,7 +658,7 @@ async def run_image_read(dut):
 def build(data_width, **extra):
     p = {"data_width": data_width, "queue_count": 4, "capacity": 8192, "serial": SERIAL}
     p.update(extra)
-    return harness.build(VirtioBlkDevice, p, name="blk_device")
+    return harness.build(VirtioBlkDevice, p, name="blk_device", debug_aliases=False)
 
 
 FUNCTIONAL = ["run_smoke", "run_config_space", "run_request_types", "run_malformed",
@@ -679,7 +679,7 @@ def test_blk_256_on_chip_ram(simulate):
     design = harness.build(BlkOnChipRam, {
         "data_width": 256, "queue_count": 2, "capacity": 512, "slots": 3,
         "discard_zeroes": True, "max_segments": 32, "serial": "on-chip-ram-disk-01",
-    }, name="blk_on_chip_ram")
+    }, name="blk_on_chip_ram", debug_aliases=False)
     simulate(design, "test_blk", testcase=FUNCTIONAL,
              env={"BLK_MIX_COUNT": "40", "BLK_MEDIUM": "on-chip"})
 
