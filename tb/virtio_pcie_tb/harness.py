@@ -34,7 +34,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 __all__ = ["REPO", "SIM_BUILD", "HDL_PACKAGE", "Build", "SimulationFailed", "build", "run",
-           "dut_params", "verilator_bin_dir", "strip_debug_aliases"]
+           "dut_params", "verilator_bin_dir", "strip_debug_aliases", "fix_constant_always"]
 
 import virtio_pcie
 
@@ -220,6 +220,50 @@ def strip_debug_aliases(text):
     return stripped
 
 
+_CONSTANT_ALWAYS = re.compile(
+    r"^(?P<indent>[ \t]*)always @\*\n(?P<body>[ \t]*(?P<lhs>[^\n=;]+?) = "
+    r"(?P<rhs>\d+'[bodh][0-9a-fA-F_]+) ?;)\n", re.MULTILINE)
+
+
+def fix_constant_always(text):
+    """Make constant ``always @*`` blocks of Yosys' Verilog hold their value from time 0.
+
+    When a signal is assigned partly inside conditional logic and partly, unconditionally, a
+    constant (``m.d.comb += payload.field.eq(3)`` next to an FSM driving another field),
+    ``write_verilog`` emits the constant part as ``always @* x[2:0] = 3'h1;``. A block that
+    reads nothing has an empty sensitivity list and never runs (IEEE 1364 §9.7.5; Verilator and
+    Icarus both leave the bits at 0), so the simulated design differs from the synthesized one.
+    An ``initial`` assignment of the same constant next to the block gives the bits their value.
+    """
+    def repl(match):
+        indent = match["indent"]
+        return (f"{indent}initial {match['lhs'].strip()} = {match['rhs']};\n"
+                f"{indent}always @*\n{match['body']}\n")
+    return _CONSTANT_ALWAYS.sub(repl, text)
+
+
+def _component_ports(component):
+    """The ports :func:`amaranth.back.verilog.convert` would derive from a component's signature,
+    without the constant members (``ready`` of an ``always_ready`` stream, ``valid`` of an
+    ``always_valid`` one), which Amaranth 0.5 would otherwise refuse as ports. Returns None for
+    a plain elaboratable (``convert`` then needs no ports)."""
+    from amaranth.hdl import Const, Value, ValueCastable
+    from amaranth.hdl._ir import PortDirection    # what convert() itself uses (Amaranth 0.5.10)
+    from amaranth.lib import wiring
+    signature = getattr(component, "signature", None)
+    if not isinstance(signature, wiring.Signature):
+        return None
+    ports = {}
+    for path, member, value in signature.flatten(component):
+        if isinstance(value, ValueCastable):
+            value = value.as_value()
+        if isinstance(value, Const) or not isinstance(value, Value):
+            continue
+        ports["__".join(map(str, path))] = (
+            value, PortDirection.Input if member.flow == wiring.In else PortDirection.Output)
+    return ports
+
+
 def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, waves=False,
           debug_aliases=True):
     """Elaborate ``factory(**params)`` and compile it with Verilator, once per distinct design.
@@ -241,7 +285,8 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
                  "-LDFLAGS", f"-L{lz4}"]
     key_src = json.dumps({"name": name, "factory": f"{factory.__module__}.{factory.__qualname__}",
                           "params": _jsonable(params), "hdl": _fingerprint(),
-                          "args": args, "debug_aliases": debug_aliases}, sort_keys=True)
+                          "args": args, "debug_aliases": debug_aliases, "fixups": 1},
+                         sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
     directory = SIM_BUILD / "designs" / f"{name}-{key}{'-waves' if waves else ''}"
     stamp = directory / "build.stamp"
@@ -258,7 +303,8 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
         from amaranth.back import verilog
         started = time.monotonic()
         component = factory(**params)
-        text = verilog.convert(component, name=toplevel, emit_src=False)
+        text = fix_constant_always(verilog.convert(component, name=toplevel, emit_src=False,
+                                                   ports=_component_ports(component)))
         if not debug_aliases:
             text = strip_debug_aliases(text)
         result.verilog.write_text(text)
