@@ -6,7 +6,9 @@ Receive queues are *pulled*: the device asks the virtqueue engine for a chain of
 put the engine's descriptor-fetch latency (several DMA round trips) in front of every frame, so
 this cache keeps chains of each enabled pair's receive queue ready: it fetches ahead while it
 has room, with several fetches in flight per queue, and stops fetching a queue once it answered
-empty (until a frame for that queue asks again).
+empty (until a frame for that queue asks again). A frame's own request answered empty holds
+off the next one for up to ``HOLD_OFF_CYCLES``: a flood of frames to a queue without buffers
+costs the host at most one fetch (a DMA read of the available ring) per period.
 
 A chain stays in the cache until a frame uses it, so a frame that cannot be delivered (a
 mergeable frame that needs more buffers than the queue has) leaves its buffers for the next
@@ -29,9 +31,12 @@ from ..dma.interface import DMA_LEN_WIDTH
 from ..virtio.interface import VirtqSegment, VirtqUsed, queue_index_width
 from .net_checksum import named
 
-__all__ = ["NetRxCache", "RxCacheAccessSignature", "RxCacheGeometry"]
+__all__ = ["NetRxCache", "RxCacheAccessSignature", "RxCacheGeometry", "HOLD_OFF_CYCLES"]
 
 _CAP_BITS = DMA_LEN_WIDTH + 1           # a chain's capacity, saturating (frames are < 64 KiB)
+
+#: After an empty answer, no new fetch of that queue for up to this long (a power of two).
+HOLD_OFF_CYCLES = 128
 
 
 class RxCacheGeometry:
@@ -79,6 +84,7 @@ class RxCacheGeometry:
             "first":   self.ptr_bits,       # entry of the oldest chain
             "pending": self.pending_bits,   # fetches asked and not answered
             "dry":     1,                   # the last answer was empty
+            "fresh":   1,                   # ... and came less than a hold-off period ago
             "can_grow": 1,                  # room for another chain of the usual size
         })
 
@@ -209,6 +215,10 @@ class NetRxCache(wiring.Component):
         nbytes  = Array(Signal(g.bytes_bits, name=f"bytes{q}") for q in range(P))
         pending = Array(Signal(g.pending_bits, name=f"pending{q}") for q in range(P))
         dry     = Array(Signal(name=f"dry{q}") for q in range(P))
+        fresh   = Array(Signal(name=f"fresh{q}") for q in range(P))
+        asked   = Array(Signal(name=f"asked{q}") for q in range(P))   # a demand is unanswered
+        hold_off = Signal(range(HOLD_OFF_CYCLES))       # wraps: a tick every period
+        m.d.sync += hold_off.eq(hold_off + 1)
         usual   = Signal(g.ptr_bits, init=1)      # most entries a chain has taken so far
 
         def used(q):
@@ -225,6 +235,7 @@ class NetRxCache(wiring.Component):
             acc.status.first.eq(rd_ptr[acc.pair]),
             acc.status.pending.eq(pending[acc.pair]),
             acc.status.dry.eq(dry[acc.pair]),
+            acc.status.fresh.eq(fresh[acc.pair]),
             acc.status.can_grow.eq(used(acc.pair) + usual <= S),
         ]
 
@@ -345,15 +356,28 @@ class NetRxCache(wiring.Component):
                 m.d.sync += wr_ptr[q].eq(ptr + store)
             with m.If(consume_q):
                 m.d.sync += rd_ptr[q].eq(rd_ptr[q] + con.segs)
-            with m.If(took & seg.empty & (idx == q) & is_rx):
+            empty_q = took & seg.empty & (idx == q) & is_rx
+            demand_q = demanded & (acc.demand.payload == q)
+            with m.If(empty_q):
                 m.d.sync += dry[q].eq(1)
-            with m.Elif(commit_q | (demanded & (acc.demand.payload == q))):
+            with m.Elif(commit_q | demand_q):
                 m.d.sync += dry[q].eq(0)
+            # Only a demand answered empty holds off the next one (an empty answer to a fetch
+            # ahead says nothing about the buffers posted since).
+            with m.If(empty_q & (asked[q] | demand_q)):
+                m.d.sync += fresh[q].eq(1)
+            with m.Elif(hold_off == 0):
+                m.d.sync += fresh[q].eq(0)
+            with m.If(demand_q):
+                m.d.sync += asked[q].eq(1)
+            with m.Elif(answer_q & (pending[q] == 1)):
+                m.d.sync += asked[q].eq(0)
 
         # Device reset: forget everything (placed last: it overrides the updates above).
         with m.If(self.reset):
             m.d.sync += [in_active.eq(0), fetch_valid.eq(0), usual.eq(1)]
             for q in range(P):
                 m.d.sync += [wr_ptr[q].eq(0), rd_ptr[q].eq(0), chains[q].eq(0),
-                             nbytes[q].eq(0), pending[q].eq(0), dry[q].eq(0)]
+                             nbytes[q].eq(0), pending[q].eq(0), dry[q].eq(0),
+                             fresh[q].eq(0), asked[q].eq(0)]
         return m

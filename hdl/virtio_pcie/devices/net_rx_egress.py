@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 from ..dma.interface import DmaError, DmaStatus, DmaWriteRequest
 from ..spec.virtio import VirtioNetHdr, VirtioNetHdrFlags
 from ..virtio.interface import VirtqUsed
+from .net_checksum import named
 from .net_interface import (
     DMA_TAG_FRAME_END, GENERATION_BITS, NET_HDR_BYTES, RX_STEER_MULTIPLIER, FrameBufferGeometry,
     RxFrame,
@@ -157,11 +158,17 @@ class NetRxEgress(wiring.Component):
         mixed = (self.frame.payload.hash * RX_STEER_MULTIPLIER)[:16]
         steer = ((mixed * self.curr_pairs) >> 16)[:cg.pair_bits]
 
+        # What the cache shows: in IDLE the pair the waiting frame steers to, so that the first
+        # chain's record is there in CHECK; in HEADER the first buffer of the frame's chains,
+        # then one buffer per step.
+        idle_state = Signal()
         looking = Signal()
+        heading = Signal()
+        step = Signal()
         m.d.comb += [
-            cache.pair.eq(pair),
-            cache.chain_ptr.eq(Mux(looking, st.first, walk_ptr)),
-            cache.seg_ptr.eq(seg_ptr),
+            cache.pair.eq(Mux(idle_state, steer, pair)),
+            cache.chain_ptr.eq(Mux(idle_state | looking, st.first, walk_ptr)),
+            cache.seg_ptr.eq(Mux(heading, st.first, seg_ptr + step)),
             cache.demand.payload.eq(pair),
             releases.w_data.eq(release),
         ]
@@ -176,7 +183,7 @@ class NetRxEgress(wiring.Component):
         header_mask = Cat(Const(0, g.header_offset), Const(-1, NET_HDR_BYTES))
 
         entry = cache.seg
-        take = Mux(entry.len < remaining, entry.len, remaining)[:17]
+        take = named(m, Mux(entry.len < remaining, entry.len, remaining)[:17], "take")
         to_cfifo = Signal(Completion)
         m.d.comb += [
             to_cfifo.used.queue.eq(pair << 1),
@@ -192,9 +199,27 @@ class NetRxEgress(wiring.Component):
             self.wr_req.payload.imm_en.eq(0),
         ]
 
+        def placed(m):
+            """The frame is placed: drop its chains from the cache, free its rows once its
+            writes are back."""
+            m.d.comb += [
+                cache.consume.valid.eq(~stale),
+                cache.consume.payload.pair.eq(pair),
+                cache.consume.payload.chains.eq(chains_used),
+                cache.consume.payload.segs.eq(segs_used),
+                cache.consume.payload.bytes.eq(bytes_used),
+                release.end_row.eq(end_row),
+                release.drop.eq(0),
+                releases.w_en.eq(1),
+                self.delivered.eq(~stale),
+            ]
+
         with m.FSM() as fsm:
             with m.State("IDLE"):
-                m.d.comb += self.frame.ready.eq(releases.w_rdy)
+                m.d.comb += [
+                    idle_state.eq(1),
+                    self.frame.ready.eq(releases.w_rdy),
+                ]
                 with m.If(self.frame.valid & releases.w_rdy):
                     m.d.sync += [
                         fr.eq(self.frame.payload),
@@ -203,60 +228,48 @@ class NetRxEgress(wiring.Component):
                         need.eq(self.frame.payload.len + NET_HDR_BYTES),
                         demands.eq(0),
                     ]
-                    m.next = "LOOK"
+                    m.next = "CHECK"
 
-            # Read the first chain's record (one cycle), then decide.
+            # (Again after waiting for the engine:) read the first chain's record.
             with m.State("LOOK"):
                 m.d.comb += looking.eq(1)
-                m.d.sync += walk_ptr.eq(st.first)
                 m.next = "CHECK"
 
             with m.State("CHECK"):
                 first = cache.chain
-                out_of_buffers = st.dry & (demands != 0) | (demands > cg.segments)
+                out_of_buffers = (st.dry & ((demands != 0) | st.fresh)) | (demands > cg.segments)
                 m.d.sync += [
-                    chains_used.eq(0),
-                    segs_used.eq(0),
-                    bytes_used.eq(0),
+                    chains_used.eq(1),
+                    segs_used.eq(first.segs),
+                    bytes_used.eq(first.cap),
+                    walk_ptr.eq(st.first + first.segs),
+                    header_row.eq(0),
                 ]
+                enough = Mux(self.mrg_rxbuf, st.bytes >= need,
+                             (st.chains != 0) & (first.cap >= need))
+                too_small = Mux(self.mrg_rxbuf, ~st.can_grow,
+                                (st.chains != 0) & (first.cap < need))
                 with m.If(stale):
                     m.next = "DROP"
                 with m.Elif(~self.enable):
                     m.d.comb += self.no_buffer.eq(1)
                     m.next = "DROP"
-                with m.Elif(self.mrg_rxbuf):
-                    with m.If(st.bytes >= need):
+                with m.Elif(enough):
+                    # Mergeable buffers: one chain is the usual case; else count them.
+                    with m.If(first.cap >= need):
+                        m.next = "HEADER"
+                    with m.Else():
                         m.next = "WALK"
-                    with m.Elif(~st.can_grow):
-                        m.d.comb += self.too_big.eq(1)
-                        m.next = "DROP"
-                    with m.Elif(st.pending != 0):
-                        m.next = "LOOK"
-                    with m.Elif(out_of_buffers):
-                        m.d.comb += self.no_buffer.eq(1)
-                        m.next = "DROP"
-                    with m.Else():
-                        m.next = "DEMAND"
+                with m.Elif(too_small):
+                    m.d.comb += self.too_big.eq(1)
+                    m.next = "DROP"
+                with m.Elif(st.pending != 0):
+                    m.next = "LOOK"
+                with m.Elif(out_of_buffers):
+                    m.d.comb += self.no_buffer.eq(1)
+                    m.next = "DROP"
                 with m.Else():
-                    with m.If(st.chains != 0):
-                        with m.If(first.cap >= need):
-                            m.d.sync += [
-                                chains_used.eq(1),
-                                segs_used.eq(first.segs),
-                                bytes_used.eq(first.cap),
-                                header_row.eq(0),
-                            ]
-                            m.next = "HEADER"
-                        with m.Else():
-                            m.d.comb += self.too_big.eq(1)
-                            m.next = "DROP"
-                    with m.Elif(st.pending != 0):
-                        m.next = "LOOK"
-                    with m.Elif(out_of_buffers):
-                        m.d.comb += self.no_buffer.eq(1)
-                        m.next = "DROP"
-                    with m.Else():
-                        m.next = "DEMAND"
+                    m.next = "DEMAND"
 
             with m.State("DEMAND"):
                 m.d.comb += cache.demand.valid.eq(1)
@@ -278,7 +291,6 @@ class NetRxEgress(wiring.Component):
                     segs_used.eq(segs_used + c.segs),
                     bytes_used.eq(total),
                     walk_ptr.eq(walk_ptr + c.segs),
-                    header_row.eq(0),
                 ]
                 with m.If(stale):
                     m.next = "DROP"
@@ -290,6 +302,7 @@ class NetRxEgress(wiring.Component):
             with m.State("HEADER"):
                 row_bytes = header_mask.word_select(header_row, lanes)
                 m.d.comb += [
+                    heading.eq(1),
                     self.ram.addr.eq((fr.base_row + header_row)[:g.row_bits]),
                     self.ram.data.eq(header_area.word_select(header_row, g.data_width)),
                     self.ram.en.eq(Mux(stale, 0, row_bytes)),
@@ -305,18 +318,17 @@ class NetRxEgress(wiring.Component):
                 with m.If(stale):
                     m.next = "DROP"
                 with m.Elif(header_row == g.header_rows - 1):
-                    m.next = "SEG_WAIT"
+                    m.next = "SEG"
 
-            # One buffer per step: one DMA write of what goes into it (nothing once the frame
+            # One buffer per cycle: one DMA write of what goes into it (nothing once the frame
             # is all placed), and the chain's completion after its last buffer.
-            with m.State("SEG_WAIT"):
-                m.next = "SEG"                 # cache.seg follows seg_ptr next cycle
-
             with m.State("SEG"):
                 room = ~entry.last | completions.w_rdy
                 writing = take != 0
-                m.d.comb += self.wr_req.valid.eq(writing & room)
-                step = room & (~writing | self.wr_req.ready)
+                m.d.comb += [
+                    self.wr_req.valid.eq(writing & room),
+                    step.eq(room & (~writing | self.wr_req.ready)),
+                ]
                 with m.If(step):
                     m.d.sync += [
                         remaining.eq(remaining - take),
@@ -328,23 +340,8 @@ class NetRxEgress(wiring.Component):
                         m.d.comb += completions.w_en.eq(1)
                         m.d.sync += chains_left.eq(chains_left - 1)
                     with m.If(entry.last & (chains_left == 1)):
-                        m.next = "DONE"
-                    with m.Else():
-                        m.next = "SEG_WAIT"
-
-            with m.State("DONE"):
-                m.d.comb += [
-                    cache.consume.valid.eq(~stale),
-                    cache.consume.payload.pair.eq(pair),
-                    cache.consume.payload.chains.eq(chains_used),
-                    cache.consume.payload.segs.eq(segs_used),
-                    cache.consume.payload.bytes.eq(bytes_used),
-                    release.end_row.eq(end_row),
-                    release.drop.eq(0),
-                    releases.w_en.eq(1),
-                    self.delivered.eq(~stale),
-                ]
-                m.next = "IDLE"
+                        placed(m)
+                        m.next = "IDLE"
 
             with m.State("DROP"):
                 m.d.comb += [
