@@ -257,10 +257,12 @@ class NetControl(wiring.Component):
 
             with m.State("POLL"):
                 m.d.comb += [
-                    self.poll_fetch.valid.eq(1),
+                    self.poll_fetch.valid.eq(~self.reset),
                     self.poll_fetch.payload.eq(self._poll_queue),
                 ]
-                with m.If(self.poll_fetch.ready):
+                with m.If(self.reset):
+                    m.next = "IDLE"
+                with m.Elif(self.poll_fetch.ready):
                     m.d.sync += timer.eq(self._poll_cycles)
                     m.next = "POLL_WAIT"
 
@@ -451,11 +453,11 @@ class NetControl(wiring.Component):
                     answer(m, VirtioNetCtrlAck.OK)
 
             # The ack byte, then the completion.
+            # (A reset here lets the one-byte write go: it is already offered to the DMA
+            # engine, and the completion is not sent.)
             with m.State("ACK"):
                 m.d.sync += used_len.eq(0)
-                with m.If(self.reset):
-                    m.next = "ABORT"
-                with m.Elif(has_ack):
+                with m.If(has_ack):
                     m.d.comb += [
                         self.wr_req.valid.eq(1),
                         self.wr_req.payload.host_addr.eq(ack_addr),

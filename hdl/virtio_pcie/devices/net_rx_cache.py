@@ -220,6 +220,7 @@ class NetRxCache(wiring.Component):
         hold_off = Signal(range(HOLD_OFF_CYCLES))       # wraps: a tick every period
         m.d.sync += hold_off.eq(hold_off + 1)
         usual   = Signal(g.ptr_bits, init=1)      # most entries a chain has taken so far
+        learned = Signal()                        # a chain has been seen since reset
 
         def used(q):
             return (wr_ptr[q] - rd_ptr[q])[:g.ptr_bits]
@@ -308,16 +309,22 @@ class NetRxCache(wiring.Component):
                 in_segs.eq(segs),
                 in_bad.eq(bad),
             ]
-        with m.If(took & commit & (segs > usual)):
-            m.d.sync += usual.eq(segs)
+        with m.If(took & commit):
+            m.d.sync += learned.eq(1)
+            with m.If(segs > usual):
+                m.d.sync += usual.eq(segs)
 
         # Fetch scheduling: the egress's demand first, else one queue per cycle in turn ------------
         fetch_valid = Signal()
         fetch_queue = Signal.like(self.fetch.payload)
         turn = Signal(g.pair_bits)
         free = ~fetch_valid | self.fetch.ready
-        room_for = used(turn) + (pending[turn] + 1) * usual
-        ahead = (self.enable & (turn < self.curr_pairs) & ~dry[turn]
+        # Fetch ahead only while the answers in flight, each as long as the longest chain seen,
+        # plus one more such chain, fit; one at a time until a chain has shown the size. (A
+        # chain that still does not fit, because chains grew, is returned.)
+        room_for = used(turn) + (pending[turn] + 2) * usual
+        known = learned | (pending[turn] == 0)
+        ahead = (self.enable & (turn < self.curr_pairs) & ~dry[turn] & known
                  & (pending[turn] < g.fetch_depth) & (room_for <= S))
         extra = self.extra_fetch
         m.d.comb += [
@@ -375,7 +382,7 @@ class NetRxCache(wiring.Component):
 
         # Device reset: forget everything (placed last: it overrides the updates above).
         with m.If(self.reset):
-            m.d.sync += [in_active.eq(0), fetch_valid.eq(0), usual.eq(1)]
+            m.d.sync += [in_active.eq(0), fetch_valid.eq(0), usual.eq(1), learned.eq(0)]
             for q in range(P):
                 m.d.sync += [wr_ptr[q].eq(0), rd_ptr[q].eq(0), chains[q].eq(0),
                              nbytes[q].eq(0), pending[q].eq(0), dry[q].eq(0),
