@@ -88,7 +88,9 @@ class NetConfigRegisters(wiring.Component):
         with m.Else():
             m.d.sync += bus.ack.eq(0)
 
+        # A change, not the first sample after reset, is a configuration change.
         link_was = Signal()
-        m.d.sync += link_was.eq(self.link_up)
-        m.d.comb += self.changed.eq(link_was != self.link_up)
+        primed = Signal()
+        m.d.sync += [link_was.eq(self.link_up), primed.eq(1)]
+        m.d.comb += self.changed.eq(primed & (link_was != self.link_up))
         return m
