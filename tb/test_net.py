@@ -34,7 +34,7 @@ from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStream
 from virtio_pcie.devices.net import VirtioNetDevice, net_device_features
 from virtio_pcie.devices.net_config import NET_DUPLEX_UNKNOWN, NET_SPEED_UNKNOWN
 from virtio_pcie.devices.net_interface import (
-    NET_HDR_BYTES, mac_to_int, max_frame_bytes, rx_steer,
+    NET_COUNTERS, NET_HDR_BYTES, mac_to_int, max_frame_bytes, rx_steer,
 )
 from virtio_pcie.spec.ethernet import ETH_ZLEN
 from virtio_pcie.spec.virtio import (
@@ -210,7 +210,6 @@ class NetTB:
         return int(getattr(self.dut, f"stats__{name}").value)
 
     def stats(self):
-        from virtio_pcie.devices.net_interface import NET_COUNTERS
         return {name: self.stat(name) for name in NET_COUNTERS}
 
     async def cycles(self, n):
@@ -351,6 +350,12 @@ class NetTB:
                                   pieces=[uc, mc])
 
 
+def random_pauses(seed, rate=0.3):
+    rng = random.Random(seed)
+    while True:
+        yield rng.random() < rate
+
+
 def sweep_sizes(tb, stride=37):
     top = tb.mtu + 14
     if FULL_SWEEP:
@@ -417,6 +422,7 @@ async def run_tx_sizes(dut):
     """Every frame size (a stride by default) out to the MAC, from every chain layout."""
     tb = NetTB(dut, read_latency=(1, 30), reorder=True, seed=2)
     await tb.start()
+    tb.mac_out.set_pause_generator(random_pauses(2))       # the MAC back-pressures
     sizes = sweep_sizes(tb)
     layouts = ["shared", "separate", "scatter"]
     sent = []
@@ -527,6 +533,7 @@ async def run_rx_sizes_mergeable(dut):
     """Every frame size (a stride by default) into mergeable buffers of assorted sizes."""
     tb = NetTB(dut, write_latency=(1, 20), seed=3)
     await tb.start()
+    tb.mac_in.set_pause_generator(random_pauses(3))        # gaps inside frames
     sizes = sweep_sizes(tb, stride=41)
     tb.post_rx([tb.rng.choice([64, 100, 256, 1000, 1536, 2048]) for _ in range(8 * len(sizes))])
     frames = [raw_frame(size, tb.mac, tb.rng) for size in sizes]
