@@ -8,7 +8,7 @@ virtqueue engine and an Ethernet MAC.
      dma_tx.rd ◄─────────┘      └──► transmit buffer ◄─────────┴──────────────┘       │
                                                                                          ▼
      rxq (pulled) ◄─► NetRxCache ◄──► NetRxEgress ◄── frame FIFO ◄── NetRxIngress ◄── mac_rx
-     dma_rx.wr ◄──────────────────────────┘   └──► receive buffer ◄──────┘ (+NetRxFilter)
+     dma_rx.wr ◄──────────────────────────┘   └──► NetRxBuffer ◄─────────┘ (+NetRxFilter)
      ctrlq (pushed) ──► NetControl ──► filter state, queue pairs, MAC ──► config, ingress
      dma_rx.rd, acks ◄────┘
      completion ◄── NetUsedArbiter ◄── control, returned chains, transmit, receive
@@ -54,6 +54,7 @@ from .net_interface import (
     DMA_TAG_CTRL, GENERATION_BITS, NET_COUNTERS, AxiStreamSignature, FrameBufferGeometry,
     NetStatsSignature, RxFrame, mac_to_int, max_frame_bytes,
 )
+from .net_rx_buffer import NetRxBuffer
 from .net_rx_cache import NetRxCache
 from .net_rx_egress import NetRxEgress
 from .net_rx_ingress import NetRxIngress
@@ -336,14 +337,15 @@ class VirtioNetDevice(wiring.Component):
         ]
 
         # Receive path ---------------------------------------------------------------------------
-        m.submodules.rx_buffer = rx_buffer = Memory(shape=self._dw, depth=rx_geom.rows, init=[])
-        connect(m, ingress.ram, rx_buffer.write_port(granularity=8))
-        connect(m, egress.ram, rx_buffer.write_port(granularity=8))
-        rx_r = rx_buffer.read_port()
+        m.submodules.rx_buffer = rx_buffer = NetRxBuffer(data_width=self._dw,
+                                                         buffer_bytes=self._rx_bytes)
+        connect(m, ingress.ram, rx_buffer.frames)
+        connect(m, egress.ram, rx_buffer.header)
         m.d.comb += [
-            rx_r.addr.eq(self.dma_rx.wr_ram.addr),
-            rx_r.en.eq(self.dma_rx.wr_ram.en),
-            self.dma_rx.wr_ram.data.eq(rx_r.data),
+            egress.ram_ready.eq(rx_buffer.header_ready),
+            rx_buffer.dma.addr.eq(self.dma_rx.wr_ram.addr),
+            rx_buffer.dma.en.eq(self.dma_rx.wr_ram.en),
+            self.dma_rx.wr_ram.data.eq(rx_buffer.dma.data),
         ]
         # As many records as the buffer holds smallest frames: a burst is limited by the buffer.
         m.submodules.rx_frames = rx_frames = SyncFIFOBuffered(

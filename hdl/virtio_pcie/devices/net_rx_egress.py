@@ -62,6 +62,8 @@ class NetRxEgress(wiring.Component):
     frame : In(stream.Signature(RxFrame(...)))
     ram : In(WritePort.Signature(...))
         The header write port of the receive buffer.
+    ram_ready : In(1)
+        The header write offered in this cycle is taken (see :class:`~.net_rx_buffer.NetRxBuffer`).
     wr_req : Out(stream.Signature(DmaWriteRequest))
     wr_status : In(stream.Signature(DmaStatus, always_ready=True))
         This block's share of the receive DMA client (its statuses, in issue order).
@@ -98,6 +100,7 @@ class NetRxEgress(wiring.Component):
             "frame":       In(stream.Signature(RxFrame(geom))),
             "ram":         In(WritePort.Signature(addr_width=geom.row_bits, shape=data_width,
                                                   granularity=8)),
+            "ram_ready":   In(1),
             "wr_req":      Out(stream.Signature(DmaWriteRequest)),
             "wr_status":   In(stream.Signature(DmaStatus, always_ready=True)),
             "used":        Out(stream.Signature(VirtqUsed(queue_count))),
@@ -308,7 +311,7 @@ class NetRxEgress(wiring.Component):
                     self.ram.en.eq(Mux(stale, 0, row_bytes)),
                 ]
                 m.d.sync += [
-                    header_row.eq(header_row + 1),
+                    header_row.eq(header_row + self.ram_ready),
                     seg_ptr.eq(st.first),
                     remaining.eq(need),
                     ram_pos.eq((fr.base_row << g.beat_shift) + g.header_offset),
@@ -317,7 +320,7 @@ class NetRxEgress(wiring.Component):
                 ]
                 with m.If(stale):
                     m.next = "DROP"
-                with m.Elif(header_row == g.header_rows - 1):
+                with m.Elif(self.ram_ready & (header_row == g.header_rows - 1)):
                     m.next = "SEG"
 
             # One buffer per cycle: one DMA write of what goes into it (nothing once the frame
