@@ -5,7 +5,7 @@ engine (with host memory), the transport's configuration port and the Ethernet M
       VirtqEngineStub ── txq (pushed), ctrlq (pushed), rxq (pulled) ──►┌──────────────────┐
                       ◄────────────── completion (used entries) ───────│                  │
       DmaClientModel  ◄═══ dma_tx (frame reads) ═══════════════════════│ VirtioNetDevice  │
-      (HostMemory)    ◄═══ dma_rx (frame writes, commands, acks) ══════│                  │
+      (DmaMemory)     ◄═══ dma_rx (frame writes, commands, acks) ══════│                  │
       DeviceConfigStub ── config: features, driver_ok, reset, bus ────►│                  │
       AxiStreamSource ── mac_rx ──────────────────────────────────────►│                  │
       AxiStreamSink   ◄─ mac_tx ───────────────────────────────────────└──────────────────┘
@@ -42,16 +42,16 @@ from virtio_pcie.spec.virtio import (
     VirtioNetCtrlRx, VirtioNetF, VirtioNetGsoType, VirtioNetHdr, VirtioNetHdrFlags, byte_offset,
 )
 from virtio_pcie_tb import harness
-from virtio_pcie_tb.models.codec import StructCodec
+from virtio_pcie_tb.models.bitfields import BitFields
 from virtio_pcie_tb.models.dma_client_model import DmaClientModel
-from virtio_pcie_tb.models.host_memory import HostMemory
+from virtio_pcie_tb.models.dma_memory import DmaMemory
 from virtio_pcie_tb.models.virtq_engine_stub import (
     Buffer, Chain, DeviceConfigStub, VirtqEngineStub,
 )
 
 CLOCK_NS = 4
 FULL_SWEEP = os.environ.get("NET_SWEEP") == "full"
-HDR = StructCodec(VirtioNetHdr)
+HDR = BitFields(VirtioNetHdr)
 PEER_MAC = 0x02_00_00_00_00_01
 BROADCAST = 0xFF_FF_FF_FF_FF_FF
 
@@ -168,7 +168,7 @@ class NetTB:
         self.offered = net_device_features(queue_pairs=self.pairs)
         self.rng = random.Random(seed)
         Clock(dut.clk, CLOCK_NS, unit="ns").start()
-        self.mem = HostMemory()
+        self.mem = DmaMemory()
         dma = dict(data_width=self.dw, memory=self.mem, read_latency=read_latency,
                    write_latency=write_latency, reorder=reorder, status_with_last_beat=True,
                    chunk=chunk, seed=seed)
@@ -242,7 +242,7 @@ class NetTB:
             start = cut
         buffers = []
         for piece in pieces:
-            addr = self.mem.alloc(len(piece), align=self.rng.choice([1, 2, 8, 64]))
+            addr = self.mem.alloc_addr(len(piece), align=self.rng.choice([1, 2, 8, 64]))
             self.mem.write(addr, piece)
             buffers.append(Buffer(addr, len(piece)))
         return Chain(self.engine.new_head(queue), buffers, tag=frame)
@@ -264,7 +264,7 @@ class NetTB:
     def post_rx(self, sizes, *, queue=0):
         """One chain of one writable buffer per size (mergeable or "small" buffers)."""
         for size in sizes:
-            addr = self.mem.alloc(size, align=self.rng.choice([2, 64]))
+            addr = self.mem.alloc_addr(size, align=self.rng.choice([2, 64]))
             self.mem.write(addr, b"\xEE" * size)
             self.engine.post(queue, Chain(self.engine.new_head(queue),
                                           [Buffer(addr, size, write=True)]))
@@ -272,8 +272,8 @@ class NetTB:
     def post_rx_big(self, count, *, queue=0, pages=2, page=4096):
         """Linux's "big packets" chains: the header in a buffer of its own, then pages."""
         for _ in range(count):
-            buffers = [Buffer(self.mem.alloc(NET_HDR_BYTES), NET_HDR_BYTES, write=True)]
-            buffers += [Buffer(self.mem.alloc(page, align=4096), page, write=True)
+            buffers = [Buffer(self.mem.alloc_addr(NET_HDR_BYTES), NET_HDR_BYTES, write=True)]
+            buffers += [Buffer(self.mem.alloc_addr(page, align=4096), page, write=True)
                         for _ in range(pages)]
             self.engine.post(queue, Chain(self.engine.new_head(queue), buffers))
 
@@ -313,10 +313,10 @@ class NetTB:
         pieces = [data] if pieces is None else pieces
         buffers = []
         for piece in [bytes([cls, cmd])] + [p for p in pieces if p]:
-            addr = self.mem.alloc(len(piece))
+            addr = self.mem.alloc_addr(len(piece))
             self.mem.write(addr, piece)
             buffers.append(Buffer(addr, len(piece)))
-        ack_addr = self.mem.alloc(1)
+        ack_addr = self.mem.alloc_addr(1)
         self.mem.write(ack_addr, b"\xFF")        # Linux presets the status byte
         if ack:
             buffers.append(Buffer(ack_addr, 1, write=True))
@@ -493,7 +493,7 @@ async def run_tx_bad_chains(dut):
     bad = []
     # A writable buffer in a transmit chain.
     chain = tb.tx_chain(raw_frame(80, PEER_MAC, tb.rng))
-    chain.buffers.append(Buffer(tb.mem.alloc(64), 64, write=True))
+    chain.buffers.append(Buffer(tb.mem.alloc_addr(64), 64, write=True))
     bad.append(chain)
     # Longer than the largest frame.
     bad.append(tb.tx_chain(raw_frame(tb.max_frame + 1, PEER_MAC, tb.rng)))
@@ -676,7 +676,7 @@ async def run_rx_bad_frames(dut):
     tb.post_rx([128])
     await tb.receive([good])
     await tb.settle()
-    assert tb.stat("rx_too_big") == 1
+    assert tb.stat("rx_too_big") == 1, {k: v for k, v in tb.stats().items() if v}
     assert not tb.rx_batches()
     small = raw_frame(100, tb.mac, tb.rng)
     await tb.receive([small])
@@ -695,15 +695,15 @@ async def run_rx_bad_frames(dut):
     assert tb.stat("rx_runt") == 1
     assert tb.stat("rx_mac_error") == 1
     assert tb.stat("rx_oversize") == 2
-    assert len(tb.rx_batches()) == 2
+    assert len(tb.rx_batches()) == 2, {k: v for k, v in tb.stats().items() if v}
     assert len(tb.gather(tb.rx_batches()[-1])[1]) == tb.max_frame
 
     # A chain with a readable buffer is returned unused (length 0). (First use up the three
     # buffers left from above.)
     await tb.receive([small] * 3, gap=50)
     await tb.settle()
-    chain = Chain(tb.engine.new_head(0), [Buffer(tb.mem.alloc(64), 64),
-                                          Buffer(tb.mem.alloc(2048), 2048, write=True)])
+    chain = Chain(tb.engine.new_head(0), [Buffer(tb.mem.alloc_addr(64), 64),
+                                          Buffer(tb.mem.alloc_addr(2048), 2048, write=True)])
     tb.engine.post(0, chain)
     tb.post_rx([2048])
     await tb.receive([small])
@@ -1127,7 +1127,7 @@ async def run_dma_errors(dut):
     assert len(tb.engine.used) == 5
 
     tb.post_rx([2048])
-    bad_buffer = tb.mem.alloc(2048)
+    bad_buffer = tb.mem.alloc_addr(2048)
     poisoned.add(bad_buffer)
     tb.engine.post(0, Chain(tb.engine.new_head(0), [Buffer(bad_buffer, 2048, write=True)]))
     tb.post_rx([2048])

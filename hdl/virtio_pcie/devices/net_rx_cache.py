@@ -203,8 +203,12 @@ class NetRxCache(wiring.Component):
         # Storage ----------------------------------------------------------------------------------
         m.submodules.seg_mem = seg_mem = Memory(shape=g.SegRec, depth=P * S, init=[])
         m.submodules.chain_mem = chain_mem = Memory(shape=g.ChainRec, depth=P * S, init=[])
-        seg_w, seg_r = seg_mem.write_port(), seg_mem.read_port()
-        chain_w, chain_r = chain_mem.write_port(), chain_mem.read_port()
+        # Reads see a write of the same cycle: a chain committed in the cycle the egress looks
+        # at it is seen with its own record, not the one its entry held before.
+        seg_w = seg_mem.write_port()
+        seg_r = seg_mem.read_port(transparent_for=(seg_w,))
+        chain_w = chain_mem.write_port()
+        chain_r = chain_mem.read_port(transparent_for=(chain_w,))
 
         def entry(pair, ptr):
             return Cat(ptr[:g.seg_bits], pair) if P > 1 else ptr[:g.seg_bits]
