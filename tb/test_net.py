@@ -166,6 +166,11 @@ class NetTB:
         self.max_frame = max_frame_bytes(self.mtu)
         self.mac = mac_to_int(p.get("mac_address", "52:54:00:12:34:56"))
         self.offered = net_device_features(queue_pairs=self.pairs)
+        # NET_SEED varies every random choice (and the engine's fetch latency) from run to run.
+        shift = int(os.environ.get("NET_SEED", "0"))
+        seed += 1000 * shift
+        if shift:
+            fetch_latency = 1 + shift % 7 * 9
         self.rng = random.Random(seed)
         Clock(dut.clk, CLOCK_NS, unit="ns").start()
         self.mem = DmaMemory()
