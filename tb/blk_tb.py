@@ -40,10 +40,10 @@ from virtio_pcie.spec.virtio import (VIRTIO_BLK_ID_BYTES, VirtioBlkDiscardWriteZ
                                      VirtioBlkOutHdr, VirtioBlkReqType, VirtioBlkStatus)
 from virtio_pcie.virtio.interface import VirtqSegment, VirtqUsed
 from virtio_pcie_tb import harness
-from virtio_pcie_tb.models.codec import StructCodec
+from virtio_pcie_tb.models.bitfields import BitFields
 from virtio_pcie_tb.models.disk_image import SECTOR, DiskImage, ShadowDisk, attach_axi_ram
 from virtio_pcie_tb.models.dma_client_model import DmaClientModel
-from virtio_pcie_tb.models.host_memory import HostMemory
+from virtio_pcie_tb.models.dma_memory import DmaMemory
 
 __all__ = ["CLOCK_NS", "Request", "SharedDma", "IdealDma", "BlkTB", "header", "dwz_segment"]
 
@@ -54,11 +54,11 @@ OK, IOERR, UNSUPP = (VirtioBlkStatus.OK.value, VirtioBlkStatus.IOERR.value,
                      VirtioBlkStatus.UNSUPP.value)
 
 
-_HDR = StructCodec(VirtioBlkOutHdr)
-_DWZ = StructCodec(VirtioBlkDiscardWriteZeroes)
-_RD_REQ = StructCodec(DmaReadRequest)
-_WR_REQ = StructCodec(DmaWriteRequest)
-_STATUS = StructCodec(DmaStatus)
+_HDR = BitFields(VirtioBlkOutHdr)
+_DWZ = BitFields(VirtioBlkDiscardWriteZeroes)
+_RD_REQ = BitFields(DmaReadRequest)
+_WR_REQ = BitFields(DmaWriteRequest)
+_STATUS = BitFields(DmaStatus)
 
 
 def header(rtype, sector=0, reserved=0):
@@ -416,7 +416,7 @@ class BlkTB:
         if capacity is None:
             self.set_capacity(image.sectors)
 
-        self.mem = HostMemory()
+        self.mem = DmaMemory()
         self.mem_rng = random.Random(seed + 1)
         self.inflight = {}                     # (queue, head) -> Request
         self.completed = []
@@ -428,8 +428,8 @@ class BlkTB:
         self.wr_pause = None
         self.cfg_ops = collections.deque()
         self.cfg_current = None
-        self.segment_codec = StructCodec(VirtqSegment(self.queue_count))
-        self.used_codec = StructCodec(VirtqUsed(self.queue_count))
+        self.segment_codec = BitFields(VirtqSegment(self.queue_count))
+        self.used_codec = BitFields(VirtqUsed(self.queue_count))
         self._last_written = {}
         self._h = {}
         names = ["requests__segment__valid", "requests__segment__payload",
@@ -633,7 +633,7 @@ class BlkTB:
         """Fresh host memory for a buffer, at an odd offset now and then (the DMA engine
         realigns; the device must not care)."""
         offset = self.mem_rng.choice([0, 0, 0, 1, 3, 8, 64, 511, 2048, 4093])
-        return self.mem.alloc(length + 4096, align=4096) + offset
+        return self.mem.alloc_addr(length + 4096, align=4096) + offset
 
     def split(self, total, style):
         """Buffer lengths adding up to ``total`` (a list is taken as given)."""

@@ -28,7 +28,7 @@ from virtio_pcie.spec.virtio import (VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_WRITE_ZEROE
 from virtio_pcie_tb import harness
 from virtio_pcie_tb.designs.blk_device import BlkOnChipRam
 from virtio_pcie_tb.models.disk_image import SECTOR, DiskImage
-from virtio_pcie_tb.models.codec import StructCodec
+from virtio_pcie_tb.models.bitfields import BitFields
 
 T = VirtioBlkReqType
 UNMAP = VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP
@@ -98,7 +98,7 @@ async def run_config_space(dut):
     tb = await started(dut)
     p = params()
     raw = await tb.cfg_read_bytes(0, byte_size(VirtioBlkConfig))
-    cfg = StructCodec(VirtioBlkConfig).decode(int.from_bytes(raw, "little"))
+    cfg = BitFields(VirtioBlkConfig).decode(int.from_bytes(raw, "little"))
     assert cfg["capacity"] == capacity(tb)
     assert cfg["seg_max"] == p.get("max_segments", 128) - 2
     assert cfg["seg_max"] >= 64 or p.get("max_segments", 128) < 66

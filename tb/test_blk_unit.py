@@ -19,7 +19,7 @@ from virtio_pcie.devices.blk_interface import BlkOp
 from virtio_pcie.devices.stream_arbiter import StreamArbiter
 from virtio_pcie.spec.virtio import (VirtioBlkDiscardWriteZeroes, VirtioBlkF, VirtioBlkOutHdr,
                                      VirtioBlkReqType, VirtioBlkStatus, VirtioF, feature_mask)
-from virtio_pcie_tb.models.codec import StructCodec
+from virtio_pcie_tb.models.bitfields import BitFields
 from virtio_pcie_tb.models.disk_image import SECTOR, DiskImage, MediumError, ShadowDisk
 
 T, S = VirtioBlkReqType, VirtioBlkStatus
@@ -101,8 +101,8 @@ def test_medium_address_width():
 
 # -- the header decoder, in Amaranth's simulator -----------------------------------------------
 
-HDR = StructCodec(VirtioBlkOutHdr)
-DWZ = StructCodec(VirtioBlkDiscardWriteZeroes)
+HDR = BitFields(VirtioBlkOutHdr)
+DWZ = BitFields(VirtioBlkDiscardWriteZeroes)
 CAPACITY = 1000
 
 

@@ -353,3 +353,63 @@ def test_split_ring_alignment():
         desc, avail, used = virtio.legacy_vring_layout(0x1000, 1 << n)
         assert desc % virtio.VIRTQ_DESC_ALIGN == 0 and avail % virtio.VIRTQ_AVAIL_ALIGN == 0
         assert used % virtio.VIRTQ_USED_ALIGN == 0
+
+# -- Ethernet, IP, TCP, UDP (network byte order, spec/ethernet.py) --------------------------------
+
+def test_ethernet_header_tables():
+    """The header tables against scapy's packing of the same headers."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    from virtio_pcie.spec import ethernet as eth
+
+    def field(raw, table, name):
+        return int.from_bytes(raw[eth.field_offset(table, name):eth.field_end(table, name)],
+                              "big")
+
+    raw = bytes(Ether(dst="01:02:03:04:05:06", src="0a:0b:0c:0d:0e:0f", type=0x1234))
+    assert len(raw) == eth.ETH_HLEN
+    assert field(raw, eth.ETH_HEADER, "dst") == 0x010203040506
+    assert field(raw, eth.ETH_HEADER, "src") == 0x0A0B0C0D0E0F
+    assert field(raw, eth.ETH_HEADER, "ethertype") == 0x1234
+
+    raw = bytes(IP(len=0x1234, id=0x5678, flags="MF", frag=5, ttl=0x40, proto=17, chksum=0xBEEF,
+                   src="1.2.3.4", dst="5.6.7.8"))
+    assert len(raw) == eth.IPV4_MIN_HLEN
+    assert field(raw, eth.IPV4_HEADER, "version_ihl") == 0x45
+    assert field(raw, eth.IPV4_HEADER, "total_length") == 0x1234
+    assert field(raw, eth.IPV4_HEADER, "identification") == 0x5678
+    assert field(raw, eth.IPV4_HEADER, "flags_fragment") == eth.IPV4_FLAG_MF | 5
+    assert field(raw, eth.IPV4_HEADER, "ttl") == 0x40
+    assert field(raw, eth.IPV4_HEADER, "protocol") == eth.IpProto.UDP
+    assert field(raw, eth.IPV4_HEADER, "checksum") == 0xBEEF
+    assert field(raw, eth.IPV4_HEADER, "src") == 0x01020304
+    assert field(raw, eth.IPV4_HEADER, "dst") == 0x05060708
+
+    raw = bytes(IPv6(plen=0x1234, nh=6, hlim=7, src="::1", dst="::2"))
+    assert len(raw) == eth.IPV6_HLEN
+    assert field(raw, eth.IPV6_HEADER, "version_class_flow") >> 28 == eth.IPV6_VERSION
+    assert field(raw, eth.IPV6_HEADER, "payload_length") == 0x1234
+    assert field(raw, eth.IPV6_HEADER, "next_header") == eth.IpProto.TCP
+    assert field(raw, eth.IPV6_HEADER, "hop_limit") == 7
+    assert field(raw, eth.IPV6_HEADER, "src") == 1
+    assert field(raw, eth.IPV6_HEADER, "dst") == 2
+
+    raw = bytes(TCP(sport=0x1111, dport=0x2222, seq=3, ack=4, window=0x5555, chksum=0x6666,
+                    urgptr=0x7777))
+    assert len(raw) == eth.TCP_MIN_HLEN
+    for name, value in (("src_port", 0x1111), ("dst_port", 0x2222), ("seq", 3), ("ack", 4),
+                        ("window", 0x5555), ("checksum", 0x6666), ("urgent", 0x7777)):
+        assert field(raw, eth.TCP_HEADER, name) == value, name
+
+    raw = bytes(UDP(sport=0x1111, dport=0x2222, len=0x3333, chksum=0x4444))
+    assert len(raw) == eth.UDP_HLEN
+    for name, value in (("src_port", 0x1111), ("dst_port", 0x2222), ("length", 0x3333),
+                        ("checksum", 0x4444)):
+        assert field(raw, eth.UDP_HEADER, name) == value, name
+
+    assert eth.frame_offset(eth.ETH_HLEN, (eth.IPV4_HEADER, "src")) == 26
+    assert eth.frame_offset(eth.ETH_HLEN, (eth.IPV6_HEADER, "src")) == 22
+    assert eth.L4_HEADER_MIN_LEN[eth.IpProto.TCP] == 20
+    assert (eth.ETH_ZLEN, eth.VLAN_HLEN, eth.ETH_FCS_LEN) == (60, 4, 4)
