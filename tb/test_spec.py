@@ -216,6 +216,10 @@ def test_split_ring_layouts():
     desc_a, avail_a, used_a = virtio.legacy_vring_layout(0x10000, n)
     assert (desc_a, avail_a, used_a) == (0x10000, 0x11000, 0x12000)
     assert used_a + virtio.virtq_used_size(n) - desc_a == 10246
+    # "Virtqueue Part Alignment": each part aligned to its largest field
+    assert virtio.VIRTQ_DESC_ALIGN == byte_size(virtio.VirtqDesc) == 16
+    assert virtio.VIRTQ_AVAIL_ALIGN == 2
+    assert virtio.VIRTQ_USED_ALIGN == byte_size(virtio.VirtqUsedElem) // 2 == 4
 
 
 def test_vring_need_event():

@@ -27,6 +27,7 @@ __all__ = [
     "legacy_device_config_offset",
     "VirtqDescFlags", "VirtqDesc", "VirtqAvailFlags", "VirtqAvailHeader", "VirtqUsedFlags",
     "VirtqUsedHeader", "VirtqUsedElem", "VIRTQ_MAX_SIZE",
+    "VIRTQ_DESC_ALIGN", "VIRTQ_AVAIL_ALIGN", "VIRTQ_USED_ALIGN",
     "virtq_desc_size", "virtq_avail_size", "virtq_used_size",
     "virtq_avail_ring_offset", "virtq_used_event_offset", "virtq_used_ring_offset",
     "virtq_avail_event_offset", "legacy_vring_layout", "vring_need_event",
@@ -313,6 +314,11 @@ def legacy_device_config_offset(msix_enabled):
 # ---------------------------------------------------------------------------------------------
 
 VIRTQ_MAX_SIZE = 32768
+
+# Ref: virtio 1.2, "Virtqueue Part Alignment" (split virtqueues): byte alignment of each part.
+VIRTQ_DESC_ALIGN  = 16
+VIRTQ_AVAIL_ALIGN = 2
+VIRTQ_USED_ALIGN  = 4
 
 
 class VirtqDescFlags(enum.Flag, shape=16):
