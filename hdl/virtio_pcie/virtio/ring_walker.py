@@ -14,6 +14,7 @@ from ..dma.interface import DMA_LEN_WIDTH, DMA_RAM_ADDR_WIDTH, DmaError, DmaRamW
 from ..spec.virtio import (VirtqAvailHeader, VirtqDesc, VirtqDescFlags,
                            byte_offset, byte_size, virtq_avail_event_offset,
                            virtq_avail_ring_offset)
+from .desc_prefetcher import DescPrefetcher, SlotState
 from .engine_signatures import (EPOCH_BITS, ChainWriteSignature, DmaRequesterSignature,
                                 QueueConfigWord, QueueOp, QueueOpKind, VirtqErrorCode,
                                 VirtqErrorReport)
@@ -83,11 +84,17 @@ class RingWalker(wiring.Component):
         Avail ring entries read per refresh.
     desc_window : int
         Descriptors read per direct-descriptor read.
+    prefetch_slots : int
+        Chains whose head window and indirect table are read ahead (0: none, a power of two).
+    prefetch_table : int
+        Largest indirect table read ahead, in descriptors (larger ones are read when walked).
 
     Members
     -------
     dma : Out(DmaRequesterSignature())
-        Tags are 0 (one request in flight at a time).
+        The walker's own reads and writes; tags are 0 (one request in flight at a time).
+    prefetch_dma : Out(DmaRequesterSignature())
+        The descriptor prefetcher's reads (several in flight; see :mod:`.desc_prefetcher`).
     rd_ram : In(DmaRamWriteSignature(data_width))
         The DMA engine's writes into the engine's read buffer (all of them; the walker keeps
         those for its own addresses).
@@ -113,7 +120,8 @@ class RingWalker(wiring.Component):
     """
 
     def __init__(self, *, data_width, queue_count, max_queue_size, port_of_queue, pulled_ports,
-                 max_chain, max_indirect, avail_batch, desc_window):
+                 max_chain, max_indirect, avail_batch, desc_window, prefetch_slots=16,
+                 prefetch_table=16):
         self._dw            = data_width
         self._qc            = queue_count
         self._max_size      = max_queue_size
@@ -133,6 +141,13 @@ class RingWalker(wiring.Component):
         self._desc_bytes  = align(_DESC_BYTES * self._desc_slots)
         self._cache_bytes = align(2 * avail_batch)
         self._ram_bytes   = self._desc_bytes + self._ports * self._cache_bytes
+        # Prefetch slots: a head window and an indirect table each, 16-byte aligned.
+        self._pf_slots    = prefetch_slots
+        self._pf_table    = min(prefetch_table, max_indirect)
+        self._pf_base     = (self._ram_bytes + max(16, beat) - 1) // max(16, beat) * max(16, beat)
+        if prefetch_slots:
+            self._ram_bytes = self._pf_base + align(
+                prefetch_slots * (desc_window + self._pf_table) * _DESC_BYTES)
         if self._ram_bytes > WALKER_AVAIL_HDR_ADDR:
             raise ValueError(f"max_indirect {max_indirect}, desc_window {desc_window} and "
                              f"avail_batch {avail_batch} need {self._ram_bytes} bytes of read "
@@ -140,6 +155,7 @@ class RingWalker(wiring.Component):
         ports = self._ports
         super().__init__({
             "dma":           Out(DmaRequesterSignature()),
+            "prefetch_dma":  Out(DmaRequesterSignature()),
             "rd_ram":        In(DmaRamWriteSignature(data_width)),
             "op":            In(stream.Signature(QueueOp(queue_count), always_ready=True)),
             "hold":          In(1),
@@ -205,6 +221,20 @@ class RingWalker(wiring.Component):
         cache_base_beat = self._desc_bytes // beat
         cache_stride    = self._cache_bytes // beat
 
+        # --- descriptor prefetcher (a second read port of the read buffer) --------------------
+        use_pf = bool(self._pf_slots) and len(self._pulled) < ports
+        if use_pf:
+            m.submodules.prefetch = pf = DescPrefetcher(
+                data_width=dw, queue_count=qc, ports=ports, batch=batch,
+                slots=self._pf_slots, window=window, table=self._pf_table,
+                max_indirect=max_indirect, slot_beat=self._pf_base // beat)
+            pf_rp = rd_mem.read_port()
+            wiring.connect(m, pf=pf.dma, walker=wiring.flipped(self.prefetch_dma))
+            m.d.comb += [pf_rp.addr.eq(pf.ram_addr), pf.ram_data.eq(pf_rp.data),
+                         pf.indirect_desc.eq(self.indirect_desc)]
+            pf_live = Signal()     # the prefetched batch is the owner port's current cache
+            m.d.comb += pf.stop.eq(~pf_live | self.hold | self.reset)
+
         # --- per-port sessions -----------------------------------------------------------------
         qw = queue_index_width(qc)
         sess_valid = [Signal(name=f"sess_valid_{p}") for p in range(ports)]
@@ -228,10 +258,17 @@ class RingWalker(wiring.Component):
         n_new      = Signal(16)
         fetch_n    = Signal(range(batch + 1))
 
-        win_valid = Signal()
+        win_valid = Signal()          # the scratch window (descriptor slots from 0)
         win_q     = Signal(qw)
         win_base  = Signal(16)
         win_n     = Signal(range(window + 1))
+        sw_valid  = Signal()          # this chain's prefetched head window
+        sw_n      = Signal(range(window + 1))
+        sw_ram    = Signal(16)        # its first descriptor slot in the read buffer
+        st_valid  = Signal()          # this chain's prefetched indirect table
+        st_ram    = Signal(16)
+        tbl_ram   = Signal(16)        # slot of the table being walked
+        desc_idx  = Signal(16)        # slot of the descriptor being read
 
         head       = Signal(16)
         cur        = Signal(16)
@@ -317,9 +354,24 @@ class RingWalker(wiring.Component):
 
         avail_hdr_idx = avail_hdr.idx
 
+        pf_busy = pf.busy if use_pf else 0
+        if use_pf:
+            # Prefetch reads are descriptor reads too.
+            m.d.comb += self.counts.desc_read.eq(pf.dma.rd_req.valid & pf.dma.rd_req.ready)
+        if use_pf:
+            # The prefetched batch dies with its session (released, re-read, stopped, dropped);
+            # written before the state machine so that starting a batch wins.
+            owner_ok = Signal()
+            with m.Switch(pf.owner_port):
+                for p in range(ports):
+                    with m.Case(p):
+                        m.d.comb += owner_ok.eq(sess_valid[p] & (sess_q[p] == pf.owner_queue))
+            with m.If(~owner_ok | stopped.bit_select(pf.owner_queue, 1)):
+                m.d.sync += pf_live.eq(0)
+
         with m.FSM(name="walker"):
             with m.State("REST"):
-                m.d.comb += self.idle.eq(1)
+                m.d.comb += self.idle.eq(~pf_busy)
                 rr = Signal(range(ports))
                 with m.If(~self.hold & ~self.reset & self.driver_ok):
                     m.d.sync += rr.eq(Mux(rr == ports - 1, 0, rr + 1))
@@ -356,6 +408,9 @@ class RingWalker(wiring.Component):
                 with m.Elif(job_walk):
                     m.next = "HEAD0"
                 with m.Else():
+                    if use_pf:
+                        with m.If(job_port == pf.owner_port):
+                            m.d.sync += pf_live.eq(0)     # its cache is about to be replaced
                     m.next = "RD_IDX"
 
             # --- refresh: avail->idx, then the new entries -------------------------------------
@@ -447,6 +502,19 @@ class RingWalker(wiring.Component):
                                 with m.Case(p):
                                     m.d.sync += [sess_valid[p].eq(1), sess_q[p].eq(job_q),
                                                  cache_n[p].eq(fetch_n), cache_pos[p].eq(0)]
+                        if use_pf:
+                            with m.If(~job_pulled & ~pf.busy):
+                                m.d.comb += [
+                                    pf.start.valid.eq(1),
+                                    pf.start.payload.port.eq(job_port),
+                                    pf.start.payload.queue.eq(job_q),
+                                    pf.start.payload.count.eq(fetch_n),
+                                    pf.start.payload.desc.eq(cfg.desc),
+                                    pf.start.payload.size.eq(size),
+                                    pf.start.payload.cache_beat.eq(
+                                        cache_base_beat + job_port * cache_stride),
+                                ]
+                                m.d.sync += pf_live.eq(1)
                         m.next = "REST"
 
             # --- walk: one chain from the cache ------------------------------------------------
@@ -465,14 +533,39 @@ class RingWalker(wiring.Component):
                 m.d.comb += h.eq(rd_rp.data.word_select(entry_byte[1:beat_shift], 16)
                                  if beat_shift > 1 else rd_rp.data[:16])
                 m.d.sync += [head.eq(h), cur.eq(h), in_table.eq(0), dcount.eq(0),
-                             tcount.eq(0), total.eq(0), seen_write.eq(0), held_valid.eq(0)]
+                             tcount.eq(0), total.eq(0), seen_write.eq(0), held_valid.eq(0),
+                             sw_valid.eq(0), st_valid.eq(0)]
                 with m.If(h >= size):
                     fail(VirtqErrorCode.HEAD)
                 with m.Else():
-                    m.next = "FETCH_DESC"
+                    if use_pf:
+                        with m.If(pf.active & pf_live & (pf.owner_port == job_port) &
+                                  (pf.owner_queue == job_q)):
+                            m.next = "PF_WAIT"
+                        with m.Else():
+                            m.next = "FETCH_DESC"
+                    else:
+                        m.next = "FETCH_DESC"
+            if use_pf:
+                with m.State("PF_WAIT"):
+                    m.d.comb += pf.query_pos.eq(pos)
+                    info = pf.query
+                    slot_desc = pf.slot_desc(0) + \
+                        (pos[:max(1, (self._pf_slots - 1).bit_length())]
+                         if self._pf_slots > 1 else 0) * (window + self._pf_table)
+                    with m.If(self.reset):
+                        m.next = "REST"
+                    with m.Elif(info.state == SlotState.READY):
+                        m.d.sync += [sw_valid.eq(1), sw_n.eq(info.wn), sw_ram.eq(slot_desc),
+                                     st_valid.eq(info.table), st_ram.eq(slot_desc + window)]
+                        m.next = "FETCH_DESC"
+                    with m.Elif((info.state == SlotState.MISS) |
+                                (info.state == SlotState.FREE)):
+                        m.next = "FETCH_DESC"
             with m.State("FETCH_DESC"):
                 in_win = win_valid & (win_q == job_q) & (cur >= win_base) & \
                     (cur < win_base + win_n)
+                in_sw = sw_valid & (cur >= head) & (cur < head + sw_n)
                 with m.If(total >= max_chain):
                     fail(VirtqErrorCode.TOO_LONG)
                 with m.Else():
@@ -481,7 +574,14 @@ class RingWalker(wiring.Component):
                         m.d.sync += tcount.eq(tcount + 1)
                     with m.Else():
                         m.d.sync += dcount.eq(dcount + 1)
-                    with m.If(in_table | in_win):
+                    with m.If(in_table):
+                        m.d.sync += desc_idx.eq(tbl_ram + cur)
+                        m.next = "RD_DESC"
+                    with m.Elif(in_sw):
+                        m.d.sync += desc_idx.eq(sw_ram + (cur - head))
+                        m.next = "RD_DESC"
+                    with m.Elif(in_win):
+                        m.d.sync += desc_idx.eq(cur - win_base)
                         m.next = "RD_DESC"
                     with m.Else():
                         m.next = "RD_WIN"
@@ -508,12 +608,11 @@ class RingWalker(wiring.Component):
                     with m.Elif(~rd_ok):
                         fail(VirtqErrorCode.DMA)
                     with m.Else():
-                        m.d.sync += win_valid.eq(1)
+                        m.d.sync += [win_valid.eq(1), desc_idx.eq(0)]
                         m.next = "RD_DESC"
 
-            # Descriptor `s` of the window or table region: bytes 16*s .. 16*s+15.
-            desc_slot = Signal(16)
-            m.d.comb += desc_slot.eq(Mux(in_table, cur, cur - win_base))
+            # Descriptor slot `s` of the read buffer: bytes 16*s .. 16*s+15.
+            desc_slot = desc_idx
             beats_per_desc = max(1, _DESC_BYTES // beat)
             desc_per_beat  = max(1, beat // _DESC_BYTES)
             if beats_per_desc > 1:
@@ -552,8 +651,14 @@ class RingWalker(wiring.Component):
                         fail(VirtqErrorCode.INDIRECT_SIZE)
                     with m.Elif(overflow):
                         fail(VirtqErrorCode.OVERFLOW)
+                    with m.Elif(st_valid & (cur == head)):
+                        # The prefetcher read this very table (same checks, same data).
+                        m.d.sync += [in_table.eq(1), table_n.eq(desc.len[4:]), cur.eq(0),
+                                     tcount.eq(0), tbl_ram.eq(st_ram)]
+                        m.next = "FETCH_DESC"
                     with m.Else():
-                        m.d.sync += [tbl_addr.eq(desc.addr), tbl_len.eq(desc.len)]
+                        m.d.sync += [tbl_addr.eq(desc.addr), tbl_len.eq(desc.len),
+                                     tbl_ram.eq(0)]
                         m.next = "RD_TABLE"
                 with m.Elif(overflow):
                     fail(VirtqErrorCode.OVERFLOW)
@@ -630,10 +735,14 @@ class RingWalker(wiring.Component):
                                     # Cache used up: give the queue back (poll again later).
                                     m.d.sync += sess_valid[p].eq(0)
                                     m.d.sync += pending.bit_select(job_q, 1).eq(1)
+                if use_pf:
+                    m.d.comb += [pf.release.valid.eq(1), pf.release.payload.eq(pos)]
                 answer_fetch()
                 m.next = "REST"
             with m.State("FAIL"):
                 m.d.comb += ch_discard.eq(1)
+                if use_pf:
+                    m.d.comb += [pf.release.valid.eq(job_walk), pf.release.payload.eq(pos)]
                 with m.If(~self.reset):
                     m.d.comb += [self.error.valid.eq(1),
                                  self.error.payload.code.eq(err_code),

@@ -58,6 +58,14 @@ class UsedWriter(wiring.Component):
     Completions for disabled queues are dropped. Queues stopped by a ring error keep their used
     side: their chains were valid.
 
+    Interrupt moderation (``irq_holdoff`` above 0): a notification due while ``more_expected`` is
+    high (the device holds chains not yet completed) is held for up to ``irq_holdoff`` cycles;
+    the used entries are published meanwhile as usual, and further notifications due for the
+    same queue merge into the held one. It goes out when the time is up, when nothing more is
+    expected, or when another queue's notification needs the holding place. The notification
+    is sent, only later (virtio 1.2 §2.7.10 sets no deadline); a driver that sees the entries
+    in its current pass takes them without an interrupt.
+
     Parameters
     ----------
     data_width : int
@@ -85,6 +93,10 @@ class UsedWriter(wiring.Component):
         A DMA error on this queue's used ring or event read.
     error : Out(stream.Signature(VirtqErrorReport(queue_count), always_ready=True))
     counts : Out(UsedCounts)
+    more_expected : In(1)
+        The device holds chains it has not completed yet.
+    irq_holdoff : In(16)
+        Cycles a notification may be held while more completions are expected (0: never).
     """
 
     def __init__(self, *, data_width, queue_count, used_batch):
@@ -110,6 +122,8 @@ class UsedWriter(wiring.Component):
             "stop":       Out(stream.Signature(qw, always_ready=True)),
             "error":      Out(stream.Signature(VirtqErrorReport(queue_count), always_ready=True)),
             "counts":     Out(UsedCounts),
+            "more_expected": In(1),
+            "irq_holdoff":   In(16),
         })
 
     def elaborate(self, platform):
@@ -194,12 +208,24 @@ class UsedWriter(wiring.Component):
                              self.error.payload.queue.eq(b_q),
                              self.stop.valid.eq(1), self.stop.payload.eq(b_q)]
 
+        # --- interrupt moderation: one held notification ---------------------------------------
+        H = self.irq_holdoff
+        hold_valid = Signal()
+        hold_q     = Signal(qw)
+        hold_timer = Signal(16)
+        expire     = Signal()
+        with m.If(hold_valid & (hold_timer != 0)):
+            m.d.sync += hold_timer.eq(hold_timer - 1)
+        m.d.comb += expire.eq(hold_valid & ((hold_timer == 0) | ~self.more_expected))
+
         with m.FSM(name="used"):
             with m.State("COLLECT"):
                 m.d.comb += self.idle.eq(1)
                 with m.If(self.reset):
                     m.d.comb += used.ready.eq(1)
                     m.d.sync += [b_open.eq(0), b_n.eq(0)]
+                with m.Elif(expire & ~self.hold):
+                    m.next = "SEND_HELD"
                 with m.Elif(~self.hold & self.driver_ok):
                     with m.If(used.valid & ~c_live):
                         m.d.comb += [used.ready.eq(1), self.counts.dropped.eq(1)]
@@ -323,13 +349,38 @@ class UsedWriter(wiring.Component):
                                         .any()))
                 m.next = "NOTIFY"
             with m.State("NOTIFY"):
-                with m.If(need & self.driver_ok & ~self.reset):
+                send_now = Signal()
+                with m.If(~need | ~self.driver_ok | self.reset):
+                    m.next = "FINAL"
+                with m.Elif(hold_valid & (hold_q == b_q)):
+                    m.next = "FINAL"                         # merged into the held one
+                with m.Elif(hold_valid):
+                    # Another queue holds the place: its notification goes now.
+                    m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
+                    with m.If(self.irq.ready):
+                        m.d.comb += self.counts.interrupt.eq(1)
+                        m.d.sync += [hold_q.eq(b_q), hold_timer.eq(H)]
+                        m.next = "FINAL"
+                with m.Elif(self.more_expected & (H != 0)):
+                    m.d.sync += [hold_valid.eq(1), hold_q.eq(b_q), hold_timer.eq(H)]
+                    m.next = "FINAL"
+                with m.Else():
+                    m.d.comb += send_now.eq(1)
+                with m.If(send_now):
                     m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(b_q)]
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
                         m.next = "FINAL"
+            with m.State("SEND_HELD"):
+                with m.If(~hold_valid | self.reset | ~self.driver_ok):
+                    m.d.sync += hold_valid.eq(0)
+                    m.next = "COLLECT"
                 with m.Else():
-                    m.next = "FINAL"
+                    m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
+                    with m.If(self.irq.ready):
+                        m.d.comb += self.counts.interrupt.eq(1)
+                        m.d.sync += hold_valid.eq(0)
+                        m.next = "COLLECT"
             with m.State("FINAL"):
                 m.d.comb += [idx_wp.addr.eq(b_q), idx_wp.data.eq(wr_idx), idx_wp.en.eq(1)]
                 m.d.sync += [b_open.eq(0), b_n.eq(0), pub_idx.eq(wr_idx)]
@@ -341,6 +392,8 @@ class UsedWriter(wiring.Component):
             oq = op.queue
             with m.If(b_open & (b_q == oq)):
                 m.d.sync += [b_open.eq(0), b_n.eq(0)]
+            with m.If(hold_q == oq):
+                m.d.sync += hold_valid.eq(0)          # a reset queue is not notified
             with m.Switch(op.kind):
                 with m.Case(QueueOpKind.INIT):
                     m.d.comb += [
@@ -353,5 +406,7 @@ class UsedWriter(wiring.Component):
                 with m.Case(QueueOpKind.RESTORE):
                     m.d.comb += [idx_wp.addr.eq(oq), idx_wp.data.eq(op.used_idx),
                                  idx_wp.en.eq(1)]
+        with m.If(self.reset | ~self.driver_ok):
+            m.d.sync += hold_valid.eq(0)
         return m
 

@@ -249,6 +249,7 @@ class DmaClientModel:
             if not self._writes:
                 self._write_wake.clear()
                 await self._write_wake.wait()
+                await RisingEdge(clock)
                 continue
             req, taken_ns = self._writes.popleft()
             host, length, ram = req["host_addr"], req["len"], req["ram_addr"]

@@ -94,6 +94,10 @@ class StreamSource(_Port):
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
+                # Woken by a Timer or an event, possibly in the time step of a clock edge but
+                # before it: drive only from just after an edge, so that the edge awaited below
+                # is the one that samples the beat.
+                await RisingEdge(clock)
                 continue
             if self._paused():
                 self.valid.value = 0

@@ -17,7 +17,7 @@ import collections
 import dataclasses
 
 import cocotb
-from cocotb.triggers import Event, RisingEdge
+from cocotb.triggers import Event, RisingEdge, SimTimeoutError, with_timeout
 
 from virtio_pcie.virtio.engine_signatures import (QueueRestore, VirtqCounters, VirtqErrorCode,
                                                   VirtqErrorReport)
@@ -62,6 +62,8 @@ class VirtqTransport:
         self._counter_codec = StructCodec(VirtqCounters)
         self._error_codec = StructCodec(VirtqErrorReport(queue_count))
         self.needs_reset_events = 0
+        self._holdoff = dut.irq_holdoff
+        self._holdoff.value = 0            # tests check each notification decision exactly
         self._reset.value = 0
         self._driver_ok.value = 0
         self._event_idx.value = 0
@@ -87,6 +89,10 @@ class VirtqTransport:
     def set_features(self, *, event_idx, indirect_desc):
         self._event_idx.value = int(bool(event_idx))
         self._indirect.value = int(bool(indirect_desc))
+
+    def set_irq_holdoff(self, cycles):
+        """Interrupt moderation of the engine (its ``irq_holdoff`` input)."""
+        self._holdoff.value = cycles
 
     def set_driver_ok(self, value=True):
         self._driver_ok.value = int(bool(value))
@@ -241,13 +247,17 @@ class VirtqDevicePorts:
         else:
             self._partial[port] = partial
 
-    async def fetch(self, port, queue):
+    async def fetch(self, port, queue, timeout_ns=200_000):
         """Ask a pulled port for a chain of ``queue``; returns the :class:`Chain` (``empty``
-        set if there was none)."""
+        set if there was none). Raises TimeoutError if no answer comes."""
         self.fetch_src[port].send_nowait(queue)
         while not self.answers[port]:
             self._answer_event[port].clear()
-            await self._answer_event[port].wait()
+            try:
+                await with_timeout(self._answer_event[port].wait(), timeout_ns, "ns")
+            except SimTimeoutError:
+                raise TimeoutError(f"no answer to a fetch of queue {queue} on port {port}") \
+                    from None
         return self.answers[port].popleft()
 
     def complete(self, queue, head, length, batch_end=True):

@@ -271,8 +271,10 @@ def random_chain(ring, rng, alloc, *, indirect_ok, max_descs, kind=None):
     return idx[0], [b for b in bufs if b.len]
 
 
-#: Ways to break a chain, with the error code the engine must report
-#: (names of :class:`~virtio_pcie.virtio.engine_signatures.VirtqErrorCode`).
+#: Ways to break a chain, with the error code the engine must report (names of
+#: :class:`~virtio_pcie.virtio.engine_signatures.VirtqErrorCode`) when the queue size is at
+#: most ``max_chain`` and ``max_chain`` at most ``max_indirect`` (otherwise a loop can hit the
+#: chain length limit first; the reference model always gives the code that applies).
 MALFORMATIONS = {
     "next_range":       "NEXT",
     "loop":             "LOOP",

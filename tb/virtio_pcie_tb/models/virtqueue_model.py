@@ -141,9 +141,30 @@ class VirtqueueModel:
             out.tables += r.tables
             if r.error:
                 out.error, out.error_index = r.error, i
-                return out
+                break
             out.chains.append(r)
+        # The engine may read ahead the indirect table of any published head it would accept
+        # (a cache, whose reads are legal even past a bad chain): allowed reads, not required.
+        for i in range(n):
+            table = self.prefetchable_table(ring, ring.read_avail_entry(last_avail + i),
+                                            indirect_desc)
+            if table is not None and table not in out.tables:
+                out.tables.append(table)
         return out
+
+    def prefetchable_table(self, ring, head, indirect_desc):
+        """(addr, len) of ``head``'s indirect table if the head descriptor is an indirect one
+        the engine accepts, else None."""
+        if head >= ring.size:
+            return None
+        addr, length, flags, _ = ring.read_desc(head)
+        if not flags & INDIRECT or flags & NEXT or not indirect_desc:
+            return None
+        if length == 0 or length % DESC_BYTES or length // DESC_BYTES > self.max_indirect:
+            return None
+        if addr + length > _TOP:
+            return None
+        return (addr, length)
 
     @staticmethod
     def used_ring(start, completions):
