@@ -102,16 +102,19 @@ class Scenario:
                 continue
             if fault_here and i == plan.fault_at and plan.fault == "indirect_feature":
                 made = random_chain(ring, rng, plan.alloc, indirect_ok=True,
-                                    max_descs=tb.max_chain, kind="indirect")
+                                    max_descs=tb.max_chain,
+                                    max_table=tb.max_indirect, kind="indirect")
             elif fault_here and i == plan.fault_at and plan.fault == "dma_table":
                 made = random_chain(ring, rng, plan.alloc, indirect_ok=True,
-                                    max_descs=tb.max_chain, kind="indirect")
+                                    max_descs=tb.max_chain,
+                                    max_table=tb.max_indirect, kind="indirect")
                 if made is not None:
                     table = ring.read_desc(made[0])[0]
                     plan.failing.add(table)
             else:
                 made = random_chain(ring, rng, plan.alloc, indirect_ok=self.indirect_desc,
-                                    max_descs=tb.max_chain)
+                                    max_descs=tb.max_chain,
+                                    max_table=tb.max_indirect)
             if made is None:
                 break
             heads.append(made[0])

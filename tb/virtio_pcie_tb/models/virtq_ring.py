@@ -232,12 +232,13 @@ def _write_table(memory, rng, bufs, order=None):
     return table, n
 
 
-def random_chain(ring, rng, alloc, *, indirect_ok, max_descs, kind=None):
+def random_chain(ring, rng, alloc, *, indirect_ok, max_descs, kind=None, max_table=16):
     """Write one valid chain into ``ring`` using descriptors from ``alloc``.
 
     Returns (head, segments) where segments are the non-empty :class:`Buf` a device must see,
     or None if ``alloc`` has too few free descriptors. ``max_descs`` bounds the descriptors the
-    chain uses in all (direct, the indirect one, table entries).
+    chain uses in all (direct, the indirect one, table entries); ``max_table`` the entries of
+    an indirect table.
     """
     kinds = ["direct"] + (["indirect", "mixed"] if indirect_ok and max_descs >= 2 else [])
     kind = kind or rng.choice(kinds)
@@ -255,7 +256,7 @@ def random_chain(ring, rng, alloc, *, indirect_ok, max_descs, kind=None):
         return idx[0], [b for b in bufs if b.len]
     n_direct = 0 if kind == "indirect" else rng.randint(1, max(1, min(3, max_descs - 2,
                                                                        ring.size - 1)))
-    n_table = rng.randint(1, max(1, min(16, max_descs - 1 - n_direct)))
+    n_table = rng.randint(1, max(1, min(rng.choice([4, max_table]), max_descs - 1 - n_direct)))
     idx = alloc.take(n_direct + 1)
     if idx is None:
         return None
