@@ -36,6 +36,7 @@ WalkerCounts = data.StructLayout({
     "desc_read":   1,
     "event_write": 1,
     "chain":       1,
+    "chain_pulled": 1,     # the chain was for a pulled port
 })
 
 
@@ -49,7 +50,10 @@ class RingWalker(wiring.Component):
     it and writes its segments to the port's chain FIFO, committed only if the chain is valid.
     Descriptors are read ``desc_window`` at a time; a window stays usable for every chain of
     the refresh that preceded its read (descriptors of published, unfinished chains do not
-    change) and is dropped at the next refresh. An indirect table is read whole.
+    change) and is dropped at the next refresh. An indirect table is read whole. With
+    ``prefetch_slots``, a :class:`~.desc_prefetcher.DescPrefetcher` reads the head windows and
+    indirect tables of a pushed port's cached batch ahead, several chains at a time; the walk
+    uses what it finds complete there and reads the rest itself.
 
     Pushed queues: a doorbell sets the queue's pending bit (merged, never lost); a scanner gives
     a pending queue to its port's idle session, clearing the bit; the session walks the cached
@@ -103,7 +107,7 @@ class RingWalker(wiring.Component):
     hold : In(1)
         Do not start another job.
     idle : Out(1)
-        No job and no DMA in flight.
+        No job and no DMA in flight (the prefetcher's included).
     reset : In(1)
         Device reset: jobs end after their DMA in flight; all state is cleared.
     driver_ok, event_idx, indirect_desc : In(1)
@@ -262,6 +266,7 @@ class RingWalker(wiring.Component):
         win_q     = Signal(qw)
         win_base  = Signal(16)
         win_n     = Signal(range(window + 1))
+        job_pf    = Signal()          # this chain has a prefetch slot (to release when done)
         sw_valid  = Signal()          # this chain's prefetched head window
         sw_n      = Signal(range(window + 1))
         sw_ram    = Signal(16)        # its first descriptor slot in the read buffer
@@ -534,13 +539,14 @@ class RingWalker(wiring.Component):
                                  if beat_shift > 1 else rd_rp.data[:16])
                 m.d.sync += [head.eq(h), cur.eq(h), in_table.eq(0), dcount.eq(0),
                              tcount.eq(0), total.eq(0), seen_write.eq(0), held_valid.eq(0),
-                             sw_valid.eq(0), st_valid.eq(0)]
+                             sw_valid.eq(0), st_valid.eq(0), job_pf.eq(0)]
                 with m.If(h >= size):
                     fail(VirtqErrorCode.HEAD)
                 with m.Else():
                     if use_pf:
                         with m.If(pf.active & pf_live & (pf.owner_port == job_port) &
                                   (pf.owner_queue == job_q)):
+                            m.d.sync += job_pf.eq(1)
                             m.next = "PF_WAIT"
                         with m.Else():
                             m.next = "FETCH_DESC"
@@ -722,7 +728,7 @@ class RingWalker(wiring.Component):
                     m.d.comb += [ch_data.segment.queue.eq(job_q), ch_data.segment.head.eq(head),
                                  ch_data.segment.first.eq(1), ch_data.segment.last.eq(1)]
                 m.d.comb += [ch_data.epoch.eq(job_epoch), ch_en.eq(1), ch_commit.eq(1),
-                             self.counts.chain.eq(1),
+                             self.counts.chain.eq(1), self.counts.chain_pulled.eq(job_pulled),
                              la_wp.addr.eq(job_q), la_wp.data.eq(last_avail + 1),
                              la_wp.en.eq(1)]
                 m.d.sync += event_cur.bit_select(job_q, 1).eq(0)
@@ -736,13 +742,16 @@ class RingWalker(wiring.Component):
                                     m.d.sync += sess_valid[p].eq(0)
                                     m.d.sync += pending.bit_select(job_q, 1).eq(1)
                 if use_pf:
-                    m.d.comb += [pf.release.valid.eq(1), pf.release.payload.eq(pos)]
+                    # Only this chain's own slot: positions of other ports' caches are
+                    # numbered alike.
+                    m.d.comb += [pf.release.valid.eq(job_pf), pf.release.payload.eq(pos)]
                 answer_fetch()
                 m.next = "REST"
             with m.State("FAIL"):
                 m.d.comb += ch_discard.eq(1)
                 if use_pf:
-                    m.d.comb += [pf.release.valid.eq(job_walk), pf.release.payload.eq(pos)]
+                    m.d.comb += [pf.release.valid.eq(job_walk & job_pf),
+                                 pf.release.payload.eq(pos)]
                 with m.If(~self.reset):
                     m.d.comb += [self.error.valid.eq(1),
                                  self.error.payload.code.eq(err_code),

@@ -23,9 +23,17 @@ The engine's control part applies queue configuration, queue resets and index re
 both blocks are held at rest (no DMA in flight), keeps the per-queue ``enabled`` bits and
 epochs (chains built before a queue was reset are dropped at the port), raises
 ``needs_reset`` on any ring error and adds up the counters.
+
+Host round trips per request: one avail->idx read and one ring read per batch of up to
+``avail_batch`` requests; the head descriptor window and indirect table of each chain, read
+ahead for up to ``prefetch_slots`` chains at once; one used element write per batch of
+completions, one used->idx write and one used_event (or avail->flags) read per publication.
+Doorbells and interrupts: with VIRTIO_F_EVENT_IDX the driver is asked to kick only when the
+engine has gone idle, and interrupts follow ``used_event``, moderated by ``irq_holdoff``
+while the device holds chains.
 """
 
-from amaranth import Module, Signal
+from amaranth import Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -354,11 +362,17 @@ class VirtqueueEngine(wiring.Component):
         m.d.comb += ctl.idle.eq(at_rest & ~ctl.config.valid & ~ctl.queue_reset.valid)
 
         # --- chains the device holds (for interrupt moderation) ----------------------------------
-        # Committed chains minus completions and chains dropped at a port; saturating, cleared
-        # by a device reset. An estimate: it only decides whether a notification may wait.
+        # Chains committed to pushed ports minus their completions and the chains dropped at a
+        # port; saturating, cleared by a device reset. Pulled chains are left out: a device
+        # holds receive buffers until traffic comes, which says nothing about when. An
+        # estimate: it only decides whether a notification may wait.
+        pushed_mask = Const(sum(1 << q for q, p in enumerate(self._port_of_queue)
+                                if p not in self._pulled), qc)
+        cpl = self.completion.used
         outstanding = Signal(16)
-        up   = walker.counts.chain
-        down = used.counts.completed + used.counts.dropped + sum(f.dropped for f in fifos)
+        up   = walker.counts.chain & ~walker.counts.chain_pulled
+        down = (cpl.valid & cpl.ready & pushed_mask.bit_select(cpl.payload.queue, 1)) + \
+            sum(f.dropped for p, f in enumerate(fifos) if p not in self._pulled)
         with m.If(ctl.reset):
             m.d.sync += outstanding.eq(0)
         with m.Elif(outstanding + up < down):
