@@ -216,10 +216,6 @@ def test_split_ring_layouts():
     desc_a, avail_a, used_a = virtio.legacy_vring_layout(0x10000, n)
     assert (desc_a, avail_a, used_a) == (0x10000, 0x11000, 0x12000)
     assert used_a + virtio.virtq_used_size(n) - desc_a == 10246
-    # "Virtqueue Part Alignment": each part aligned to its largest field
-    assert virtio.VIRTQ_DESC_ALIGN == byte_size(virtio.VirtqDesc) == 16
-    assert virtio.VIRTQ_AVAIL_ALIGN == 2
-    assert virtio.VIRTQ_USED_ALIGN == byte_size(virtio.VirtqUsedElem) // 2 == 4
 
 
 def test_vring_need_event():
@@ -272,6 +268,14 @@ def test_net_layouts():
                                      "num_buffers": 1})
     assert hdr == struct.pack("<BBHHHHH", 1, 0, 54, 0, 34, 16, 1)
     assert byte_size(virtio.VirtioNetCtrlHdr) == 2
+    assert byte_size(virtio.VirtioNetHdrLegacy) == 10
+    assert virtio.VirtioNetCtrlAnnounce.ACK == 0 and virtio.VirtioNetCtrlVlan.DEL == 1
+    # include/uapi/linux/virtio_net.h
+    assert (virtio.VirtioNetF.DEVICE_STATS, virtio.VirtioNetF.VQ_NOTF_COAL,
+            virtio.VirtioNetF.NOTF_COAL, virtio.VirtioNetF.GUEST_USO4,
+            virtio.VirtioNetF.GUEST_USO6, virtio.VirtioNetF.HOST_USO,
+            virtio.VirtioNetF.GUEST_HDRLEN, virtio.VirtioNetF.RSC_EXT,
+            virtio.VirtioNetF.STANDBY) == (50, 52, 53, 54, 55, 56, 59, 61, 62)
 
 
 def test_feature_bits():
@@ -279,11 +283,42 @@ def test_feature_bits():
     assert virtio.VirtioF.RING_RESET == 40
     assert virtio.feature_mask(virtio.VirtioF.VERSION_1, virtio.VirtioF.EVENT_IDX) == \
         (1 << 32) | (1 << 29)
-    for feature, needs in virtio.FEATURE_DEPENDENCIES.items():
-        assert all(int(n) != int(feature) for n in needs)
+    for device_type in virtio.VirtioDeviceId:
+        for table in virtio.feature_dependencies(device_type):
+            for feature, needs in table.items():
+                assert all(int(n) != int(feature) for n in needs)
+    # blk's WRITE_ZEROES shares bit 14 with net's HOST_UFO: it must not inherit its dependency
+    assert virtio.VirtioBlkF.WRITE_ZEROES not in virtio.feature_dependencies(
+        virtio.VirtioDeviceId.BLOCK)[0]
 
 
 def test_ids():
     assert virtio.VIRTIO_PCI_MODERN_DEVICE_ID_BASE + virtio.VirtioDeviceId.BLOCK == 0x1042
     assert virtio.VIRTIO_PCI_TRANSITIONAL_DEVICE_ID[virtio.VirtioDeviceId.NET] == 0x1000
     assert virtio.VIRTIO_PCI_SUBSYSTEM_ID_MODERN >= 0x40
+
+
+# -- Feature dependency tables (transport) -------------------------------------------------------
+
+def test_feature_dependencies_per_device_type():
+    """Net requirements apply to network devices only: device bit numbers are per type."""
+    net_all, net_any = virtio.feature_dependencies(virtio.VirtioDeviceId.NET)
+    assert net_all[int(virtio.VirtioNetF.HOST_TSO4)] == (int(virtio.VirtioNetF.CSUM),)
+    assert net_any[int(virtio.VirtioNetF.GUEST_ECN)] == (int(virtio.VirtioNetF.GUEST_TSO4),
+                                                         int(virtio.VirtioNetF.GUEST_TSO6))
+    assert net_any[int(virtio.VirtioNetF.HOST_ECN)] == (int(virtio.VirtioNetF.HOST_TSO4),
+                                                        int(virtio.VirtioNetF.HOST_TSO6))
+    assert virtio.feature_dependencies(virtio.VirtioDeviceId.BLOCK) == ({}, {})
+    assert list(virtio.TRANSPORT_FEATURE_BITS) == list(range(24, 50))
+    assert all(bit in virtio.TRANSPORT_FEATURE_BITS for bit in virtio.VirtioF)
+
+
+def test_split_ring_alignment():
+    """virtio 1.2 §2.7 alignment table; the legacy layout satisfies it for every size."""
+    assert (virtio.VIRTQ_DESC_ALIGN, virtio.VIRTQ_AVAIL_ALIGN, virtio.VIRTQ_USED_ALIGN) == \
+        (16, 2, 4)
+    assert byte_size(virtio.VirtqDesc) == virtio.VIRTQ_DESC_ALIGN
+    for n in range(16):
+        desc, avail, used = virtio.legacy_vring_layout(0x1000, 1 << n)
+        assert desc % virtio.VIRTQ_DESC_ALIGN == 0 and avail % virtio.VIRTQ_AVAIL_ALIGN == 0
+        assert used % virtio.VIRTQ_USED_ALIGN == 0

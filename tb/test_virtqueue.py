@@ -8,7 +8,7 @@
                                   │ VirtqueueEngine  │                         completes in and
                                   └────────╥─────────┘                         out of order)
                                            ║ dma
-                                   DmaClientModel ── HostMemory ── SplitRing (ring builder)
+                                   DmaClientModel ── DmaMemory ── SplitRing (ring builder)
                                                                       │
                                                VirtqueueModel ◄───────┘ (expected chains,
                                                                           errors, used ring,

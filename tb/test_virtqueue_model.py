@@ -12,7 +12,7 @@ import pytest
 
 from virtio_pcie.spec.virtio import vring_need_event
 from virtio_pcie.virtio.virtqueue import VirtqueueEngine
-from virtio_pcie_tb.models.host_memory import HostMemory
+from virtio_pcie_tb.models.dma_memory import DmaMemory
 from virtio_pcie_tb.models.virtq_ring import (INDIRECT, MALFORMATIONS, NEXT, WRITE,
                                               DescAllocator, SplitRing, malformed_chain,
                                               pack_desc, random_chain, unpack_desc)
@@ -32,7 +32,7 @@ def test_desc_packing_matches_c_struct():
 @pytest.mark.parametrize("seed", range(40))
 def test_model_agrees_with_builder(seed):
     rng = random.Random(seed)
-    mem = HostMemory()
+    mem = DmaMemory()
     size = rng.choice([1, 2, 8, 64, 256])
     ring = SplitRing(mem, size, start=rng.choice([0, 0xFFFA]))
     alloc = DescAllocator(size, rng, shuffle=rng.random() < 0.5)
@@ -53,7 +53,7 @@ def test_model_agrees_with_builder(seed):
 @pytest.mark.parametrize("seed", range(6))
 def test_model_finds_malformations(kind, seed):
     rng = random.Random(seed)
-    mem = HostMemory()
+    mem = DmaMemory()
     size = 16
     ring = SplitRing(mem, size)
     alloc = DescAllocator(size, rng)
@@ -68,12 +68,12 @@ def test_model_finds_malformations(kind, seed):
 
 
 def test_model_error_cases():
-    mem = HostMemory()
+    mem = DmaMemory()
     ring = SplitRing(mem, 4)
     model = VirtqueueModel(max_chain=8, max_indirect=8)
-    buf = mem.alloc(64)
+    buf = mem.alloc_addr(64)
     # indirect without the feature
-    table = mem.alloc(32, 16)
+    table = mem.alloc_addr(32, 16)
     mem.write(table, pack_desc(buf, 64, 0))
     ring.write_desc(0, table, 16, INDIRECT)
     r = model.walk_chain(mem, size=4, desc=ring.desc, head=0, indirect_desc=False)
@@ -111,7 +111,7 @@ def test_need_interrupt():
 def test_audit_catches_bad_accesses():
     from virtio_pcie_tb.models.dma_client_model import DmaAccess
     from virtio_pcie.dma.interface import DmaError
-    mem = HostMemory()
+    mem = DmaMemory()
     ring = SplitRing(mem, 8)
     qa = QueueAudit(ring, 0, 2, 0, 1, [], True)
     ok = DmaError.OK
@@ -128,6 +128,7 @@ def test_audit_catches_bad_accesses():
     assert audit_dma([stray], [qa])
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 @pytest.mark.parametrize("kwargs, match", [
     (dict(data_width=96, queue_count=4), "data_width"),
     (dict(data_width=64, queue_count=0), "queue_count"),
@@ -141,6 +142,8 @@ def test_audit_catches_bad_accesses():
     (dict(data_width=64, queue_count=4, avail_batch=0), "avail_batch"),
     (dict(data_width=64, queue_count=4, desc_window=0), "desc_window"),
     (dict(data_width=64, queue_count=4, used_batch=0), "used_batch"),
+    (dict(data_width=64, queue_count=4, prefetch_slots=3), "prefetch_slots"),
+    (dict(data_width=64, queue_count=4, prefetch_table=0), "prefetch_table"),
 ])
 def test_engine_parameters_checked(kwargs, match):
     with pytest.raises(ValueError, match=match):

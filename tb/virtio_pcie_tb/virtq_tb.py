@@ -9,7 +9,7 @@ and the notification benchmark.
                                   │ VirtqueueEngine  │
                                   └────────╥─────────┘
                                            ║ dma
-                                   DmaClientModel ── HostMemory ── SplitRing(s)
+                                   DmaClientModel ── DmaMemory ── SplitRing(s)
 """
 
 import cocotb
@@ -18,7 +18,7 @@ from cocotb.triggers import ClockCycles, RisingEdge, Timer
 
 from .harness import dut_params
 from .models.dma_client_model import DmaClientModel
-from .models.host_memory import HostMemory
+from .models.dma_memory import DmaMemory
 from .models.virtq_ports import VirtqDevicePorts, VirtqTransport
 from .models.virtq_ring import SplitRing
 from .models.virtqueue_model import VirtqueueModel
@@ -48,7 +48,7 @@ class EngineTB:
         self.port_of_queue = self.params.get("port_of_queue") or [0] * self.queue_count
         self.ports, self.pulled = engine_ports(self.params)
         Clock(dut.clk, CLOCK_NS, unit="ns").start()
-        self.memory = HostMemory()
+        self.memory = DmaMemory()
         self.dma = DmaClientModel(dut, "dma", dut.clk, data_width=self.data_width,
                                   memory=self.memory, seed=seed, clock_period_ns=CLOCK_NS,
                                   **dma_args)

@@ -23,6 +23,7 @@ __all__ = [
     "VirtioPciCommonCfg", "COMMON_CFG_ACCESS", "VIRTIO_PCI_COMMON_CFG_MIN_LEN",
     "VIRTIO_MSI_NO_VECTOR", "DeviceStatus", "VirtioIsr",
     "VirtioF", "VirtioBlkF", "VirtioNetF", "feature_mask", "FEATURE_DEPENDENCIES",
+    "FEATURE_DEPENDENCIES_ANY", "feature_dependencies", "TRANSPORT_FEATURE_BITS",
     "VirtioPciLegacyHeader", "VirtioPciLegacyMsix", "LEGACY_QUEUE_ADDR_SHIFT", "LEGACY_VRING_ALIGN",
     "legacy_device_config_offset",
     "VirtqDescFlags", "VirtqDesc", "VirtqAvailFlags", "VirtqAvailHeader", "VirtqUsedFlags",
@@ -34,8 +35,9 @@ __all__ = [
     "VirtioBlkGeometry", "VirtioBlkTopology", "VirtioBlkZoned", "VirtioBlkConfig",
     "VirtioBlkReqType", "VirtioBlkStatus", "VirtioBlkOutHdr", "VirtioBlkDiscardWriteZeroes",
     "VIRTIO_BLK_SECTOR_SIZE", "VIRTIO_BLK_ID_BYTES", "VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP",
-    "VirtioNetConfig", "VirtioNetStatus", "VirtioNetHdr", "VirtioNetHdrFlags", "VirtioNetGsoType",
-    "VirtioNetCtrlHdr", "VirtioNetCtrlClass", "VirtioNetCtrlRx", "VirtioNetCtrlMac",
+    "VirtioNetConfig", "VirtioNetStatus", "VirtioNetHdr", "VirtioNetHdrLegacy", "VirtioNetHdrFlags",
+    "VirtioNetGsoType", "VirtioNetCtrlHdr", "VirtioNetCtrlClass", "VirtioNetCtrlRx",
+    "VirtioNetCtrlMac", "VirtioNetCtrlVlan", "VirtioNetCtrlAnnounce", "VirtioNetCtrlGuestOffloads",
     "VirtioNetCtrlMq", "VirtioNetCtrlAck",
     "VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN", "VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX",
 ]
@@ -243,8 +245,17 @@ class VirtioNetF(py_enum.IntEnum):
     GUEST_ANNOUNCE      = 21
     MQ                  = 22
     CTRL_MAC_ADDR       = 23
+    DEVICE_STATS        = 50
+    VQ_NOTF_COAL        = 52
+    NOTF_COAL           = 53
+    GUEST_USO4          = 54
+    GUEST_USO6          = 55
+    HOST_USO            = 56
     HASH_REPORT         = 57
+    GUEST_HDRLEN        = 59
     RSS                 = 60
+    RSC_EXT             = 61
+    STANDBY             = 62
     SPEED_DUPLEX        = 63
 
 
@@ -256,7 +267,9 @@ def feature_mask(*bits):
     return value
 
 
-#: Feature -> features it requires (virtio 1.2, net "Feature bit requirements"; transport).
+#: Feature -> features it requires (virtio 1.2, net "Feature bit requirements"). Device-type bits
+#: overlap between types (bit 14 is HOST_UFO for net, WRITE_ZEROES for blk): an entry applies only
+#: to the device type of its enum; use :func:`feature_dependencies`.
 FEATURE_DEPENDENCIES = {
     VirtioNetF.GUEST_TSO4:     (VirtioNetF.GUEST_CSUM,),
     VirtioNetF.GUEST_TSO6:     (VirtioNetF.GUEST_CSUM,),
@@ -271,6 +284,39 @@ FEATURE_DEPENDENCIES = {
     VirtioNetF.CTRL_MAC_ADDR:  (VirtioNetF.CTRL_VQ,),
     VirtioNetF.RSS:            (VirtioNetF.CTRL_VQ,),
 }
+
+#: Feature -> features of which it requires at least one (virtio 1.2, net "Feature bit
+#: requirements": GUEST_ECN needs GUEST_TSO4 or GUEST_TSO6; HOST_ECN needs HOST_TSO4 or HOST_TSO6).
+FEATURE_DEPENDENCIES_ANY = {
+    VirtioNetF.GUEST_ECN: (VirtioNetF.GUEST_TSO4, VirtioNetF.GUEST_TSO6),
+    VirtioNetF.HOST_ECN:  (VirtioNetF.HOST_TSO4, VirtioNetF.HOST_TSO6),
+}
+
+#: Bits reserved for the transport and queue mechanisms (virtio 1.2, "Feature Bits": 24 to 41,
+#: plus 42 to 49 reserved for future extensions); the others belong to the device type.
+TRANSPORT_FEATURE_BITS = range(24, 50)
+
+_DEVICE_FEATURE_ENUMS = {
+    VirtioDeviceId.NET:   VirtioNetF,
+    VirtioDeviceId.BLOCK: VirtioBlkF,
+}
+
+
+def feature_dependencies(device_type):
+    """The requirement tables that apply to a device of type ``device_type``.
+
+    Device-type feature bits are numbered per type (bit 7 is GUEST_TSO4 for a network device,
+    SCSI for a block device), so :data:`FEATURE_DEPENDENCIES` and
+    :data:`FEATURE_DEPENDENCIES_ANY` entries apply only to the device type their enum names.
+    Returns ``(all_of, any_of)``: two dicts from a feature bit number to a tuple of bit numbers.
+    """
+    device_type = VirtioDeviceId(device_type)
+    kinds = (VirtioF, _DEVICE_FEATURE_ENUMS.get(device_type, VirtioF))
+
+    def select(table):
+        return {int(f): tuple(int(r) for r in reqs) for f, reqs in table.items()
+                if type(f) in kinds}
+    return select(FEATURE_DEPENDENCIES), select(FEATURE_DEPENDENCIES_ANY)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +361,8 @@ def legacy_device_config_offset(msix_enabled):
 
 VIRTQ_MAX_SIZE = 32768
 
-# Ref: virtio 1.2, "Virtqueue Part Alignment" (split virtqueues): byte alignment of each part.
+#: Alignment in bytes of the three parts of a split virtqueue (virtio 1.2 §2.7, "Split
+#: Virtqueues": Descriptor Table 16, Available Ring 2, Used Ring 4).
 VIRTQ_DESC_ALIGN  = 16
 VIRTQ_AVAIL_ALIGN = 2
 VIRTQ_USED_ALIGN  = 4
@@ -552,6 +599,18 @@ VirtioNetHdr = data.StructLayout({
     "num_buffers": 16,
 })
 
+#: struct virtio_net_hdr without ``num_buffers`` (10 bytes): the header a legacy driver uses when
+#: neither VIRTIO_F_VERSION_1 nor VIRTIO_NET_F_MRG_RXBUF is negotiated (virtio 1.2, "Legacy
+#: Interface: Device Operation").
+VirtioNetHdrLegacy = data.StructLayout({
+    "flags":       VirtioNetHdrFlags,
+    "gso_type":    VirtioNetGsoType,
+    "hdr_len":     16,
+    "gso_size":    16,
+    "csum_start":  16,
+    "csum_offset": 16,
+})
+
 #: Head of a control-queue command (struct virtio_net_ctrl_hdr); data then the ack byte follow.
 VirtioNetCtrlHdr = data.StructLayout({
     "class":   8,
@@ -580,6 +639,19 @@ class VirtioNetCtrlRx(py_enum.IntEnum):
 class VirtioNetCtrlMac(py_enum.IntEnum):
     TABLE_SET = 0
     ADDR_SET  = 1
+
+
+class VirtioNetCtrlVlan(py_enum.IntEnum):
+    ADD = 0
+    DEL = 1
+
+
+class VirtioNetCtrlAnnounce(py_enum.IntEnum):
+    ACK = 0
+
+
+class VirtioNetCtrlGuestOffloads(py_enum.IntEnum):
+    SET = 0
 
 
 class VirtioNetCtrlMq(py_enum.IntEnum):

@@ -150,6 +150,8 @@ class VirtqueueEngine(wiring.Component):
         if not _pow2(prefetch_slots) and prefetch_slots != 0 or prefetch_slots > 32:
             raise ValueError(f"prefetch_slots must be 0 or a power of two up to 32, not "
                              f"{prefetch_slots!r}")
+        if not isinstance(used_batch, int) or not 1 <= used_batch <= 4096:
+            raise ValueError(f"used_batch must be an integer from 1 to 4096, not {used_batch!r}")
         if not isinstance(desc_window, int) or not 1 <= desc_window <= 64:
             raise ValueError(f"desc_window must be an integer from 1 to 64, not "
                              f"{desc_window!r}")

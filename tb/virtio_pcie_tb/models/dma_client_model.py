@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """A DMA engine model serving one DMA client port (:class:`~virtio_pcie.dma.interface.
-DmaClientSignature`) from a Python :class:`~.host_memory.HostMemory`.
+DmaClientSignature`) from a Python memory (:class:`~.dma_memory.DmaMemory`,
+or anything with ``read(addr, n)`` and ``write(addr, data)``).
 
 ::
 
-    DUT client ── <prefix>__rd_req ──► DmaClientModel ── HostMemory
+    DUT client ── <prefix>__rd_req ──► DmaClientModel ── memory
                ◄─ <prefix>__rd_ram ─── (read data into the client's buffer, beat by beat)
                ◄─ <prefix>__rd_status  (when every byte of a read landed, or on error)
                ── <prefix>__wr_req ──►

@@ -5,7 +5,7 @@ an :mod:`amaranth.lib.data` layout.
 A stream member ``a.b`` of the top-level component appears as ``a__b__payload``, ``a__b__valid``
 and (unless ``always_ready``) ``a__b__ready``. :class:`StreamSource` drives a stream the DUT
 consumes, :class:`StreamSink` takes one the DUT produces; payloads are dicts of field values
-(dotted names for nested layouts), packed and unpacked with :class:`.codec.StructCodec`.
+(dotted names for nested layouts), packed and unpacked with :class:`.bitfields.BitFields`.
 
 Sampling follows cocotb's model, as in :mod:`.tlp_stream`: after ``await RisingEdge(clk)`` a
 signal reads the value it had at that edge; a value written takes effect for the next edge.
@@ -18,9 +18,9 @@ import logging
 import cocotb
 from cocotb.triggers import Event, RisingEdge
 
-from .codec import StructCodec
+from .bitfields import BitFields
 
-__all__ = ["StructCodec", "StreamSource", "StreamSink"]
+__all__ = ["StreamSource", "StreamSink"]
 
 
 def _sig(dut, prefix, name):
@@ -32,7 +32,7 @@ class _Port:
         self.dut = dut
         self.prefix = prefix
         self.clock = clock
-        self.codec = StructCodec(shape)
+        self.codec = BitFields(shape)
         self.payload = _sig(dut, prefix, "payload")
         self.valid = _sig(dut, prefix, "valid")
         self.ready = getattr(dut, f"{prefix}__ready", None)    # None: always_ready

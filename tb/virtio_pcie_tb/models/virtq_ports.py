@@ -24,7 +24,7 @@ from virtio_pcie.virtio.engine_signatures import (QueueRestore, VirtqCounters, V
 from virtio_pcie.virtio.interface import (QueueConfig, VirtqSegment, VirtqUsed,
                                           queue_index_width)
 
-from .codec import StructCodec
+from .bitfields import BitFields
 from .stream import StreamSink, StreamSource
 
 __all__ = ["VirtqTransport", "VirtqDevicePorts", "Chain", "Segment"]
@@ -59,8 +59,8 @@ class VirtqTransport:
         self._idle = getattr(dut, f"{p}__idle")
         self._counters = dut.counters
         self._error = dut.error
-        self._counter_codec = StructCodec(VirtqCounters)
-        self._error_codec = StructCodec(VirtqErrorReport(queue_count))
+        self._counter_codec = BitFields(VirtqCounters)
+        self._error_codec = BitFields(VirtqErrorReport(queue_count))
         self.needs_reset_events = 0
         self._holdoff = dut.irq_holdoff
         self._holdoff.value = 0            # tests check each notification decision exactly

@@ -22,7 +22,7 @@ from virtio_pcie.spec.virtio import (VIRTQ_AVAIL_ALIGN, VIRTQ_DESC_ALIGN, VIRTQ_
                                      virtq_avail_size, virtq_desc_size, virtq_used_event_offset,
                                      virtq_used_ring_offset, virtq_used_size)
 
-from .codec import StructCodec
+from ..codec import codec
 
 __all__ = ["NEXT", "WRITE", "INDIRECT", "Buf", "SplitRing", "pack_desc", "unpack_desc",
            "random_chain",
@@ -35,19 +35,19 @@ DESC_BYTES = byte_size(VirtqDesc)
 ELEM_BYTES = byte_size(VirtqUsedElem)
 
 
-_DESC_CODEC = StructCodec(VirtqDesc)
-_ELEM_CODEC = StructCodec(VirtqUsedElem)
+_DESC_CODEC = codec(VirtqDesc)
+_ELEM_CODEC = codec(VirtqUsedElem)
 
 
 def pack_desc(addr, length, flags, next_=0):
     """A struct virtq_desc's bytes (little-endian, as in memory)."""
-    return _DESC_CODEC.encode({"addr": addr, "len": length, "flags": flags, "next": next_}
-                              ).to_bytes(DESC_BYTES, "little")
+    return _DESC_CODEC.pack(addr=addr & (2**64 - 1), len=length & 0xFFFFFFFF,
+                            flags=flags & 0xFFFF, next=next_ & 0xFFFF)
 
 
 def unpack_desc(raw):
     """(addr, len, flags, next) of a struct virtq_desc's bytes."""
-    d = _DESC_CODEC.decode(int.from_bytes(raw, "little"))
+    d = _DESC_CODEC.unpack(raw)
     return d["addr"], d["len"], d["flags"], d["next"]
 
 
@@ -68,11 +68,11 @@ class SplitRing:
     def __init__(self, memory, size, *, start=0, desc=None, avail=None, used=None):
         self.memory = memory
         self.size = size
-        self.desc = desc if desc is not None else memory.alloc(virtq_desc_size(size),
+        self.desc = desc if desc is not None else memory.alloc_addr(virtq_desc_size(size),
                                                                VIRTQ_DESC_ALIGN)
-        self.avail = avail if avail is not None else memory.alloc(virtq_avail_size(size),
+        self.avail = avail if avail is not None else memory.alloc_addr(virtq_avail_size(size),
                                                                   VIRTQ_AVAIL_ALIGN)
-        self.used = used if used is not None else memory.alloc(virtq_used_size(size),
+        self.used = used if used is not None else memory.alloc_addr(virtq_used_size(size),
                                                                VIRTQ_USED_ALIGN)
         self.start = start & 0xFFFF
         self.avail_idx = self.start          # driver's shadow of avail->idx
@@ -155,9 +155,8 @@ class SplitRing:
         return self.memory.read_u16(self.used_flags_addr)
 
     def read_used_elem(self, index):
-        raw = int.from_bytes(self.memory.read(self.used_elem_addr(index % self.size),
-                                              ELEM_BYTES), "little")
-        e = _ELEM_CODEC.decode(raw)
+        e = _ELEM_CODEC.unpack(self.memory.read(self.used_elem_addr(index % self.size),
+                                                ELEM_BYTES))
         return e["id"], e["len"]
 
     def read_avail_event(self):
@@ -208,7 +207,7 @@ def _buffers(rng, memory, n, *, zero_len_p=0.15, max_len=4096):
     bufs = []
     for i in range(n):
         length = 0 if rng.random() < zero_len_p else rng.randint(1, max_len)
-        addr = memory.alloc(max(length, 1), rng.choice([1, 2, 8, 64]))
+        addr = memory.alloc_addr(max(length, 1), rng.choice([1, 2, 8, 64]))
         bufs.append(Buf(addr, length, i >= n_read))
     return bufs
 
@@ -224,7 +223,7 @@ def _write_table(memory, rng, bufs, order=None):
         rest = slots[1:]
         rng.shuffle(rest)
         slots = [0] + rest          # the chain starts at table entry 0
-    table = memory.alloc(DESC_BYTES * n, 16)
+    table = memory.alloc_addr(DESC_BYTES * n, 16)
     for k, buf in enumerate(bufs):
         flags = (WRITE if buf.write else 0) | (NEXT if k + 1 < n else 0)
         nxt = slots[k + 1] if k + 1 < n else rng.randrange(0, 0x10000)
@@ -299,7 +298,7 @@ def malformed_chain(ring, rng, alloc, kind, *, max_chain, max_indirect):
     (which for ``head_range`` is itself out of range)."""
     memory = ring.memory
     size = ring.size
-    buf = lambda w=False, n=64: Buf(memory.alloc(n, 8), n, w)
+    buf = lambda w=False, n=64: Buf(memory.alloc_addr(n, 8), n, w)
     if kind == "head_range":
         return rng.randrange(size, 0x10000)
     if kind in ("next_range", "loop", "order", "overflow", "too_long"):
@@ -354,7 +353,7 @@ def malformed_chain(ring, rng, alloc, kind, *, max_chain, max_indirect):
         nxt = idx[0]
     elif kind == "indirect_size":
         big = max_indirect + 1
-        table = memory.alloc(DESC_BYTES * big, 16)
+        table = memory.alloc_addr(DESC_BYTES * big, 16)
         for k in range(big):
             b = buf()
             memory.write(table + DESC_BYTES * k, pack_desc(b.addr, b.len,

@@ -1,18 +1,19 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Packing :mod:`amaranth.lib.data` layouts to and from integers, fast enough for testbenches.
+"""Stream payloads (any :mod:`amaranth.lib.data` layout, bit fields included) to and from
+integers, fast enough for testbenches.
 
-``Layout.const(...)`` builds Amaranth objects for every value; a testbench packing thousands of
-descriptors or stream beats per second wants plain shifts. :class:`StructCodec` takes the field
-offsets from the layout once.
+``Layout.const(...)`` builds Amaranth objects for every value; a driver packing a stream beat
+every cycle wants plain shifts. :class:`BitFields` takes the field offsets from the layout
+once. (Byte-aligned memory structures have :mod:`virtio_pcie_tb.codec`.)
 """
 
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
-__all__ = ["StructCodec"]
+__all__ = ["BitFields"]
 
 
-class StructCodec:
+class BitFields:
     """Packs and unpacks a layout's fields to and from an integer, without Amaranth objects on
     the hot path."""
 

@@ -1,0 +1,122 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""``virtio-pcie generate``: the core as one Verilog file, its description and a README.
+
+``--interface generic``: the core's TLP streams (``rx_req``, ``tx_cpl``, ``tx_req``, ``rx_cpl``,
+see :mod:`virtio_pcie.tlp.signature`) and ``ext_cfg``. ``--interface xilinx7``: the core behind
+:class:`~virtio_pcie.adapters.xilinx7.Xilinx7PcieAdapter`, with the ``pcie_7x`` user-side ports
+named as the core's, ready to wire to a Vivado ``pcie_7x`` IP configured by the generated
+``pcie_7x_0.tcl``.
+"""
+
+import json
+from pathlib import Path
+
+from amaranth import Module, Value
+from amaranth.back import verilog
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out, connect
+
+from ..adapters.xilinx7 import Xilinx7PcieAdapter, hard_ip_members
+from ..adapters.xilinx7_core import LinkConfig
+from ..tlp.signature import DATA_WIDTHS
+from .core import DEVICES, core_is_stand_in, hard_ip_plan, make_core
+from .vivado import ip_tcl
+
+__all__ = ["Xilinx7Core", "generate"]
+
+INTERFACES = ("generic", "xilinx7")
+
+
+class Xilinx7Core(wiring.Component):
+    """The core behind the 7-series adapter: the ``pcie_7x`` user-side ports, plus ``link_up``,
+    ``activity`` and ``tx_dropped``."""
+
+    def __init__(self, *, device, data_width, legacy=False):
+        self._core = make_core(device=device, data_width=data_width, legacy=legacy)
+        self._width = data_width
+        super().__init__({**hard_ip_members(data_width), "link_up": Out(1),
+                          "activity": Out(1), "tx_dropped": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.adapter = adapter = Xilinx7PcieAdapter(data_width=self._width)
+        m.submodules.core = core = self._core
+        for name, member in hard_ip_members(self._width).items():
+            if member.flow == In:
+                m.d.comb += getattr(adapter, name).eq(getattr(self, name))
+            else:
+                m.d.comb += getattr(self, name).eq(getattr(adapter, name))
+        connect(m, adapter=adapter.rx_req, core=core.rx_req)
+        connect(m, adapter=adapter.rx_cpl, core=core.rx_cpl)
+        connect(m, core=core.tx_cpl, adapter=adapter.tx_cpl)
+        connect(m, core=core.tx_req, adapter=adapter.tx_req)
+        m.d.comb += [core.ext_cfg.eq(adapter.cfg), self.link_up.eq(adapter.link_up),
+                     self.activity.eq(adapter.activity), self.tx_dropped.eq(adapter.tx_dropped)]
+        return m
+
+
+def _ports(component):
+    ports = [{"name": "clk", "direction": "input", "width": 1,
+              "doc": "clock of the core (the hard IP's user clock)"},
+             {"name": "rst", "direction": "input", "width": 1, "doc": "synchronous reset"}]
+    for path, member, value in component.signature.flatten(component):
+        name = "__".join(str(p) for p in path)
+        ports.append({"name": name, "direction": "input" if member.flow == In else "output",
+                      "width": len(Value.cast(value))})
+    return ports
+
+
+def generate(*, device, width, interface, legacy=False, out):
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+    if width not in DATA_WIDTHS:
+        raise ValueError(f"width must be one of {DATA_WIDTHS}, not {width!r}")
+    if interface not in INTERFACES:
+        raise ValueError(f"interface must be one of {INTERFACES}, not {interface!r}")
+    if interface == "xilinx7" and width not in (64, 128):
+        raise ValueError(f"the 7-series core's interface is 64 or 128 bits wide, not {width}")
+    name = f"virtio_pcie_{device}"
+    component = (Xilinx7Core(device=device, data_width=width, legacy=legacy)
+                 if interface == "xilinx7" else
+                 make_core(device=device, data_width=width, legacy=legacy))
+    ports = _ports(component)
+    text = verilog.convert(component, name=name, emit_src=False)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.v").write_text(text)
+    plan = hard_ip_plan(device=device, legacy=legacy)
+    description = {
+        "name": name, "device": device, "data_width": width, "interface": interface,
+        "legacy": legacy, "core": "stand-in" if core_is_stand_in() else "VirtioPcieDevice",
+        "clock_domain": "one clock (clk, rising edge), synchronous active-high reset (rst)",
+        "ports": ports, "hard_ip_plan": plan,
+    }
+    files = [f"{name}.v", f"{name}.json", "README.md"]
+    if interface == "xilinx7":
+        link = LinkConfig(lanes=1 if width == 64 else 8, gen=2)
+        (out / "pcie_7x_0.tcl").write_text(ip_tcl(plan, link))
+        files.append("pcie_7x_0.tcl")
+        description["hard_ip_tcl"] = {"file": "pcie_7x_0.tcl", "link": link.name}
+    (out / f"{name}.json").write_text(json.dumps(description, indent=2) + "\n")
+    rows = "\n".join(f"| `{p['name']}` | {p['direction']} | {p['width']} |" for p in ports)
+    (out / "README.md").write_text(f"""# {name}: a virtio {device} device core for PCI Express
+
+Generated by `virtio-pcie generate --device {device} --width {width} --interface {interface}`
+{'(with the legacy interface) ' if legacy else ''}from virtio-pcie.
+Core: {description['core']}{' (bring-up stand-in: virtio capabilities only; see docs/boards.md)'
+                             if core_is_stand_in() else ''}.
+
+Files: {', '.join(f'`{f}`' for f in files)}.
+`{name}.json` lists the ports, the BARs, the MSI-X table placement and the configuration-space
+plan (`hard_ip_plan`) a hard IP must be configured with. See docs/integration.md.
+
+The whole core runs on `clk` (rising edge) with `rst` synchronous and active high. TLP streams
+(`*__payload`, `*__valid`, `*__ready`) follow the rules in `virtio_pcie/tlp/signature.py`: a beat
+moves when valid and ready are both high; the payload packs `hdr` (128 bits, DW0 in the low bits),
+`data`, `keep` (one bit per dword), `sop`, `eop`, `bar_id`, `func_num` and `error`.
+
+| port | direction | width |
+|---|---|---|
+{rows}
+""")
+    return description
