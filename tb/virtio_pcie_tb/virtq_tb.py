@@ -12,9 +12,8 @@ and the notification benchmark.
                                    DmaClientModel ── DmaMemory ── SplitRing(s)
 """
 
-import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, RisingEdge
 
 from .harness import dut_params
 from .models.dma_client_model import DmaClientModel
@@ -105,9 +104,3 @@ class EngineTB:
                 raise TimeoutError(f"engine not quiet after {timeout_us} us "
                                    f"(counters {self.transport.counters()})")
 
-    async def sleep_ns(self, ns):
-        await Timer(ns, "ns")
-
-
-def start(coro):
-    return cocotb.start_soon(coro)
