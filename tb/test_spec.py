@@ -144,6 +144,37 @@ def test_tlp_completion_and_config_headers():
     assert _wire_header(hdr, 3) == bytes(t.pack_header())
 
 
+def test_atomic_op_types():
+    from cocotbext.pcie.core.tlp import TlpType
+
+    def encoding(t):
+        fmt, typ = t.value
+        return (fmt.value << 5) | typ
+    assert pcie.FmtType.FETCHADD32.value == encoding(TlpType.FETCH_ADD)
+    assert pcie.FmtType.FETCHADD64.value == encoding(TlpType.FETCH_ADD_64)
+    assert pcie.FmtType.SWAP32.value == encoding(TlpType.SWAP)
+    assert pcie.FmtType.SWAP64.value == encoding(TlpType.SWAP_64)
+    assert pcie.FmtType.CAS32.value == encoding(TlpType.CAS)
+    assert pcie.FmtType.CAS64.value == encoding(TlpType.CAS_64)
+
+
+def test_function_layouts():
+    # PCI Local Bus 3.0 §6.2.5.1, §6.2.4; PCI PM 1.2 §3.2.3; PCIe Base 4.0 §7.5.3.18-19, §7.7.2.10
+    assert pcie.PciMemoryBar.const({"type": pcie.BarType.MEM64, "prefetchable": 1}
+                                   ).as_value().value == 0xC
+    assert pcie.PciMemoryBar["base_address"].offset == 4
+    assert pcie.PciIoBar.const({"io_space": 1}).as_value().value == 1
+    assert pcie.PciIoBar["base_address"].offset == 2
+    assert pcie.InterruptPin.INTA.value == 1
+    assert byte_size(pcie.PmCapabilities) == 2
+    assert pcie.PmCapabilities["pme_support"].offset == 11
+    assert pcie.PmPowerState.D3HOT.value == 3
+    assert pcie.PcieLinkCapabilities2["supported_link_speeds"].offset == 1
+    assert pcie.PcieLinkControl2["target_link_speed"].offset == 0
+    assert byte_size(pcie.PcieLinkCapabilities2) == 4 and byte_size(pcie.PcieLinkControl2) == 2
+    assert pcie.MSIX_PBA_ENTRY_BITS == 64
+
+
 def test_tlp_10bit_tag_bits():
     # T9 and T8 sit in DW0 bits 23 and 19 (PCIe Base 4.0 §2.2.6.2)
     assert pcie.TlpDw0["t9"].offset == 23 and pcie.TlpDw0["t8"].offset == 19

@@ -620,13 +620,13 @@ NET_TESTS = ["run_pulled", "run_basic", "run_random"]
 
 @pytest.mark.sim
 def test_engine_blk(simulate):
-    design = harness.build(VirtqueueEngine, BLK, name="virtqueue_blk")
+    design = harness.build(VirtqueueEngine, BLK, name="virtqueue_blk", debug_aliases=False)
     simulate(design, "test_virtqueue", testcase=BLK_TESTS)
 
 
 @pytest.mark.sim
 def test_engine_net(simulate):
-    design = harness.build(VirtqueueEngine, NET, name="virtqueue_net")
+    design = harness.build(VirtqueueEngine, NET, name="virtqueue_net", debug_aliases=False)
     simulate(design, "test_virtqueue", testcase=NET_TESTS)
 
 
@@ -652,7 +652,8 @@ FUZZ_SCENARIOS = 2000
 @pytest.mark.parametrize("design", ["BLK", "NET"])
 def test_engine_fuzz(simulate, design):
     params = {"BLK": BLK, "NET": NET}[design]
-    build = harness.build(VirtqueueEngine, params, name=f"virtqueue_{design.lower()}")
+    build = harness.build(VirtqueueEngine, params, name=f"virtqueue_{design.lower()}",
+                          debug_aliases=False)
     simulate(build, "test_virtqueue", testcase=["run_random"],
              env={"VQ_SCENARIOS": str(FUZZ_SCENARIOS), "VQ_SEED": "20260"})
 

