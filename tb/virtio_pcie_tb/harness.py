@@ -34,7 +34,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 __all__ = ["REPO", "SIM_BUILD", "HDL_PACKAGE", "Build", "SimulationFailed", "build", "run",
-           "dut_params", "verilator_bin_dir", "strip_debug_aliases", "fix_constant_always"]
+           "dut_params", "verilator_bin_dir", "strip_debug_aliases", "fix_constant_always",
+           "component_ports"]
 
 import virtio_pcie
 
@@ -188,6 +189,28 @@ def _make_overrides():
             os.environ["MAKEFLAGS"] = saved
 
 
+def component_ports(component):
+    """The ports :func:`amaranth.back.verilog.convert` would derive from a component's signature,
+    without the constant members (``ready`` of an ``always_ready`` stream, ``valid`` of an
+    ``always_valid`` one), which Amaranth 0.5 would otherwise refuse as ports. Returns None for
+    a plain elaboratable (``convert`` then needs no ports)."""
+    from amaranth.hdl import Const, Value, ValueCastable
+    from amaranth.hdl._ir import PortDirection    # what convert() itself uses (Amaranth 0.5.10)
+    from amaranth.lib import wiring
+    signature = getattr(component, "signature", None)
+    if not isinstance(signature, wiring.Signature):
+        return None
+    ports = {}
+    for path, member, value in signature.flatten(component):
+        if isinstance(value, ValueCastable):
+            value = value.as_value()
+        if isinstance(value, Const) or not isinstance(value, Value):
+            continue
+        ports["__".join(map(str, path))] = (
+            value, PortDirection.Input if member.flow == wiring.In else PortDirection.Output)
+    return ports
+
+
 _ALIAS_WIRE = re.compile(r"^\s*wire\s+(\[[^\]]*\]\s+)?\\(\S*\.\S*) ;$")
 _ALIAS_ASSIGN = re.compile(r"^\s*assign \\(\S*\.\S*)  = ")
 
@@ -242,28 +265,6 @@ def fix_constant_always(text):
     return _CONSTANT_ALWAYS.sub(repl, text)
 
 
-def _component_ports(component):
-    """The ports :func:`amaranth.back.verilog.convert` would derive from a component's signature,
-    without the constant members (``ready`` of an ``always_ready`` stream, ``valid`` of an
-    ``always_valid`` one), which Amaranth 0.5 would otherwise refuse as ports. Returns None for
-    a plain elaboratable (``convert`` then needs no ports)."""
-    from amaranth.hdl import Const, Value, ValueCastable
-    from amaranth.hdl._ir import PortDirection    # what convert() itself uses (Amaranth 0.5.10)
-    from amaranth.lib import wiring
-    signature = getattr(component, "signature", None)
-    if not isinstance(signature, wiring.Signature):
-        return None
-    ports = {}
-    for path, member, value in signature.flatten(component):
-        if isinstance(value, ValueCastable):
-            value = value.as_value()
-        if isinstance(value, Const) or not isinstance(value, Value):
-            continue
-        ports["__".join(map(str, path))] = (
-            value, PortDirection.Input if member.flow == wiring.In else PortDirection.Output)
-    return ports
-
-
 def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, waves=False,
           debug_aliases=True):
     """Elaborate ``factory(**params)`` and compile it with Verilator, once per distinct design.
@@ -304,7 +305,7 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
         started = time.monotonic()
         component = factory(**params)
         text = fix_constant_always(verilog.convert(component, name=toplevel, emit_src=False,
-                                                   ports=_component_ports(component)))
+                                                   ports=component_ports(component)))
         if not debug_aliases:
             text = strip_debug_aliases(text)
         result.verilog.write_text(text)

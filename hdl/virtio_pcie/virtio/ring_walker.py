@@ -1,0 +1,854 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The avail side of split virtqueues: doorbells, avail ring, descriptor chains, validation.
+
+References: virtio 1.2 §2.7 "Split Virtqueues" (§2.7.5 descriptor table, §2.7.5.3 indirect
+descriptors, §2.7.6 available ring, §2.7.10 available buffer notification suppression) and the
+project's virtio checklist §1.L-1.N (rules 76-99).
+"""
+
+from amaranth import Const, Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..dma.interface import DMA_LEN_WIDTH, DMA_RAM_ADDR_WIDTH, DmaError, DmaRamWriteSignature
+from ..spec.virtio import (VirtqAvailHeader, VirtqDesc, VirtqDescFlags,
+                           byte_offset, byte_size, virtq_avail_event_offset,
+                           virtq_avail_ring_offset)
+from .desc_prefetcher import DescPrefetcher, SlotState
+from .engine_signatures import (EPOCH_BITS, ChainWriteSignature, DmaRequesterSignature,
+                                QueueConfigWord, QueueOp, QueueOpKind, VirtqErrorCode,
+                                VirtqErrorReport)
+from .interface import VirtqSegment, queue_index_width
+
+__all__ = ["RingWalker", "WalkerCounts", "WALKER_AVAIL_HDR_ADDR"]
+
+#: Byte address in the DMA read buffer where avail->flags/idx land. It is past the walker's RAM
+#: and captured straight into a register (the engine's other block, the used writer, snoops a
+#: different address).
+WALKER_AVAIL_HDR_ADDR = 0xFF00
+
+_DESC_BYTES = byte_size(VirtqDesc)
+
+#: One-cycle increments of the engine's counters.
+WalkerCounts = data.StructLayout({
+    "doorbell":    1,
+    "avail_read":  1,
+    "desc_read":   1,
+    "event_write": 1,
+    "chain":       1,
+    "chain_pulled": 1,     # the chain was for a pulled port
+})
+
+
+class RingWalker(wiring.Component):
+    """Turns doorbells (pushed queues) and fetches (pulled queues) into validated chains.
+
+    Work is done one *job* at a time, for one request port: a *refresh* reads ``avail->idx``
+    and then, only after that read completed, the new ring entries (up to ``avail_batch``, never
+    beyond the index seen; virtio checklist rule 85) into the port's entry cache; a *walk*
+    follows one chain from the cache through the descriptor table and indirect table, checks
+    it and writes its segments to the port's chain FIFO, committed only if the chain is valid.
+    Descriptors are read ``desc_window`` at a time; a window stays usable for every chain of
+    the refresh that preceded its read (descriptors of published, unfinished chains do not
+    change) and is dropped at the next refresh. An indirect table is read whole. With
+    ``prefetch_slots``, a :class:`~.desc_prefetcher.DescPrefetcher` reads the head windows and
+    indirect tables of a pushed port's cached batch ahead, several chains at a time; the walk
+    uses what it finds complete there and reads the rest itself.
+
+    Pushed queues: a doorbell sets the queue's pending bit (merged, never lost); a scanner gives
+    a pending queue to its port's idle session, clearing the bit; the session walks the cached
+    chains, then gives the queue back as pending so that other queues get their turn and the
+    ring is polled again. A refresh that finds nothing new ends the session; with
+    VIRTIO_F_EVENT_IDX it first writes ``avail_event = last_avail_idx`` and reads ``avail->idx``
+    once more after that write was sent (virtio 1.2 §2.7.10; checklist rule 95), so a driver
+    that published just before the write is seen. On DRIVER_OK and on queue enable every
+    enabled pushed queue is scanned once (checklist rule 98).
+
+    Pulled queues: a fetch names a queue; the answer is one chain or one ``empty`` beat. No
+    ``avail_event`` is written for them (their doorbells are not needed).
+
+    Any validation failure, or a DMA error, stops the queue: nothing of the bad chain is
+    committed, the queue is skipped from then on, and ``error`` reports the code (a pulled
+    fetch gets ``empty``).
+
+    Parameters
+    ----------
+    data_width : int
+    queue_count : int
+    max_queue_size : int
+    port_of_queue : tuple of int
+        Request port of each queue.
+    pulled_ports : tuple of int
+        Ports whose queues the device pulls with ``fetch``.
+    max_chain : int
+        Longest chain accepted, in descriptors (direct ones, the indirect one and table ones).
+    max_indirect : int
+        Most entries in an indirect table.
+    avail_batch : int
+        Avail ring entries read per refresh.
+    desc_window : int
+        Descriptors read per direct-descriptor read.
+    prefetch_slots : int
+        Chains whose head window and indirect table are read ahead (0: none, a power of two).
+    prefetch_table : int
+        Largest indirect table read ahead, in descriptors (larger ones are read when walked).
+
+    Members
+    -------
+    dma : Out(DmaRequesterSignature())
+        The walker's own reads and writes; tags are 0 (one request in flight at a time).
+    prefetch_dma : Out(DmaRequesterSignature())
+        The descriptor prefetcher's reads (several in flight; see :mod:`.desc_prefetcher`).
+    rd_ram : In(DmaRamWriteSignature(data_width))
+        The DMA engine's writes into the engine's read buffer (all of them; the walker keeps
+        those for its own addresses).
+    op : In(stream.Signature(QueueOp(queue_count), always_ready=True))
+        Queue configuration changes, applied while ``hold`` is high and ``idle``.
+    hold : In(1)
+        Do not start another job.
+    idle : Out(1)
+        No job and no DMA in flight (the prefetcher's included).
+    reset : In(1)
+        Device reset: jobs end after their DMA in flight; all state is cleared.
+    driver_ok, event_idx, indirect_desc : In(1)
+    notify : In(stream.Signature(queue_index_width(queue_count), always_ready=True))
+    enabled : In(queue_count)
+    epoch : In(queue_count * EPOCH_BITS)
+    stop : In(stream.Signature(queue_index_width(queue_count), always_ready=True))
+        Another block stopped a queue (a used-ring DMA error).
+    chain : Out(ChainWriteSignature(queue_count)).array(ports)
+    fetch : In(stream.Signature(queue_index_width(queue_count))).array(ports)
+        Used on pulled ports only (never ready on pushed ports).
+    error : Out(stream.Signature(VirtqErrorReport(queue_count), always_ready=True))
+    counts : Out(WalkerCounts)
+    """
+
+    def __init__(self, *, data_width, queue_count, max_queue_size, port_of_queue, pulled_ports,
+                 max_chain, max_indirect, avail_batch, desc_window, prefetch_slots=16,
+                 prefetch_table=16):
+        self._dw            = data_width
+        self._qc            = queue_count
+        self._max_size      = max_queue_size
+        self._port_of_queue = tuple(port_of_queue)
+        self._ports         = max(self._port_of_queue) + 1
+        self._pulled        = frozenset(pulled_ports)
+        self._max_chain     = max_chain
+        self._max_indirect  = max_indirect
+        self._batch         = avail_batch
+        self._window        = desc_window
+        self._beat_bytes    = data_width // 8
+        qw = queue_index_width(queue_count)
+
+        beat = self._beat_bytes
+        align = lambda n: (n + beat - 1) // beat * beat
+        self._desc_slots  = max(desc_window, max_indirect)
+        self._desc_bytes  = align(_DESC_BYTES * self._desc_slots)
+        self._cache_bytes = align(2 * avail_batch)
+        self._ram_bytes   = self._desc_bytes + self._ports * self._cache_bytes
+        # Prefetch slots: a head window and an indirect table each, 16-byte aligned.
+        self._pf_slots    = prefetch_slots
+        self._pf_table    = min(prefetch_table, max_indirect)
+        self._pf_base     = (self._ram_bytes + max(16, beat) - 1) // max(16, beat) * max(16, beat)
+        if prefetch_slots:
+            self._ram_bytes = self._pf_base + align(
+                prefetch_slots * (desc_window + self._pf_table) * _DESC_BYTES)
+        if self._ram_bytes > WALKER_AVAIL_HDR_ADDR:
+            raise ValueError(f"max_indirect {max_indirect}, desc_window {desc_window} and "
+                             f"avail_batch {avail_batch} need {self._ram_bytes} bytes of read "
+                             f"buffer, more than {WALKER_AVAIL_HDR_ADDR}")
+        ports = self._ports
+        super().__init__({
+            "dma":           Out(DmaRequesterSignature()),
+            "prefetch_dma":  Out(DmaRequesterSignature()),
+            "rd_ram":        In(DmaRamWriteSignature(data_width)),
+            "op":            In(stream.Signature(QueueOp(queue_count), always_ready=True)),
+            "hold":          In(1),
+            "idle":          Out(1),
+            "reset":         In(1),
+            "driver_ok":     In(1),
+            "event_idx":     In(1),
+            "indirect_desc": In(1),
+            "notify":        In(stream.Signature(qw, always_ready=True)),
+            "enabled":       In(queue_count),
+            "epoch":         In(queue_count * EPOCH_BITS),
+            "stop":          In(stream.Signature(qw, always_ready=True)),
+            "chain":         Out(ChainWriteSignature(queue_count)).array(ports),
+            "fetch":         In(stream.Signature(qw)).array(ports),
+            "error":         Out(stream.Signature(VirtqErrorReport(queue_count),
+                                                  always_ready=True)),
+            "counts":        Out(WalkerCounts),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        qc, ports, dw = self._qc, self._ports, self._dw
+        beat = self._beat_bytes
+        beat_shift = beat.bit_length() - 1
+        batch, window = self._batch, self._window
+        max_chain, max_indirect = self._max_chain, self._max_indirect
+
+        pushed_ports = [p for p in range(ports) if p not in self._pulled]
+        port_mask = [Const(sum(1 << q for q, pq in enumerate(self._port_of_queue) if pq == p),
+                           qc) for p in range(ports)]
+        pushed_mask = Const(sum(1 << q for q, pq in enumerate(self._port_of_queue)
+                                if pq not in self._pulled), qc)
+
+        # --- per-queue state -----------------------------------------------------------------
+        # Ring configuration and last_avail_idx in RAM; the bits the scanner needs every cycle
+        # (pending doorbell, stopped by an error, avail_event up to date) in flip-flops.
+        m.submodules.cfg_mem = cfg_mem = memory.Memory(shape=QueueConfigWord, depth=qc, init=[])
+        m.submodules.la_mem  = la_mem  = memory.Memory(shape=16, depth=qc, init=[])
+        cfg_wp, cfg_rp = cfg_mem.write_port(), cfg_mem.read_port()
+        la_wp,  la_rp  = la_mem.write_port(),  la_mem.read_port()
+        pending   = Signal(qc)
+        stopped   = Signal(qc)
+        event_cur = Signal(qc)      # avail_event == last_avail_idx in host memory
+
+        # --- read buffer: descriptor window / indirect table, per-port avail entry caches ------
+        ram_depth = self._ram_bytes // beat
+        m.submodules.rd_mem = rd_mem = memory.Memory(shape=dw, depth=ram_depth, init=[])
+        rd_wp = rd_mem.write_port(granularity=8)
+        rd_rp = rd_mem.read_port()
+        rd_ram = self.rd_ram
+        m.d.comb += [
+            rd_wp.addr.eq(rd_ram.addr),
+            rd_wp.data.eq(rd_ram.data),
+            rd_wp.en.eq(Mux(rd_ram.en & (rd_ram.addr < ram_depth), rd_ram.be, 0)),
+        ]
+        avail_hdr = Signal(VirtqAvailHeader)
+        hdr_bytes = byte_size(VirtqAvailHeader)
+        with m.If(rd_ram.en & (rd_ram.addr == WALKER_AVAIL_HDR_ADDR >> beat_shift)):
+            for i in range(hdr_bytes):
+                with m.If(rd_ram.be[i]):
+                    m.d.sync += avail_hdr.as_value().word_select(i, 8).eq(
+                        rd_ram.data.word_select(i, 8))
+        cache_base_beat = self._desc_bytes // beat
+        cache_stride    = self._cache_bytes // beat
+
+        # --- descriptor prefetcher (a second read port of the read buffer) --------------------
+        use_pf = bool(self._pf_slots) and len(self._pulled) < ports
+        if use_pf:
+            m.submodules.prefetch = pf = DescPrefetcher(
+                data_width=dw, queue_count=qc, ports=ports, batch=batch,
+                slots=self._pf_slots, window=window, table=self._pf_table,
+                max_indirect=max_indirect, slot_beat=self._pf_base // beat)
+            pf_rp = rd_mem.read_port()
+            wiring.connect(m, pf=pf.dma, walker=wiring.flipped(self.prefetch_dma))
+            m.d.comb += [pf_rp.addr.eq(pf.ram_addr), pf.ram_data.eq(pf_rp.data),
+                         pf.indirect_desc.eq(self.indirect_desc)]
+            pf_live = Signal()     # the prefetched batch is the owner port's current cache
+            m.d.comb += pf.stop.eq(~pf_live | self.hold | self.reset)
+
+        # --- per-port sessions -----------------------------------------------------------------
+        qw = queue_index_width(qc)
+        sess_valid = [Signal(name=f"sess_valid_{p}") for p in range(ports)]
+        sess_q     = [Signal(qw, name=f"sess_q_{p}") for p in range(ports)]
+        cache_n    = [Signal(range(batch + 1), name=f"cache_n_{p}") for p in range(ports)]
+        cache_pos  = [Signal(range(batch + 1), name=f"cache_pos_{p}") for p in range(ports)]
+        fetch_valid = [Signal(name=f"fetch_valid_{p}") for p in range(ports)]
+        fetch_q     = [Signal(qw, name=f"fetch_q_{p}") for p in range(ports)]
+
+        # --- the job ---------------------------------------------------------------------------
+        job_port   = Signal(range(ports))
+        job_q      = Signal(qw)
+        job_pulled = Signal()
+        job_walk   = Signal()
+        job_epoch  = Signal(EPOCH_BITS)
+        cfg        = Signal(QueueConfigWord)
+        last_avail = Signal(16)
+        recheck    = Signal()
+        pos        = Signal(range(batch + 1))      # the job's port's cache_pos / cache_n
+        count_n    = Signal(range(batch + 1))
+        n_new      = Signal(16)
+        fetch_n    = Signal(range(batch + 1))
+
+        win_valid = Signal()          # the scratch window (descriptor slots from 0)
+        win_q     = Signal(qw)
+        win_base  = Signal(16)
+        win_n     = Signal(range(window + 1))
+        job_pf    = Signal()          # this chain has a prefetch slot (to release when done)
+        sw_valid  = Signal()          # this chain's prefetched head window
+        sw_n      = Signal(range(window + 1))
+        sw_ram    = Signal(16)        # its first descriptor slot in the read buffer
+        st_valid  = Signal()          # this chain's prefetched indirect table
+        st_ram    = Signal(16)
+        tbl_ram   = Signal(16)        # slot of the table being walked
+        desc_idx  = Signal(16)        # slot of the descriptor being read
+
+        head       = Signal(16)
+        cur        = Signal(16)
+        in_table   = Signal()
+        table_n    = Signal(range(max_indirect + 1))
+        dcount     = Signal(17)
+        tcount     = Signal(range(max_indirect + 2))
+        total      = Signal(range(max_chain + 2))
+        seen_write = Signal()
+        held       = Signal(VirtqSegment(qc))
+        held_valid = Signal()
+        desc_bits  = Signal(8 * _DESC_BYTES)
+        desc       = VirtqDesc(desc_bits)
+        part       = Signal(range(max(2, 8 * _DESC_BYTES // dw + 1)))
+        err_code   = Signal(VirtqErrorCode)
+        tbl_addr   = Signal(64)
+        tbl_len    = Signal(32)
+
+        size      = cfg.size
+        size_mask = Signal(16)
+        m.d.comb += size_mask.eq(size - 1)
+
+        # Chain FIFO write side, shared by all ports; `en`/`commit`/`discard` go to job_port's.
+        ch_data    = Signal.like(self.chain[0].data)
+        ch_en      = Signal()
+        ch_commit  = Signal()
+        ch_discard = Signal()
+        for p in range(ports):
+            sel = job_port == p
+            m.d.comb += [
+                self.chain[p].data.eq(ch_data),
+                self.chain[p].en.eq(ch_en & sel),
+                self.chain[p].commit.eq(ch_commit & sel),
+                self.chain[p].discard.eq(ch_discard & sel),
+            ]
+        space = Signal()
+        with m.Switch(job_port):
+            for p in range(ports):
+                with m.Case(p):
+                    m.d.comb += space.eq(self.chain[p].space)
+
+        # DMA requests (one at a time, tag 0).
+        rd_req, wr_req = self.dma.rd_req, self.dma.wr_req
+        rd_done = self.dma.rd_status.valid
+        wr_done = self.dma.wr_status.valid
+        rd_ok   = self.dma.rd_status.payload.error == DmaError.OK
+        wr_ok   = self.dma.wr_status.payload.error == DmaError.OK
+
+        m.d.comb += [cfg_rp.addr.eq(job_q), la_rp.addr.eq(job_q)]
+
+        def release(set_pending=False):
+            """End the job's port session (pushed ports)."""
+            with m.Switch(job_port):
+                for p in range(ports):
+                    with m.Case(p):
+                        m.d.sync += sess_valid[p].eq(0)
+            if set_pending:
+                m.d.sync += pending.bit_select(job_q, 1).eq(1)
+
+        def answer_fetch():
+            with m.Switch(job_port):
+                for p in range(ports):
+                    if p in self._pulled:
+                        with m.Case(p):
+                            m.d.sync += fetch_valid[p].eq(0)
+
+        def fail(code):
+            m.d.sync += err_code.eq(code)
+            m.next = "FAIL"
+
+        # Rolling counters of the chain under validation.
+        is_ind   = (desc.flags & VirtqDescFlags.INDIRECT).as_value().any()
+        has_next = (desc.flags & VirtqDescFlags.NEXT).as_value().any()
+        is_wr    = (desc.flags & VirtqDescFlags.WRITE).as_value().any()
+        end      = Signal(65)
+        overflow = Signal()
+        m.d.comb += [end.eq(desc.addr + desc.len),
+                     overflow.eq(end[64] & (end[:64] != 0))]
+
+        slot = Signal(16)
+        room = Signal(17)
+        m.d.comb += [slot.eq(last_avail & size_mask), room.eq(size - slot)]
+
+        avail_hdr_idx = avail_hdr.idx
+
+        pf_busy = pf.busy if use_pf else 0
+        if use_pf:
+            # Prefetch reads are descriptor reads too.
+            m.d.comb += self.counts.desc_read.eq(pf.dma.rd_req.valid & pf.dma.rd_req.ready)
+        if use_pf:
+            # The prefetched batch dies with its session (released, re-read, stopped, dropped);
+            # written before the state machine so that starting a batch wins.
+            owner_ok = Signal()
+            with m.Switch(pf.owner_port):
+                for p in range(ports):
+                    with m.Case(p):
+                        m.d.comb += owner_ok.eq(sess_valid[p] & (sess_q[p] == pf.owner_queue))
+            with m.If(~owner_ok | stopped.bit_select(pf.owner_queue, 1)):
+                m.d.sync += pf_live.eq(0)
+
+        with m.FSM(name="walker"):
+            with m.State("REST"):
+                m.d.comb += self.idle.eq(~pf_busy)
+                rr = Signal(range(ports))
+                with m.If(~self.hold & ~self.reset & self.driver_ok):
+                    m.d.sync += rr.eq(Mux(rr == ports - 1, 0, rr + 1))
+                    with m.Switch(rr):
+                        for p in range(ports):
+                            with m.Case(p):
+                                self._pick(m, p, p in self._pulled, sess_valid[p], sess_q[p],
+                                           cache_n[p], cache_pos[p], fetch_valid[p],
+                                           fetch_q[p], self.chain[p].space, job_port, job_q,
+                                           job_pulled, job_walk, pos, count_n)
+            with m.State("LOAD0"):
+                m.next = "LOAD1"
+            with m.State("LOAD1"):
+                m.d.sync += [cfg.eq(cfg_rp.data), last_avail.eq(la_rp.data), recheck.eq(0),
+                             job_epoch.eq(self.epoch.bit_select(job_q * EPOCH_BITS,
+                                                                EPOCH_BITS))]
+                usable = (job_q < qc) & self.enabled.bit_select(job_q, 1) & \
+                    ~stopped.bit_select(job_q, 1)
+                if self._pulled:
+                    in_port = Signal()
+                    with m.Switch(job_port):
+                        for p in range(ports):
+                            with m.Case(p):
+                                m.d.comb += in_port.eq(port_mask[p].bit_select(job_q, 1))
+                    usable = usable & in_port
+                with m.If(self.reset):
+                    m.next = "REST"
+                with m.Elif(~usable):
+                    with m.If(job_pulled):
+                        m.next = "EMPTY"
+                    with m.Else():
+                        release()
+                        m.next = "REST"
+                with m.Elif(job_walk):
+                    m.next = "HEAD0"
+                with m.Else():
+                    if use_pf:
+                        with m.If(job_port == pf.owner_port):
+                            m.d.sync += pf_live.eq(0)     # its cache is about to be replaced
+                    m.next = "RD_IDX"
+
+            # --- refresh: avail->idx, then the new entries -------------------------------------
+            with m.State("RD_IDX"):
+                m.d.comb += [
+                    rd_req.valid.eq(1),
+                    rd_req.payload.host_addr.eq(cfg.driver + byte_offset(VirtqAvailHeader,
+                                                                         "flags")),
+                    rd_req.payload.ram_addr.eq(WALKER_AVAIL_HDR_ADDR),
+                    rd_req.payload.len.eq(hdr_bytes),
+                ]
+                with m.If(rd_req.ready):
+                    m.d.comb += self.counts.avail_read.eq(1)
+                    m.next = "WAIT_IDX"
+            with m.State("WAIT_IDX"):
+                with m.If(rd_done):
+                    with m.If(self.reset):
+                        m.next = "REST"
+                    with m.Elif(~rd_ok):
+                        fail(VirtqErrorCode.DMA)
+                    with m.Else():
+                        m.next = "CHECK_IDX"
+            with m.State("CHECK_IDX"):
+                m.d.comb += n_new.eq(avail_hdr_idx - last_avail)
+                with m.If(n_new > size):
+                    fail(VirtqErrorCode.AVAIL_IDX)
+                with m.Elif(n_new == 0):
+                    with m.If(job_pulled):
+                        m.next = "EMPTY"
+                    with m.Elif(self.event_idx & ~recheck & ~event_cur.bit_select(job_q, 1)):
+                        m.next = "WR_EVENT"
+                    with m.Else():
+                        release()
+                        m.next = "REST"
+                with m.Else():
+                    # As few reads as possible: up to avail_batch entries, up to the ring's end.
+                    k = Signal(range(batch + 1))
+                    m.d.comb += k.eq(batch)
+                    with m.If((n_new <= batch) & (n_new <= room)):
+                        m.d.comb += k.eq(n_new)
+                    with m.Elif(room < batch):
+                        m.d.comb += k.eq(room)
+                    m.d.sync += fetch_n.eq(k)
+                    m.next = "RD_RING"
+            with m.State("WR_EVENT"):
+                m.d.comb += [
+                    wr_req.valid.eq(1),
+                    wr_req.payload.host_addr.eq(cfg.device + virtq_avail_event_offset(size)),
+                    wr_req.payload.len.eq(2),
+                    wr_req.payload.imm_en.eq(1),
+                    wr_req.payload.imm_data.eq(last_avail),
+                ]
+                with m.If(wr_req.ready):
+                    m.d.comb += self.counts.event_write.eq(1)
+                    m.next = "WAIT_EVENT"
+            with m.State("WAIT_EVENT"):
+                with m.If(wr_done):
+                    with m.If(self.reset):
+                        m.next = "REST"
+                    with m.Elif(~wr_ok):
+                        fail(VirtqErrorCode.DMA)
+                    with m.Else():
+                        # Re-read avail->idx only now: the read cannot pass the write.
+                        m.d.sync += [event_cur.bit_select(job_q, 1).eq(1), recheck.eq(1)]
+                        m.next = "RD_IDX"
+            with m.State("RD_RING"):
+                cache_addr = Signal(DMA_RAM_ADDR_WIDTH)
+                m.d.comb += cache_addr.eq((cache_base_beat + job_port * cache_stride) << beat_shift)
+                m.d.comb += [
+                    rd_req.valid.eq(1),
+                    rd_req.payload.host_addr.eq(cfg.driver + virtq_avail_ring_offset(slot)),
+                    rd_req.payload.ram_addr.eq(cache_addr),
+                    rd_req.payload.len.eq(fetch_n * 2),
+                ]
+                with m.If(rd_req.ready):
+                    m.d.comb += self.counts.avail_read.eq(1)
+                    m.next = "WAIT_RING"
+            with m.State("WAIT_RING"):
+                with m.If(rd_done):
+                    with m.If(self.reset):
+                        m.next = "REST"
+                    with m.Elif(~rd_ok):
+                        fail(VirtqErrorCode.DMA)
+                    with m.Else():
+                        # A new look at the ring: descriptors read before it may be stale.
+                        m.d.sync += win_valid.eq(0)
+                        with m.Switch(job_port):
+                            for p in range(ports):
+                                with m.Case(p):
+                                    m.d.sync += [sess_valid[p].eq(1), sess_q[p].eq(job_q),
+                                                 cache_n[p].eq(fetch_n), cache_pos[p].eq(0)]
+                        if use_pf:
+                            with m.If(~job_pulled & ~pf.busy):
+                                m.d.comb += [
+                                    pf.start.valid.eq(1),
+                                    pf.start.payload.port.eq(job_port),
+                                    pf.start.payload.queue.eq(job_q),
+                                    pf.start.payload.count.eq(fetch_n),
+                                    pf.start.payload.desc.eq(cfg.desc),
+                                    pf.start.payload.size.eq(size),
+                                    pf.start.payload.cache_beat.eq(
+                                        cache_base_beat + job_port * cache_stride),
+                                ]
+                                m.d.sync += pf_live.eq(1)
+                        m.next = "REST"
+
+            # --- walk: one chain from the cache ------------------------------------------------
+            with m.State("HEAD0"):
+                entry_byte = Signal(DMA_RAM_ADDR_WIDTH)
+                m.d.comb += [
+                    entry_byte.eq(((cache_base_beat + job_port * cache_stride) << beat_shift) +
+                                  pos * 2),
+                    rd_rp.addr.eq(entry_byte >> beat_shift),
+                ]
+                m.next = "HEAD1"
+            with m.State("HEAD1"):
+                entry_byte = Signal(DMA_RAM_ADDR_WIDTH)
+                m.d.comb += entry_byte.eq(pos * 2)
+                h = Signal(16)
+                m.d.comb += h.eq(rd_rp.data.word_select(entry_byte[1:beat_shift], 16)
+                                 if beat_shift > 1 else rd_rp.data[:16])
+                m.d.sync += [head.eq(h), cur.eq(h), in_table.eq(0), dcount.eq(0),
+                             tcount.eq(0), total.eq(0), seen_write.eq(0), held_valid.eq(0),
+                             sw_valid.eq(0), st_valid.eq(0), job_pf.eq(0)]
+                with m.If(h >= size):
+                    fail(VirtqErrorCode.HEAD)
+                with m.Else():
+                    if use_pf:
+                        with m.If(pf.active & pf_live & (pf.owner_port == job_port) &
+                                  (pf.owner_queue == job_q)):
+                            m.d.sync += job_pf.eq(1)
+                            m.next = "PF_WAIT"
+                        with m.Else():
+                            m.next = "FETCH_DESC"
+                    else:
+                        m.next = "FETCH_DESC"
+            if use_pf:
+                with m.State("PF_WAIT"):
+                    m.d.comb += pf.query_pos.eq(pos)
+                    info = pf.query
+                    slot_desc = pf.slot_desc(0) + \
+                        (pos[:max(1, (self._pf_slots - 1).bit_length())]
+                         if self._pf_slots > 1 else 0) * (window + self._pf_table)
+                    with m.If(self.reset):
+                        m.next = "REST"
+                    with m.Elif(info.state == SlotState.READY):
+                        m.d.sync += [sw_valid.eq(1), sw_n.eq(info.wn), sw_ram.eq(slot_desc),
+                                     st_valid.eq(info.table), st_ram.eq(slot_desc + window)]
+                        m.next = "FETCH_DESC"
+                    with m.Elif((info.state == SlotState.MISS) |
+                                (info.state == SlotState.FREE)):
+                        m.next = "FETCH_DESC"
+            with m.State("FETCH_DESC"):
+                in_win = win_valid & (win_q == job_q) & (cur >= win_base) & \
+                    (cur < win_base + win_n)
+                in_sw = sw_valid & (cur >= head) & (cur < head + sw_n)
+                with m.If(total >= max_chain):
+                    fail(VirtqErrorCode.TOO_LONG)
+                with m.Else():
+                    m.d.sync += total.eq(total + 1)
+                    with m.If(in_table):
+                        m.d.sync += tcount.eq(tcount + 1)
+                    with m.Else():
+                        m.d.sync += dcount.eq(dcount + 1)
+                    with m.If(in_table):
+                        m.d.sync += desc_idx.eq(tbl_ram + cur)
+                        m.next = "RD_DESC"
+                    with m.Elif(in_sw):
+                        m.d.sync += desc_idx.eq(sw_ram + (cur - head))
+                        m.next = "RD_DESC"
+                    with m.Elif(in_win):
+                        m.d.sync += desc_idx.eq(cur - win_base)
+                        m.next = "RD_DESC"
+                    with m.Else():
+                        m.next = "RD_WIN"
+            with m.State("RD_WIN"):
+                wn = Signal(range(window + 1))
+                m.d.comb += wn.eq(window)
+                with m.If(size - cur < window):
+                    m.d.comb += wn.eq(size - cur)
+                m.d.comb += [
+                    rd_req.valid.eq(1),
+                    rd_req.payload.host_addr.eq(cfg.desc + cur * _DESC_BYTES),
+                    rd_req.payload.ram_addr.eq(0),
+                    rd_req.payload.len.eq(wn * _DESC_BYTES),
+                ]
+                with m.If(rd_req.ready):
+                    m.d.comb += self.counts.desc_read.eq(1)
+                    m.d.sync += [win_valid.eq(0), win_q.eq(job_q), win_base.eq(cur),
+                                 win_n.eq(wn)]
+                    m.next = "WAIT_WIN"
+            with m.State("WAIT_WIN"):
+                with m.If(rd_done):
+                    with m.If(self.reset):
+                        m.next = "REST"
+                    with m.Elif(~rd_ok):
+                        fail(VirtqErrorCode.DMA)
+                    with m.Else():
+                        m.d.sync += [win_valid.eq(1), desc_idx.eq(0)]
+                        m.next = "RD_DESC"
+
+            # Descriptor slot `s` of the read buffer: bytes 16*s .. 16*s+15.
+            desc_slot = desc_idx
+            beats_per_desc = max(1, _DESC_BYTES // beat)
+            desc_per_beat  = max(1, beat // _DESC_BYTES)
+            if beats_per_desc > 1:
+                desc_beat = desc_slot * beats_per_desc
+            else:
+                desc_beat = desc_slot >> (desc_per_beat.bit_length() - 1)
+            with m.State("RD_DESC"):
+                m.d.comb += rd_rp.addr.eq(desc_beat)
+                m.d.sync += part.eq(0)
+                m.next = "LATCH_DESC"
+            with m.State("LATCH_DESC"):
+                if beats_per_desc > 1:
+                    m.d.sync += desc_bits.word_select(part, dw).eq(rd_rp.data)
+                    m.d.comb += rd_rp.addr.eq(desc_beat + part + 1)
+                    m.d.sync += part.eq(part + 1)
+                    with m.If(part == beats_per_desc - 1):
+                        m.next = "DECODE"
+                else:
+                    if desc_per_beat > 1:
+                        lane = desc_slot[:desc_per_beat.bit_length() - 1]
+                        m.d.sync += desc_bits.eq(rd_rp.data.word_select(lane, 8 * _DESC_BYTES))
+                    else:
+                        m.d.sync += desc_bits.eq(rd_rp.data)
+                    m.next = "DECODE"
+            with m.State("DECODE"):
+                with m.If(is_ind):
+                    with m.If(in_table):
+                        fail(VirtqErrorCode.INDIRECT_NESTED)
+                    with m.Elif(~self.indirect_desc):
+                        fail(VirtqErrorCode.INDIRECT_FEATURE)
+                    with m.Elif(has_next):
+                        fail(VirtqErrorCode.INDIRECT_NEXT)
+                    with m.Elif((desc.len == 0) | (desc.len[:4] != 0)):
+                        fail(VirtqErrorCode.INDIRECT_LEN)
+                    with m.Elif(desc.len[4:] > max_indirect):
+                        fail(VirtqErrorCode.INDIRECT_SIZE)
+                    with m.Elif(overflow):
+                        fail(VirtqErrorCode.OVERFLOW)
+                    with m.Elif(st_valid & (cur == head)):
+                        # The prefetcher read this very table (same checks, same data).
+                        m.d.sync += [in_table.eq(1), table_n.eq(desc.len[4:]), cur.eq(0),
+                                     tcount.eq(0), tbl_ram.eq(st_ram)]
+                        m.next = "FETCH_DESC"
+                    with m.Else():
+                        m.d.sync += [tbl_addr.eq(desc.addr), tbl_len.eq(desc.len),
+                                     tbl_ram.eq(0)]
+                        m.next = "RD_TABLE"
+                with m.Elif(overflow):
+                    fail(VirtqErrorCode.OVERFLOW)
+                with m.Elif(~is_wr & seen_write):
+                    fail(VirtqErrorCode.ORDER)
+                with m.Else():
+                    m.d.sync += seen_write.eq(seen_write | is_wr)
+                    with m.If(desc.len != 0):
+                        # Hold each segment until the next one (or the chain's end) tells
+                        # whether it is the last.
+                        m.d.comb += [ch_en.eq(held_valid), ch_data.segment.eq(held),
+                                     ch_data.epoch.eq(job_epoch)]
+                        m.d.sync += [
+                            held.queue.eq(job_q),
+                            held.head.eq(head),
+                            held.addr.eq(desc.addr),
+                            held.len.eq(desc.len),
+                            held.write.eq(is_wr),
+                            held.first.eq(~held_valid),
+                            held.last.eq(0),
+                            held.empty.eq(0),
+                            held_valid.eq(1),
+                        ]
+                    with m.If(has_next):
+                        with m.If(Mux(in_table, desc.next >= table_n, desc.next >= size)):
+                            fail(VirtqErrorCode.NEXT)
+                        with m.Elif(Mux(in_table, tcount >= table_n, dcount >= size)):
+                            fail(VirtqErrorCode.LOOP)
+                        with m.Else():
+                            m.d.sync += cur.eq(desc.next)
+                            m.next = "FETCH_DESC"
+                    with m.Else():
+                        m.next = "FINISH"
+            with m.State("RD_TABLE"):
+                m.d.comb += [
+                    rd_req.valid.eq(1),
+                    rd_req.payload.host_addr.eq(tbl_addr),
+                    rd_req.payload.ram_addr.eq(0),
+                    rd_req.payload.len.eq(tbl_len[:DMA_LEN_WIDTH]),
+                ]
+                with m.If(rd_req.ready):
+                    m.d.comb += self.counts.desc_read.eq(1)
+                    m.d.sync += win_valid.eq(0)       # the table overwrites the window
+                    m.next = "WAIT_TABLE"
+            with m.State("WAIT_TABLE"):
+                with m.If(rd_done):
+                    with m.If(self.reset):
+                        m.next = "REST"
+                    with m.Elif(~rd_ok):
+                        fail(VirtqErrorCode.DMA)
+                    with m.Else():
+                        m.d.sync += [in_table.eq(1), table_n.eq(tbl_len[4:]), cur.eq(0),
+                                     tcount.eq(0)]
+                        m.next = "FETCH_DESC"
+            with m.State("FINISH"):
+                with m.If(held_valid):
+                    m.d.comb += [ch_data.segment.eq(held), ch_data.segment.last.eq(1)]
+                with m.Else():
+                    # A chain of zero-length buffers still needs its used entry: one beat of
+                    # length 0 carries its head.
+                    m.d.comb += [ch_data.segment.queue.eq(job_q), ch_data.segment.head.eq(head),
+                                 ch_data.segment.first.eq(1), ch_data.segment.last.eq(1)]
+                m.d.comb += [ch_data.epoch.eq(job_epoch), ch_en.eq(1), ch_commit.eq(1),
+                             self.counts.chain.eq(1), self.counts.chain_pulled.eq(job_pulled),
+                             la_wp.addr.eq(job_q), la_wp.data.eq(last_avail + 1),
+                             la_wp.en.eq(1)]
+                m.d.sync += event_cur.bit_select(job_q, 1).eq(0)
+                with m.Switch(job_port):
+                    for p in range(ports):
+                        with m.Case(p):
+                            m.d.sync += cache_pos[p].eq(pos + 1)
+                            if p not in self._pulled:
+                                with m.If(pos + 1 == count_n):
+                                    # Cache used up: give the queue back (poll again later).
+                                    m.d.sync += sess_valid[p].eq(0)
+                                    m.d.sync += pending.bit_select(job_q, 1).eq(1)
+                if use_pf:
+                    # Only this chain's own slot: positions of other ports' caches are
+                    # numbered alike.
+                    m.d.comb += [pf.release.valid.eq(job_pf), pf.release.payload.eq(pos)]
+                answer_fetch()
+                m.next = "REST"
+            with m.State("FAIL"):
+                m.d.comb += ch_discard.eq(1)
+                if use_pf:
+                    m.d.comb += [pf.release.valid.eq(job_walk & job_pf),
+                                 pf.release.payload.eq(pos)]
+                with m.If(~self.reset):
+                    m.d.comb += [self.error.valid.eq(1),
+                                 self.error.payload.code.eq(err_code),
+                                 self.error.payload.queue.eq(job_q)]
+                    m.d.sync += stopped.bit_select(job_q, 1).eq(1)
+                release()
+                with m.If(job_pulled):
+                    m.next = "EMPTY"
+                with m.Else():
+                    m.next = "REST"
+            with m.State("EMPTY"):
+                m.d.comb += [
+                    ch_data.segment.queue.eq(job_q),
+                    ch_data.segment.first.eq(1),
+                    ch_data.segment.last.eq(1),
+                    ch_data.segment.empty.eq(1),
+                    ch_data.epoch.eq(job_epoch),
+                    ch_en.eq(1),
+                    ch_commit.eq(1),
+                ]
+                answer_fetch()
+                m.next = "REST"
+
+        # --- scanner: hands pending pushed queues to idle sessions -------------------------------
+        scan_q = Signal(range(qc))
+        m.d.sync += scan_q.eq(Mux(scan_q == qc - 1, 0, scan_q + 1))
+        scan_live = pending.bit_select(scan_q, 1) & self.enabled.bit_select(scan_q, 1) & \
+            ~stopped.bit_select(scan_q, 1)
+        with m.If(~self.hold & ~self.reset & self.driver_ok & scan_live):
+            for p in pushed_ports:
+                with m.If(port_mask[p].bit_select(scan_q, 1) & ~sess_valid[p]):
+                    m.d.sync += [sess_valid[p].eq(1), sess_q[p].eq(scan_q), cache_n[p].eq(0),
+                                 cache_pos[p].eq(0), pending.bit_select(scan_q, 1).eq(0)]
+
+        # --- fetches on pulled ports -------------------------------------------------------------
+        for p in range(ports):
+            f = self.fetch[p]
+            if p in self._pulled:
+                m.d.comb += f.ready.eq(~fetch_valid[p] & ~self.reset)
+                with m.If(f.valid & f.ready):
+                    m.d.sync += [fetch_valid[p].eq(1), fetch_q[p].eq(f.payload)]
+
+        # --- doorbells, DRIVER_OK, stops from the used side ------------------------------------
+        driver_ok_r = Signal()
+        m.d.sync += driver_ok_r.eq(self.driver_ok)
+        with m.If(self.driver_ok & ~driver_ok_r):
+            m.d.sync += pending.eq(pending | (self.enabled & pushed_mask & ~stopped))
+        with m.If(self.notify.valid):
+            m.d.comb += self.counts.doorbell.eq(1)
+            nq = self.notify.payload
+            with m.If((nq < qc) & self.enabled.bit_select(nq, 1) & pushed_mask.bit_select(nq, 1)):
+                m.d.sync += pending.bit_select(nq, 1).eq(1)
+        with m.If(self.stop.valid):
+            m.d.sync += stopped.bit_select(self.stop.payload, 1).eq(1)
+
+        # --- queue configuration changes --------------------------------------------------------
+        op = self.op.payload
+        with m.If(self.op.valid):
+            oq = op.queue
+            m.d.sync += [event_cur.bit_select(oq, 1).eq(0), win_valid.eq(0)]
+            for p in range(ports):
+                with m.If(sess_q[p] == oq):
+                    m.d.sync += sess_valid[p].eq(0)
+            with m.Switch(op.kind):
+                with m.Case(QueueOpKind.INIT):
+                    m.d.comb += [cfg_wp.addr.eq(oq), cfg_wp.data.eq(op.config), cfg_wp.en.eq(1),
+                                 la_wp.addr.eq(oq), la_wp.data.eq(0), la_wp.en.eq(1)]
+                    m.d.sync += [stopped.bit_select(oq, 1).eq(0),
+                                 pending.bit_select(oq, 1).eq(pushed_mask.bit_select(oq, 1))]
+                with m.Case(QueueOpKind.DISABLE):
+                    m.d.sync += pending.bit_select(oq, 1).eq(0)
+                with m.Case(QueueOpKind.RESTORE):
+                    m.d.comb += [la_wp.addr.eq(oq), la_wp.data.eq(op.avail_idx), la_wp.en.eq(1)]
+
+        with m.If(self.reset):
+            m.d.sync += [pending.eq(0), stopped.eq(0), event_cur.eq(0), win_valid.eq(0)]
+            for p in range(ports):
+                m.d.sync += [sess_valid[p].eq(0), fetch_valid[p].eq(0)]
+        return m
+
+    @staticmethod
+    def _pick(m, p, pulled, sess_valid, sess_q, cache_n, cache_pos, fetch_valid, fetch_q, space,
+              job_port, job_q, job_pulled, job_walk, pos, count_n):
+        """In REST: start port ``p``'s job if it has one."""
+        cached = sess_valid & (cache_pos != cache_n)
+        start = [job_port.eq(p), job_pulled.eq(int(pulled)), pos.eq(cache_pos),
+                 count_n.eq(cache_n)]
+        if pulled:
+            with m.If(fetch_valid & space):
+                walk = cached & (sess_q == fetch_q)
+                m.d.sync += start + [job_q.eq(fetch_q), job_walk.eq(walk)]
+                m.next = "LOAD0"
+        else:
+            with m.If(cached & space):
+                m.d.sync += start + [job_q.eq(sess_q), job_walk.eq(1)]
+                m.next = "LOAD0"
+            with m.Elif(sess_valid & (cache_pos == cache_n)):
+                m.d.sync += start + [job_q.eq(sess_q), job_walk.eq(0)]
+                m.next = "LOAD0"
+

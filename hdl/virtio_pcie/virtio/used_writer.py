@@ -1,0 +1,412 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The used side of split virtqueues: used ring elements, used->idx, used buffer notifications.
+
+References: virtio 1.2 §2.7.8 "The Virtqueue Used Ring", §2.7.7 "Used Buffer Notification
+Suppression", §2.7.10; project checklist rules 86-96.
+"""
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..dma.interface import DmaError, DmaRamReadSignature, DmaRamWriteSignature
+from ..spec.virtio import (VirtqAvailFlags, VirtqAvailHeader, VirtqUsedElem, VirtqUsedHeader,
+                           byte_offset, byte_size, virtq_used_event_offset,
+                           virtq_used_ring_offset)
+from .engine_signatures import (DmaRequesterSignature, QueueOp, QueueOpKind, VirtqErrorCode,
+                                VirtqErrorReport)
+from .interface import VirtqCompletionSignature, queue_index_width
+
+__all__ = ["UsedWriter", "UsedCounts", "USED_EVENT_ADDR"]
+
+#: Byte address in the DMA read buffer where used_event (or avail->flags) lands; captured into
+#: a register.
+USED_EVENT_ADDR = 0xFF80
+
+_ELEM_BYTES = byte_size(VirtqUsedElem)
+
+UsedCounts = data.StructLayout({
+    "event_read": 1,
+    "used_write": 1,
+    "idx_write":  1,
+    "interrupt":  1,
+    "completed":  1,
+    "dropped":    1,
+})
+
+_UsedConfig = data.StructLayout({
+    "size":   16,
+    "driver": 64,
+    "device": 64,
+})
+
+
+class UsedWriter(wiring.Component):
+    """Publishes the device's completions in the used ring and asks for interrupts.
+
+    Completions are gathered in the write buffer while they belong to the same queue and come
+    back to back; a gathered batch is written with one DMA write (two when it wraps past the
+    ring's end), then ``used->idx`` with one 2-byte write, both in issue order behind the
+    device's own payload writes (whose statuses the device saw before completing; virtio 1.2
+    §2.7.8, checklist rules 86-87 and 91). A batch is published only at an entry with
+    ``batch_end`` set; a batch larger than the buffer has its elements written early and its
+    index later. After the index write's status came back, ``used_event`` (VIRTIO_F_EVENT_IDX)
+    or ``avail->flags`` is read, so the read is ordered after the index on the link, and the
+    interrupt decision is ``vring_need_event(used_event, new, old)`` over the whole batch
+    (rule 93) or "NO_INTERRUPT clear" (rule 92). The interrupt request goes out on ``irq``.
+
+    Completions for disabled queues are dropped. Queues stopped by a ring error keep their used
+    side: their chains were valid.
+
+    Interrupt moderation (``irq_holdoff`` above 0): a notification due while ``more_expected`` is
+    high (the device holds chains not yet completed) is held for up to ``irq_holdoff`` cycles;
+    the used entries are published meanwhile as usual, and further notifications due for the
+    same queue merge into the held one. It goes out when the time is up, when nothing more is
+    expected, or when another queue's notification needs the holding place. The notification
+    is sent, only later (virtio 1.2 §2.7.10 sets no deadline); a driver that sees the entries
+    in its current pass takes them without an interrupt.
+
+    Parameters
+    ----------
+    data_width : int
+    queue_count : int
+    used_batch : int
+        Used elements gathered per DMA write.
+
+    Members
+    -------
+    dma : Out(DmaRequesterSignature())
+    rd_ram : In(DmaRamWriteSignature(data_width))
+        Snooped for the used_event / avail->flags read.
+    wr_ram : In(DmaRamReadSignature(data_width))
+        The DMA engine reads used elements from the write buffer.
+    completion : In(VirtqCompletionSignature(queue_count))
+    irq : Out(stream.Signature(queue_index_width(queue_count)))
+    op : In(stream.Signature(QueueOp(queue_count), always_ready=True))
+    hold : In(1)
+        Do not accept completions or start a write.
+    idle : Out(1)
+        No DMA in flight (a gathered batch may be waiting for more entries).
+    reset, driver_ok, event_idx : In(1)
+    enabled : In(queue_count)
+    stop : Out(stream.Signature(queue_index_width(queue_count), always_ready=True))
+        A DMA error on this queue's used ring or event read.
+    error : Out(stream.Signature(VirtqErrorReport(queue_count), always_ready=True))
+    counts : Out(UsedCounts)
+    more_expected : In(1)
+        The device holds chains it has not completed yet.
+    irq_holdoff : In(16)
+        Cycles a notification may be held while more completions are expected (0: never).
+    """
+
+    def __init__(self, *, data_width, queue_count, used_batch):
+        if not isinstance(used_batch, int) or not 1 <= used_batch <= 4096:
+            raise ValueError(f"used_batch must be an integer from 1 to 4096, not {used_batch!r}")
+        self._dw    = data_width
+        self._qc    = queue_count
+        self._batch = used_batch
+        qw = queue_index_width(queue_count)
+        super().__init__({
+            "dma":        Out(DmaRequesterSignature()),
+            "rd_ram":     In(DmaRamWriteSignature(data_width)),
+            "wr_ram":     In(DmaRamReadSignature(data_width)),
+            "completion": In(VirtqCompletionSignature(queue_count)),
+            "irq":        Out(stream.Signature(qw)),
+            "op":         In(stream.Signature(QueueOp(queue_count), always_ready=True)),
+            "hold":       In(1),
+            "idle":       Out(1),
+            "reset":      In(1),
+            "driver_ok":  In(1),
+            "event_idx":  In(1),
+            "enabled":    In(queue_count),
+            "stop":       Out(stream.Signature(qw, always_ready=True)),
+            "error":      Out(stream.Signature(VirtqErrorReport(queue_count), always_ready=True)),
+            "counts":     Out(UsedCounts),
+            "more_expected": In(1),
+            "irq_holdoff":   In(16),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        dw, qc, batch = self._dw, self._qc, self._batch
+        beat = dw // 8
+        beat_shift = beat.bit_length() - 1
+        per_beat = dw // (8 * _ELEM_BYTES)           # used elements per buffer beat
+        qw = queue_index_width(qc)
+
+        # --- per-queue state: ring addresses and the published used->idx -----------------------
+        m.submodules.cfg_mem = cfg_mem = memory.Memory(shape=_UsedConfig, depth=qc, init=[])
+        m.submodules.idx_mem = idx_mem = memory.Memory(shape=16, depth=qc, init=[])
+        cfg_wp, cfg_rp = cfg_mem.write_port(), cfg_mem.read_port()
+        idx_wp, idx_rp = idx_mem.write_port(), idx_mem.read_port()
+
+        # --- write buffer: gathered used elements, read by the DMA engine ----------------------
+        buf_depth = max(2, (batch + per_beat - 1) // per_beat)
+        m.submodules.buf = buf = memory.Memory(shape=dw, depth=buf_depth, init=[])
+        buf_wp = buf.write_port(granularity=8 * _ELEM_BYTES)
+        buf_rp = buf.read_port()
+        m.d.comb += [
+            buf_rp.addr.eq(self.wr_ram.addr),
+            buf_rp.en.eq(self.wr_ram.en),
+            self.wr_ram.data.eq(buf_rp.data),
+        ]
+
+        # --- used_event / avail->flags snoop ---------------------------------------------------
+        event_val = Signal(16)
+        rd_ram = self.rd_ram
+        with m.If(rd_ram.en & (rd_ram.addr == USED_EVENT_ADDR >> beat_shift)):
+            for i in range(2):
+                with m.If(rd_ram.be[i]):
+                    m.d.sync += event_val.word_select(i, 8).eq(rd_ram.data.word_select(i, 8))
+
+        # --- the open batch --------------------------------------------------------------------
+        b_open  = Signal()                   # entries accepted and not yet published
+        b_q     = Signal(qw)
+        b_n     = Signal(range(batch + 1))   # elements in the buffer, not yet written
+        b_end   = Signal()                   # the last accepted entry had batch_end
+        cfg     = Signal(_UsedConfig)
+        pub_idx = Signal(16)                 # used->idx as published
+        wr_idx  = Signal(16)                 # the next used ring index to fill
+        n1      = Signal(range(batch + 1))   # elements before the ring's end
+        n1_r    = Signal(range(batch + 1))
+        outstanding = Signal(range(4))
+        w_err   = Signal()
+        need    = Signal()
+
+        size_mask = Signal(16)
+        slot      = Signal(16)
+        m.d.comb += [size_mask.eq(cfg.size - 1), slot.eq(wr_idx & size_mask)]
+
+        m.d.comb += [cfg_rp.addr.eq(b_q), idx_rp.addr.eq(b_q)]
+
+        used = self.completion.used
+        c = used.payload
+        c_live = (c.queue < qc) & self.enabled.bit_select(c.queue, 1)
+
+        def put(index):
+            elem = Signal(VirtqUsedElem)
+            m.d.comb += [
+                elem.id.eq(c.head),
+                elem.len.eq(c.len),
+                buf_wp.addr.eq(index // per_beat if per_beat > 1 else index),
+                buf_wp.data.eq(elem.as_value().replicate(per_beat)),
+                buf_wp.en.eq(1 << (index % per_beat) if per_beat > 1 else 1),
+            ]
+
+        wr_req, rd_req = self.dma.wr_req, self.dma.rd_req
+        wr_status, rd_status = self.dma.wr_status, self.dma.rd_status
+        with m.If(wr_req.valid & wr_req.ready):
+            m.d.sync += outstanding.eq(outstanding + 1 - wr_status.valid)
+        with m.Elif(wr_status.valid):
+            m.d.sync += outstanding.eq(outstanding - 1)
+        with m.If(wr_status.valid & (wr_status.payload.error != DmaError.OK)):
+            m.d.sync += w_err.eq(1)
+
+        def report(code):
+            with m.If(~self.reset):
+                m.d.comb += [self.error.valid.eq(1), self.error.payload.code.eq(code),
+                             self.error.payload.queue.eq(b_q),
+                             self.stop.valid.eq(1), self.stop.payload.eq(b_q)]
+
+        # --- interrupt moderation: one held notification ---------------------------------------
+        H = self.irq_holdoff
+        hold_valid = Signal()
+        hold_q     = Signal(qw)
+        hold_timer = Signal(16)
+        expire     = Signal()
+        with m.If(hold_valid & (hold_timer != 0)):
+            m.d.sync += hold_timer.eq(hold_timer - 1)
+        m.d.comb += expire.eq(hold_valid & ((hold_timer == 0) | ~self.more_expected))
+
+        with m.FSM(name="used"):
+            with m.State("COLLECT"):
+                m.d.comb += self.idle.eq(1)
+                with m.If(self.reset):
+                    m.d.comb += used.ready.eq(1)
+                    m.d.sync += [b_open.eq(0), b_n.eq(0)]
+                with m.Elif(expire & ~self.hold):
+                    m.next = "SEND_HELD"
+                with m.Elif(~self.hold & self.driver_ok):
+                    with m.If(used.valid & ~c_live):
+                        m.d.comb += [used.ready.eq(1), self.counts.dropped.eq(1)]
+                    with m.Elif(used.valid & ~b_open):
+                        m.d.comb += [used.ready.eq(1), self.counts.completed.eq(1)]
+                        put(0)
+                        m.d.sync += [b_open.eq(1), b_q.eq(c.queue), b_n.eq(1),
+                                     b_end.eq(c.batch_end)]
+                        m.next = "LOAD0"
+                    with m.Elif(used.valid & (c.queue == b_q) & (b_n != batch)):
+                        m.d.comb += [used.ready.eq(1), self.counts.completed.eq(1)]
+                        put(b_n)
+                        m.d.sync += [b_n.eq(b_n + 1), b_end.eq(c.batch_end)]
+                    with m.Elif(b_open & ((b_n == batch) | b_end | used.valid)):
+                        # Full, or finished and nothing more is waiting, or another queue's
+                        # entry (a device that breaks the batch rule: publish what we have).
+                        with m.If(used.valid & (c.queue != b_q)):
+                            m.d.sync += b_end.eq(1)
+                        m.d.sync += w_err.eq(0)
+                        m.next = "W_ELEM"
+            with m.State("LOAD0"):
+                m.next = "LOAD1"
+            with m.State("LOAD1"):
+                m.d.sync += [cfg.eq(cfg_rp.data), pub_idx.eq(idx_rp.data),
+                             wr_idx.eq(idx_rp.data)]
+                m.next = "COLLECT"
+
+            # --- write the gathered elements, then used->idx ------------------------------------
+            with m.State("W_ELEM"):
+                room = Signal(17)
+                m.d.comb += room.eq(cfg.size - slot)
+                with m.If(b_n == 0):
+                    m.next = "W_IDX"
+                with m.Else():
+                    m.d.comb += n1.eq(Mux(b_n > room, room, b_n))
+                    m.d.comb += [
+                        wr_req.valid.eq(1),
+                        wr_req.payload.host_addr.eq(cfg.device + virtq_used_ring_offset(slot)),
+                        wr_req.payload.ram_addr.eq(0),
+                        wr_req.payload.len.eq(n1 * _ELEM_BYTES),
+                    ]
+                    with m.If(wr_req.ready):
+                        m.d.comb += self.counts.used_write.eq(1)
+                        m.d.sync += n1_r.eq(n1)
+                        with m.If(n1 != b_n):
+                            m.next = "W_ELEM2"
+                        with m.Else():
+                            m.d.sync += [wr_idx.eq(wr_idx + b_n), b_n.eq(0)]
+                            m.next = "W_IDX"
+            with m.State("W_ELEM2"):
+                m.d.comb += [
+                    wr_req.valid.eq(1),
+                    wr_req.payload.host_addr.eq(cfg.device + virtq_used_ring_offset(0)),
+                    wr_req.payload.ram_addr.eq(n1_r * _ELEM_BYTES),
+                    wr_req.payload.len.eq((b_n - n1_r) * _ELEM_BYTES),
+                ]
+                with m.If(wr_req.ready):
+                    m.d.comb += self.counts.used_write.eq(1)
+                    m.d.sync += [wr_idx.eq(wr_idx + b_n), b_n.eq(0)]
+                    m.next = "W_IDX"
+            with m.State("W_IDX"):
+                with m.If(~b_end):
+                    m.next = "W_WAIT"
+                with m.Else():
+                    m.d.comb += [
+                        wr_req.valid.eq(1),
+                        wr_req.payload.host_addr.eq(cfg.device +
+                                                    byte_offset(VirtqUsedHeader, "idx")),
+                        wr_req.payload.len.eq(2),
+                        wr_req.payload.imm_en.eq(1),
+                        wr_req.payload.imm_data.eq(wr_idx),
+                    ]
+                    with m.If(wr_req.ready):
+                        m.d.comb += self.counts.idx_write.eq(1)
+                        m.next = "W_WAIT"
+            with m.State("W_WAIT"):
+                with m.If((outstanding == 0) & ~wr_status.valid):
+                    with m.If(self.reset):
+                        m.d.sync += [b_open.eq(0), b_n.eq(0)]
+                        m.next = "COLLECT"
+                    with m.Elif(w_err):
+                        report(VirtqErrorCode.DMA)
+                        m.next = "FINAL"
+                    with m.Elif(~b_end):
+                        m.next = "COLLECT"         # elements written early; idx comes later
+                    with m.Else():
+                        m.next = "R_EVENT"
+
+            # --- used buffer notification ---------------------------------------------------------
+            with m.State("R_EVENT"):
+                m.d.comb += [
+                    rd_req.valid.eq(1),
+                    rd_req.payload.host_addr.eq(cfg.driver + Mux(
+                        self.event_idx, virtq_used_event_offset(cfg.size),
+                        byte_offset(VirtqAvailHeader, "flags"))),
+                    rd_req.payload.ram_addr.eq(USED_EVENT_ADDR),
+                    rd_req.payload.len.eq(2),
+                ]
+                with m.If(rd_req.ready):
+                    m.d.comb += self.counts.event_read.eq(1)
+                    m.next = "R_WAIT"
+            with m.State("R_WAIT"):
+                with m.If(rd_status.valid):
+                    with m.If(self.reset):
+                        m.d.sync += [b_open.eq(0), b_n.eq(0)]
+                        m.next = "COLLECT"
+                    with m.Elif(rd_status.payload.error != DmaError.OK):
+                        # Cannot tell: notify (a spurious interrupt is harmless).
+                        report(VirtqErrorCode.DMA)
+                        m.d.sync += need.eq(1)
+                        m.next = "NOTIFY"
+                    with m.Else():
+                        m.next = "DECIDE"
+            with m.State("DECIDE"):
+                # virtio 1.2 §2.7.10: vring_need_event(used_event, new_idx, old_idx)
+                ahead = Signal(16)
+                moved = Signal(16)
+                m.d.comb += [ahead.eq(wr_idx - event_val - 1), moved.eq(wr_idx - pub_idx)]
+                m.d.sync += need.eq(Mux(self.event_idx, ahead < moved,
+                                        ~(event_val & VirtqAvailFlags.NO_INTERRUPT.value)
+                                        .any()))
+                m.next = "NOTIFY"
+            with m.State("NOTIFY"):
+                send_now = Signal()
+                with m.If(~need | ~self.driver_ok | self.reset):
+                    m.next = "FINAL"
+                with m.Elif(hold_valid & (hold_q == b_q)):
+                    m.next = "FINAL"                         # merged into the held one
+                with m.Elif(hold_valid):
+                    # Another queue holds the place: its notification goes now.
+                    m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
+                    with m.If(self.irq.ready):
+                        m.d.comb += self.counts.interrupt.eq(1)
+                        m.d.sync += [hold_q.eq(b_q), hold_timer.eq(H)]
+                        m.next = "FINAL"
+                with m.Elif(self.more_expected & (H != 0)):
+                    m.d.sync += [hold_valid.eq(1), hold_q.eq(b_q), hold_timer.eq(H)]
+                    m.next = "FINAL"
+                with m.Else():
+                    m.d.comb += send_now.eq(1)
+                with m.If(send_now):
+                    m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(b_q)]
+                    with m.If(self.irq.ready):
+                        m.d.comb += self.counts.interrupt.eq(1)
+                        m.next = "FINAL"
+            with m.State("SEND_HELD"):
+                with m.If(~hold_valid | self.reset | ~self.driver_ok):
+                    m.d.sync += hold_valid.eq(0)
+                    m.next = "COLLECT"
+                with m.Else():
+                    m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
+                    with m.If(self.irq.ready):
+                        m.d.comb += self.counts.interrupt.eq(1)
+                        m.d.sync += hold_valid.eq(0)
+                        m.next = "COLLECT"
+            with m.State("FINAL"):
+                m.d.comb += [idx_wp.addr.eq(b_q), idx_wp.data.eq(wr_idx), idx_wp.en.eq(1)]
+                m.d.sync += [b_open.eq(0), b_n.eq(0), pub_idx.eq(wr_idx)]
+                m.next = "COLLECT"
+
+        # --- queue configuration changes ---------------------------------------------------------
+        op = self.op.payload
+        with m.If(self.op.valid):
+            oq = op.queue
+            with m.If(b_open & (b_q == oq)):
+                m.d.sync += [b_open.eq(0), b_n.eq(0)]
+            with m.If(hold_q == oq):
+                m.d.sync += hold_valid.eq(0)          # a reset queue is not notified
+            with m.Switch(op.kind):
+                with m.Case(QueueOpKind.INIT):
+                    m.d.comb += [
+                        cfg_wp.addr.eq(oq), cfg_wp.en.eq(1),
+                        cfg_wp.data.size.eq(op.config.size),
+                        cfg_wp.data.driver.eq(op.config.driver),
+                        cfg_wp.data.device.eq(op.config.device),
+                        idx_wp.addr.eq(oq), idx_wp.data.eq(0), idx_wp.en.eq(1),
+                    ]
+                with m.Case(QueueOpKind.RESTORE):
+                    m.d.comb += [idx_wp.addr.eq(oq), idx_wp.data.eq(op.used_idx),
+                                 idx_wp.en.eq(1)]
+        with m.If(self.reset | ~self.driver_ok):
+            m.d.sync += hold_valid.eq(0)
+        return m
+
