@@ -100,6 +100,10 @@ class TlpSource(_Port):
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
+                # Woken by a Timer or an event, possibly in the time step of a clock edge but
+                # before it: drive only from just after an edge, so that the edge awaited below
+                # is the one that samples the first beat.
+                await RisingEdge(clock)
                 continue
             beats, tlp, on_sent = self._queue[0]
             i = 0
