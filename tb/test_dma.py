@@ -25,13 +25,9 @@ from cocotb.triggers import Combine, with_timeout
 
 from virtio_pcie.dma.interface import DmaError
 from virtio_pcie_tb import harness
-from virtio_pcie_tb.designs.dma_testbench import DmaTestbench
+from virtio_pcie_tb.designs.dma_testbench import TIMEOUT_CYCLES, build_dma_testbench
 from virtio_pcie_tb.dma_env import DmaEnv
 
-#: Completion timeout of the test design, in cycles (long enough for 16 KiB of completions to
-#: drain at 64 bits behind a 1 µs latency).
-TIMEOUT_CYCLES = 8192
-BUFFER_BYTES = 16384
 GUARD = 64            # bytes checked on each side of a transfer
 
 
@@ -133,11 +129,7 @@ async def run_smoke(dut):
 WIDTHS = [64, 128, 256]
 
 
-def dma_design(data_width):
-    return harness.build(DmaTestbench, {
-        "data_width": data_width, "clients": 2, "buffer_bytes": BUFFER_BYTES,
-        "engine": {"completion_timeout_cycles": TIMEOUT_CYCLES},
-    }, name="dma_testbench", ports_only=True)
+dma_design = build_dma_testbench
 
 
 @pytest.mark.sim

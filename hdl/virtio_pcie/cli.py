@@ -17,6 +17,27 @@ def _cmd_demo(args):
     return run_demo(device=args.device, data_width=args.width, verbose=args.verbose)
 
 
+def _cmd_bench(args):
+    import json
+
+    from virtio_pcie_tb.bench import BENCHES
+    names = list(BENCHES) if args.name == "all" else [args.name]
+    widths = [args.width] if args.width else [64, 128, 256]
+    for name in names:
+        runner, table = BENCHES[name]()
+        options = {"widths": widths}
+        if args.latency_ns is not None:
+            options["latencies_ns"] = [args.latency_ns]
+        rows = []
+        for row in runner(**options):
+            rows.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
+        if not args.json:
+            print(table(rows), flush=True)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="virtio-pcie",
@@ -30,6 +51,18 @@ def build_parser():
                    help="TLP data path width in bits (default 128)")
     p.add_argument("-v", "--verbose", action="store_true", help="show the simulation log")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("bench", help="measure performance in simulated clock cycles",
+                       description="Measure performance in clock cycles of cycle-accurate "
+                                   "simulation (250 MHz core clock). Results go to standard "
+                                   "output, progress to standard error.")
+    p.add_argument("name", choices=["dma", "all"], help="what to measure ('all': everything)")
+    p.add_argument("--width", type=int, choices=[64, 128, 256],
+                   help="TLP data path width in bits (default: all three)")
+    p.add_argument("--latency-ns", type=int, metavar="N",
+                   help="host completion latency in ns (default: 500 and 1000)")
+    p.add_argument("--json", action="store_true", help="one JSON object per result line")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

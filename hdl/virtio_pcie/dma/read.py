@@ -647,6 +647,14 @@ class DmaReadEngine(wiring.Component):
         with m.If(retire):
             m.d.comb += [b_wr.en.eq(1), b_wr.addr.eq(r_tag),
                          b_wr.data.eq(~bit_reader(tag_b, r_tag))]
+            # Mark the progress entry as belonging to this issue of the tag, so that it reads as
+            # stale after the next issue (which toggles the tag's generation).
+            m.d.comb += [
+                progress_wr.en.eq(1),
+                progress_wr.addr.eq(r_tag),
+                progress_wr.data.gen.eq(Mux(s1_token, gen, ctx.gen)),
+                progress_wr.data.remaining.eq(0),
+            ]
             m.d.comb += [
                 ret_b.eq(Mux(s1_token, st.cplb, ctx.cplb)),
                 ret_h.eq(Mux(s1_token, st.cplh, ctx.cplh)),

@@ -28,7 +28,24 @@ from virtio_pcie.dma.interface import (DMA_RAM_ADDR_WIDTH, DmaReadRequest, DmaSt
 from virtio_pcie.function.interface import FunctionConfig, FunctionEvents
 from virtio_pcie.tlp.signature import TlpSignature
 
-__all__ = ["DmaTestbench", "TestClientSignature"]
+__all__ = ["DmaTestbench", "TestClientSignature", "build_dma_testbench", "TIMEOUT_CYCLES",
+           "BUFFER_BYTES"]
+
+#: Completion timeout of the shared test design, in cycles: long enough for 16 KiB of
+#: completions (the engine's default completion buffer) to drain at 64 bits behind 1 µs of
+#: latency, short enough for timeout tests to run quickly.
+TIMEOUT_CYCLES = 8192
+#: Client buffer size of the shared test design.
+BUFFER_BYTES = 16384
+
+
+def build_dma_testbench(data_width):
+    """The one DMA test design per data width that the DMA tests and the benchmark share."""
+    from virtio_pcie_tb import harness
+    return harness.build(DmaTestbench, {
+        "data_width": data_width, "clients": 2, "buffer_bytes": BUFFER_BYTES,
+        "engine": {"completion_timeout_cycles": TIMEOUT_CYCLES},
+    }, name="dma_testbench", ports_only=True)
 
 
 def TestClientSignature(data_width, buffer_bytes):
