@@ -28,19 +28,19 @@ from . import harness
 from .models.dma_client import DmaClient, DmaSideband
 from .models.pcie_bridge import DutPcieDevice
 
-__all__ = ["DmaEnv", "CLOCK_NS", "REQUESTER_ID", "HIGH_BASE"]
+__all__ = ["DmaEnv", "TlpRules", "CLOCK_NS", "REQUESTER_ID", "HIGH_BASE"]
 
 CLOCK_NS = 4
 #: The DUT's bus/device/function (bus 1, as behind the first root port).
 REQUESTER_ID = {"bus": 1, "device": 0, "function": 0}
-#: Host memory above 4 GiB, to exercise 4-DW (64-bit) requests.
-HIGH_BASE = 0x0000_0012_3450_0000
+#: Host memory from 4 GiB up, to exercise 4-DW (64-bit) requests.
+HIGH_BASE = 1 << 32
 
 
 class DmaEnv:
     """Everything around a ``DmaTestbench`` DUT; ``bridge_args`` go to :class:`DutPcieDevice`."""
 
-    def __init__(self, dut, *, host_bytes=1 << 20, high_bytes=1 << 16, **bridge_args):
+    def __init__(self, dut, *, host_bytes=1 << 20, high_bytes=1 << 17, **bridge_args):
         params = harness.dut_params()
         self.dut = dut
         self.data_width = params["data_width"]
@@ -73,6 +73,7 @@ class DmaEnv:
         cocotb.start_soon(self.sideband.watch_events(dut.clk, self.event_counts))
         self.cfg = {}
         self.set_cfg()
+        self.rules = TlpRules(self)
 
     # -- configuration -----------------------------------------------------------------------
     def set_cfg(self, *, bus_master=True, mps=1, mrrs=2, extended_tag=True, rcb_128=False,
@@ -91,6 +92,8 @@ class DmaEnv:
         self.sideband.set_cfg(self.cfg)
 
     def set_bus_master(self, enabled):
+        from cocotb.utils import get_sim_time
+        self.rules.bme_cleared_at = None if enabled else get_sim_time("ns")
         c = dict(self.cfg)
         bm = PciCommand.BUS_MASTER.value
         c["command"] = (c["command"] | bm) if enabled else (c["command"] & ~bm)
@@ -136,3 +139,98 @@ class DmaEnv:
                 return
             await RisingEdge(self.dut.clk)
         raise AssertionError("the DMA engine did not become idle")
+
+
+class TlpRules:
+    """Checks every TLP the DUT sends against the PCIe rules for MRd / MWr requests.
+
+    Max_Read_Request_Size / Max_Payload_Size, no 4 KiB crossing (PCIe Base 4.0 §2.2.7), 3-DW
+    headers below 4 GiB (§2.2.4.1), byte-enable rules (§2.2.5), requester ID, 5-bit tags unless
+    extended tags are on, nothing sent while Bus Master Enable is clear. It also follows the
+    completion data outstanding (as the bridge sees it) to check the engine's completion
+    buffer limit. Violations are collected in :attr:`errors`.
+    """
+
+    def __init__(self, env, cpl_buffer_bytes=16384):
+        self.env = env
+        self.errors = []
+        self.mrd = []               # (time ns, tag, addr, bytes)
+        self.mwr = []               # (time ns, addr, bytes)
+        self.cpl_buffer_bytes = cpl_buffer_bytes
+        self.outstanding = {}       # tag -> dword-rounded bytes
+        self.max_outstanding = 0
+        self.bme_cleared_at = None  # sim time (ns) Bus Master Enable was last cleared
+        env.dev.tx_monitors.append(self._tx)
+        env.dev.rx_monitors.append(self._rx)
+
+    def _error(self, message, tlp):
+        self.errors.append(f"{message}: {tlp!r}")
+
+    def _tx(self, tlp):
+        from cocotb.utils import get_sim_time
+
+        from virtio_pcie.spec.pcie import FmtType, payload_size_bytes
+        cfg = self.env.cfg
+        ft = tlp.fmt_type
+        is_rd = ft in (FmtType.MRD32.value, FmtType.MRD64.value)
+        is_wr = ft in (FmtType.MWR32.value, FmtType.MWR64.value)
+        if not (is_rd or is_wr):
+            self._error("unexpected TLP type", tlp)
+            return
+        now = get_sim_time("ns")
+        # A TLP already started when Bus Master Enable was cleared may finish: allow the
+        # longest TLP's beats and a few cycles of pipeline.
+        grace = CLOCK_NS * (4096 // (self.env.data_width // 8) + 8)
+        if self.bme_cleared_at is not None and now - self.bme_cleared_at > grace:
+            self._error(f"request sent {now - self.bme_cleared_at} ns after Bus Master Enable "
+                        f"was cleared", tlp)
+        n_dw = tlp.length_dw
+        fbe, lbe = tlp["req.first_be"], tlp["req.last_be"]
+        addr = tlp.address
+        if n_dw == 1:
+            if lbe != 0 or fbe == 0:
+                self._error("bad byte enables for a 1-DW request", tlp)
+            first = (fbe & -fbe).bit_length() - 1
+            nbytes = fbe.bit_length() - first
+            if fbe != ((1 << nbytes) - 1) << first:
+                self._error("non-contiguous byte enables", tlp)
+        else:
+            first = (fbe & -fbe).bit_length() - 1
+            if fbe == 0 or lbe == 0 or fbe >> first != (0xF >> first) or \
+                    lbe & (lbe + 1):
+                self._error("bad byte enables for a multi-DW request", tlp)
+            nbytes = 4 * n_dw - first - (4 - lbe.bit_length())
+        start = addr + first
+        if tlp["req.requester_id"] != self.env.cfg["pcie_id"]:
+            self._error("wrong requester ID", tlp)
+        if (start < 1 << 32) != (not tlp.is_4dw):
+            self._error("4-DW header iff the address is 4 GiB or more", tlp)
+        if (addr & 0xFFF) + 4 * n_dw > 4096:
+            self._error("crosses a 4 KiB boundary", tlp)
+        if is_rd:
+            if nbytes > payload_size_bytes(min(cfg["max_read_request_size"], 5)):
+                self._error("longer than Max_Read_Request_Size", tlp)
+            if not cfg["extended_tag"] and tlp.tag >= 32:
+                self._error("8-bit tag without extended tags", tlp)
+            self.mrd.append((now, tlp.tag, start, nbytes))
+            self.outstanding[tlp.tag] = 4 * n_dw
+            total = sum(self.outstanding.values())
+            self.max_outstanding = max(self.max_outstanding, total)
+            if total > self.cpl_buffer_bytes:
+                self._error(f"{total} bytes of completions outstanding", tlp)
+        else:
+            if nbytes > payload_size_bytes(min(cfg["max_payload_size"], 5)):
+                self._error("longer than Max_Payload_Size", tlp)
+            if len(tlp.payload) != 4 * n_dw:
+                self._error("payload does not match Length", tlp)
+            self.mwr.append((now, start, nbytes))
+
+    def _rx(self, tlp):
+        if not tlp.is_completion:
+            return
+        from virtio_pcie.spec.pcie import CplStatus
+        done = (tlp["cpl.status"] != CplStatus.SC.value or not tlp.payload or
+                (tlp["cpl.byte_count"] or 4096) <= len(tlp.payload) -
+                (tlp["cpl.lower_address"] & 3))
+        if done:
+            self.outstanding.pop(tlp.tag, None)
