@@ -650,6 +650,42 @@ async def run_bus_master(dut):
     finish(env)
 
 
+# -- a small configuration ----------------------------------------------------------------------
+
+@cocotb.test()
+async def run_small_config(dut):
+    """One client, 32 tags, two request slots, a 4 KiB completion buffer: everything still
+    works, one largest read at a time, with reordered split completions and a timeout."""
+    env, chk = await setup(dut, latency_ns=400, reorder=True, rcb=64)
+    env.set_cfg(mrrs=5, mps=5, extended_tag=True)
+    rng = random.Random(11)
+    cases = [(rng.randrange(4096), rng.randrange(64), rng.choice([1, 9, 200, 1500, 3000]))
+             for _ in range(16)]
+    for batch in chk.plan(cases):
+        await chk.reads(batch)
+        await chk.writes(batch)
+    assert env.rules.max_outstanding <= 4096
+    assert max(tag for _t, tag, _a, _n in env.rules.mrd) < 32
+    host = env.host_base + 7 * PAGE
+    _cpl_hook(env, lambda req: req.address == host, lambda r, c: [], every=True)
+    t = await env.clients[0].submit_read(host, 0, 64)
+    assert await with_timeout(t.wait(), 3 * TIMEOUT_CYCLES * 4, "ns") == DmaError.TIMEOUT
+    env.dev.completion_hook = None
+    for batch in chk.plan(cases[:6]):
+        await chk.reads(batch)
+    finish(env)
+
+
+def build_small_config():
+    from virtio_pcie_tb import harness
+    from virtio_pcie_tb.designs.dma_testbench import DmaTestbench
+    return harness.build(DmaTestbench, {
+        "data_width": 64, "clients": 1, "buffer_bytes": 4096,
+        "engine": {"tag_count": 32, "read_ops": 2, "cpl_buffer_bytes": 4096,
+                   "cpl_buffer_headers": 65, "completion_timeout_cycles": TIMEOUT_CYCLES},
+    }, name="dma_small", ports_only=True)
+
+
 # -- pytest launchers -----------------------------------------------------------------------------
 
 WIDTHS = [64, 128, 256]
@@ -668,7 +704,36 @@ def test_dma(simulate, data_width):
 
 
 @pytest.mark.sim
+def test_dma_small_config(simulate):
+    simulate(build_small_config(), "test_dma", testcase=["run_small_config"])
+
+
+@pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.parametrize("data_width", WIDTHS)
 def test_dma_full_sweeps(simulate, data_width):
     simulate(build_dma_testbench(data_width), "test_dma", testcase=FULL)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("kwargs, message", [
+    ({"data_width": 48}, "data_width"),
+    ({"data_width": 64, "clients": 0}, "clients"),
+    ({"data_width": 64, "tag_count": 16}, "tag_count"),
+    ({"data_width": 64, "tag_count": 512}, "tag_count"),
+    ({"data_width": 64, "read_ops": 0}, "op_count"),
+    ({"data_width": 64, "cpl_buffer_bytes": 2048}, "cpl_buffer_bytes"),
+    ({"data_width": 64, "cpl_buffer_headers": 8}, "cpl_buffer_headers"),
+    ({"data_width": 64, "completion_timeout_cycles": 0}, "completion_timeout_cycles"),
+])
+def test_dma_parameters(kwargs, message):
+    import gc
+    import warnings
+
+    from virtio_pcie.dma.engine import DmaEngine
+    with warnings.catch_warnings():
+        # The half-built component is dropped unused, on purpose.
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=message):
+            DmaEngine(**kwargs)
+        gc.collect()

@@ -21,6 +21,10 @@ def _cmd_bench(args):
     import json
 
     from virtio_pcie_tb.bench import BENCHES
+    if args.size is not None and not 1 <= args.size <= 65535:
+        print(f"virtio-pcie bench: --size must be from 1 to 65535, not {args.size}",
+              file=sys.stderr)
+        return 2
     names = list(BENCHES) if args.name == "all" else [args.name]
     widths = [args.width] if args.width else [64, 128, 256]
     for name in names:
@@ -28,6 +32,10 @@ def _cmd_bench(args):
         options = {"widths": widths}
         if args.latency_ns is not None:
             options["latencies_ns"] = [args.latency_ns]
+        if args.size is not None:
+            options["sizes"] = [args.size]
+        if args.dir is not None:
+            options["dirs"] = [args.dir]
         rows = []
         for row in runner(**options):
             rows.append(row)
@@ -61,6 +69,10 @@ def build_parser():
                    help="TLP data path width in bits (default: all three)")
     p.add_argument("--latency-ns", type=int, metavar="N",
                    help="host completion latency in ns (default: 500 and 1000)")
+    p.add_argument("--size", type=int, metavar="BYTES",
+                   help="dma only: one transfer size, 1 to 65535 (default: 64 B to 64 KiB)")
+    p.add_argument("--dir", choices=["read", "write"],
+                   help="dma only: one direction (default: both)")
     p.add_argument("--json", action="store_true", help="one JSON object per result line")
     p.set_defaults(func=_cmd_bench)
     return parser

@@ -73,7 +73,7 @@ class DmaEnv:
         cocotb.start_soon(self.sideband.watch_events(dut.clk, self.event_counts))
         self.cfg = {}
         self.set_cfg()
-        self.rules = TlpRules(self)
+        self.rules = TlpRules(self, params.get("engine", {}).get("cpl_buffer_bytes", 16384))
 
     # -- configuration -----------------------------------------------------------------------
     def set_cfg(self, *, bus_master=True, mps=1, mrrs=2, extended_tag=True, rcb_128=False,

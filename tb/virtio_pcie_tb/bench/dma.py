@@ -23,7 +23,6 @@ test it runs in the simulator, once per data width.
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import cocotb
@@ -66,13 +65,14 @@ def run_dma(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, sizes=D
         progress(f"dma: building the {width}-bit design")
         design = build_dma_testbench(width)
         progress(f"dma: {width} bits, {len(points)} points")
-        with tempfile.TemporaryDirectory(prefix="virtio-pcie-bench-") as tmp:
-            out = Path(tmp) / "results.json"
-            harness.run(design, "virtio_pcie_tb.bench.dma", test_dir=Path(tmp),
-                        testcase=["run_dma_bench"], quiet=True,
-                        env={"BENCH_POINTS": json.dumps(points),
-                             "BENCH_OUT": str(out), "COCOTB_LOG_LEVEL": "WARNING"})
-            results = json.loads(out.read_text())
+        test_dir = harness.SIM_BUILD / "bench" / "dma" / str(width)
+        out = test_dir / "results.json"
+        out.unlink(missing_ok=True)
+        harness.run(design, "virtio_pcie_tb.bench.dma", test_dir=test_dir,
+                    testcase=["run_dma_bench"], quiet=True,
+                    env={"BENCH_POINTS": json.dumps(points), "BENCH_OUT": str(out),
+                         "COCOTB_LOG_LEVEL": "WARNING"})
+        results = json.loads(out.read_text())
         for r in results:
             yield {"bench": "dma", "width": width, "latency_ns": r["latency_ns"],
                    "clock_mhz": CLOCK_MHZ, "dir": r["dir"], "size": r["size"],
