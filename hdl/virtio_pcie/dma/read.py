@@ -22,6 +22,7 @@ from ..spec.pcie import (ADDRESS_32_LIMIT, MAX_SIZE_ENCODING, MAX_TLP_PAYLOAD_BY
                          REQUEST_BOUNDARY_BYTES, CplStatus, FmtType, PciCommand, TlpHeader,
                          payload_size_bytes)
 from ..tlp.signature import DATA_WIDTHS, TlpSignature
+from .completion_writer import BEAT_INDEX_WIDTH, CompletionWriter
 from .interface import (DMA_LEN_WIDTH, DMA_RAM_ADDR_WIDTH, DmaError, DmaRamWriteSignature,
                         DmaRoutedReadRequest, DmaRoutedStatus, DmaStatistics, client_index_width)
 
@@ -154,7 +155,6 @@ class DmaReadEngine(wiring.Component):
         OB  = max(1, ceil_log2(OPS))
         CB  = self._client_bits
         RA  = DMA_RAM_ADDR_WIDTH - LB      # row (beat) address bits
-        ALL = (1 << B) - 1
         cfg = self.cfg
 
         TagEntry = data.StructLayout({
@@ -482,9 +482,9 @@ class DmaReadEngine(wiring.Component):
             "row0":    RA,           # buffer row of payload byte 0
             "k0":      1,            # first row (relative) with useful bytes, and lane
             "u0m":     LB,
-            "k1":      11,           # last row (relative) with useful bytes, and lane
+            "k1":      BEAT_INDEX_WIDTH,  # last row (relative) with useful bytes, and lane
             "u1m":     LB,
-            "nb":      11,           # beats the header announces
+            "nb":      BEAT_INDEX_WIDTH,  # beats the header announces
         })
         st  = table_cpl.data
         pg  = progress_rd.data
@@ -580,9 +580,9 @@ class DmaReadEngine(wiring.Component):
                          ctx_new.err.eq(DmaError.MALFORMED)]
 
         ctx_reg = Signal(Ctx)
-        j_reg   = Signal(11)
+        j_reg   = Signal(BEAT_INDEX_WIDTH)
         ctx     = Signal(Ctx)
-        j       = Signal(11)
+        j       = Signal(BEAT_INDEX_WIDTH)
         sop     = s1_beat.sop
         m.d.comb += [
             ctx.eq(Mux(sop, ctx_new, ctx_reg)),
@@ -669,104 +669,30 @@ class DmaReadEngine(wiring.Component):
             used_h.eq(used_h + Mux(issue, need_h, 0) - ret_h),
         ]
 
-        # --- S2: realign and write ----------------------------------------------------------------
-        s2_valid = Signal()
-        s2_rows  = Signal()
-        s2_client = Signal(CB)
-        s2_row   = Signal(RA)
-        s2_s     = Signal(LB)
-        s2_data  = Signal(W)
-        s2_j     = Signal(11)
-        s2_k0    = Signal()
-        s2_u0m   = Signal(LB)
-        s2_k1    = Signal(11)
-        s2_u1m   = Signal(LB)
-        s2_ev    = Signal(Event)
-        with m.If(~stall):
-            m.d.sync += [
-                s2_valid.eq(s1_valid),
-                s2_rows.eq(s1_valid & ~s1_token & ctx.rows & (kind == CplKind.DATA)),
-                s2_client.eq(ctx.client),
-                s2_row.eq(ctx.row0 + j),
-                s2_s.eq(ctx.s),
-                s2_data.eq(s1_beat.data),
-                s2_j.eq(j),
-                s2_k0.eq(ctx.k0),
-                s2_u0m.eq(ctx.u0m),
-                s2_k1.eq(ctx.k1),
-                s2_u1m.eq(ctx.u1m),
-                s2_ev.eq(s1_ev),
-            ]
-
-        def row_mask(k):
-            # Lanes of relative row ``k`` holding useful bytes.
-            first = (Const(ALL, B) << s2_u0m)[:B]
-            last  = ~(Const(ALL, B) << (s2_u1m + 1))[:B]
-            inside = (k >= s2_k0) & (k <= s2_k1)
-            return Mux(inside, Mux(k == s2_k0, first, ALL) & Mux(k == s2_k1, last, ALL), 0)
-
-        hi_lanes = Signal(B)          # lanes below s: they belong to the next row
-        m.d.comb += hi_lanes.eq(~(Const(ALL, B) << s2_s)[:B])
-        rot     = Signal(W)           # payload byte i at lane (i + s) mod B
-        m.d.comb += rot.eq(Cat(s2_data, s2_data).bit_select((B - s2_s).as_unsigned() << 3, W))
-        be_lo   = Signal(B)
-        be_hi   = Signal(B)
+        # --- S2: realign and write ------------------------------------------------------------
+        m.submodules.writer = writer = CompletionWriter(data_width=W, clients=self._clients,
+                                                        event=Event)
         m.d.comb += [
-            be_lo.eq(row_mask(s2_j) & ~hi_lanes),
-            be_hi.eq(row_mask(s2_j + 1) & hi_lanes),
+            stall.eq(~writer.i.ready),
+            writer.i.valid.eq(s1_valid),
+            writer.i.p.rows.eq(~s1_token & ctx.rows & (kind == CplKind.DATA)),
+            writer.i.p.client.eq(ctx.client),
+            writer.i.p.row.eq(ctx.row0 + j),
+            writer.i.p.s.eq(ctx.s),
+            writer.i.p.data.eq(s1_beat.data),
+            writer.i.p.j.eq(j),
+            writer.i.p.k0.eq(ctx.k0),
+            writer.i.p.u0m.eq(ctx.u0m),
+            writer.i.p.k1.eq(ctx.k1),
+            writer.i.p.u1m.eq(ctx.u1m),
+            writer.i.p.event.eq(s1_ev),
         ]
-
-        acc_valid  = Signal()
-        acc_client = Signal(CB)
-        acc_row    = Signal(RA)
-        acc_data   = Signal(W)
-        acc_be     = Signal(B)
-        acc_ev     = Signal(Event)
-
-        m.d.comb += stall.eq(s2_valid & s2_rows & acc_valid &
-                             ((acc_row != s2_row) | (acc_client != s2_client)))
-
-        merged = Signal(W)
-        m.d.comb += merged.eq(Cat(Mux(acc_be[i], acc_data.word_select(i, 8), rot.word_select(i, 8))
-                                  for i in range(B)))
-        ram = self.ram
-        with m.If(s2_valid & s2_rows & ~stall):
-            wr_be = be_lo | Mux(acc_valid, acc_be, 0)
-            m.d.comb += [
-                ram.en.eq(wr_be != 0),
-                ram.addr.eq(s2_row),
-                ram.data.eq(Mux(acc_valid, merged, rot)),
-                ram.be.eq(wr_be),
-                self.ram_client.eq(s2_client),
-            ]
-            with m.If(acc_valid):
-                m.d.comb += ev_a.eq(acc_ev)
-            m.d.sync += [
-                acc_valid.eq(be_hi != 0),
-                acc_client.eq(s2_client),
-                acc_row.eq(s2_row + 1),
-                acc_data.eq(rot),
-                acc_be.eq(be_hi),
-                acc_ev.eq(0),
-            ]
-            # The TLP's event waits for its last row if that row stays behind.
-            with m.If(be_hi != 0):
-                m.d.sync += acc_ev.eq(s2_ev)
-            with m.Else():
-                m.d.comb += ev_b.eq(s2_ev)
-        with m.Else():
-            with m.If(acc_valid):
-                m.d.comb += [
-                    ram.en.eq(1),
-                    ram.addr.eq(acc_row),
-                    ram.data.eq(acc_data),
-                    ram.be.eq(acc_be),
-                    self.ram_client.eq(acc_client),
-                    ev_a.eq(acc_ev),
-                ]
-                m.d.sync += [acc_valid.eq(0), acc_ev.eq(0)]
-            with m.If(s2_valid & ~stall):
-                m.d.comb += ev_b.eq(s2_ev)
+        wiring.connect(m, writer=writer.ram, engine=wiring.flipped(self.ram))
+        m.d.comb += [
+            self.ram_client.eq(writer.ram_client),
+            ev_a.eq(writer.event_row),
+            ev_b.eq(writer.event_beat),
+        ]
 
         # =========================================================================================
         # Request table updates and statuses

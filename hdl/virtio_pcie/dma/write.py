@@ -10,7 +10,8 @@ and request follows request, with no idle beat between them::
 
 * The **splitter** turns a request into one descriptor per TLP.
 * The **row reader** reads the buffer rows each TLP needs (a row shared by two TLPs of one
-  request is read once), or makes rows from a request's immediate data.
+  request is read once, a row holding nothing but the first dword's padding not at all), or
+  makes rows from a request's immediate data.
 * The **TLP builder** shifts rows from buffer alignment to payload alignment (payload byte 0 in
   lane 0 of the first beat is the byte at host address ``addr & ~3``) and sends the beats.
 
@@ -111,6 +112,7 @@ class DmaWriteEngine(wiring.Component):
             "x0":          DMA_RAM_ADDR_WIDTH,   # buffer address of payload byte 0
             "rows":        SIZE_WIDTH - LB + 1,  # buffer rows the payload spans
             "shared":      1,              # its first row is the previous TLP's last row
+            "skip":        1,              # its first row holds only padding: not read
             "keep_last":   1,              # its last row is the next TLP's first row
             "imm_en":      1,
             "imm_data":    8 * IMMEDIATE_BYTES,
@@ -161,6 +163,7 @@ class DmaWriteEngine(wiring.Component):
             desc.x0.eq(cur_ram - pad),
             desc.rows.eq(((desc.x0[:LB] + span - 1) >> LB) + 1),
             desc.shared.eq(~cur_first & (desc.x0[:LB] != 0)),
+            desc.skip.eq(cur_first & ((desc.x0[:LB] + pad) >= B)),
             desc.keep_last.eq(~last & ((desc.x0 + span)[:LB] != 0)),
             desc.imm_en.eq(cur_imm),
             desc.imm_data.eq(cur_imm_data),
@@ -205,47 +208,52 @@ class DmaWriteEngine(wiring.Component):
         rcount = Signal(range(ROW_FIFO_DEPTH + 1))
         rpop   = Signal(2)
 
-        rd_active = Signal()
+        # The current job's rows still to read; a descriptor is taken with (or right after) its
+        # predecessor's last read, and if nothing is left to read its first row is read in the
+        # same cycle, so jobs with no row to read (a TLP living in a row shared with the
+        # previous one, an error) cost no read cycle.
         rd_row    = Signal(RA)
         rd_left   = Signal(SIZE_WIDTH - LB + 1)
         rd_imm    = Signal()
         rd_imm_data = Signal(8 * IMMEDIATE_BYTES)
+        rd_client = Signal(CB)
         inflight  = Signal()          # a row arrives this cycle
         inflight_imm = Signal()
         imm_row   = Signal(W)
 
-        space   = (rcount + inflight) < ROW_FIFO_DEPTH
-        do_read = rd_active & (rd_left != 0) & space
-        with m.If(do_read):
-            m.d.sync += [rd_row.eq(rd_row + 1), rd_left.eq(rd_left - 1)]
-        m.d.comb += [
-            self.ram.addr.eq(rd_row),
-            self.ram.en.eq(do_read & ~rd_imm),
-        ]
-        m.d.sync += [
-            inflight.eq(do_read),
-            inflight_imm.eq(rd_imm),
-            imm_row.eq(Mux(rd_row == 1, rd_imm_data, 0)),
-        ]
-
-        rd_client = Signal(CB)
-        m.d.comb += self.ram_client.eq(rd_client)
-        job_done = ~rd_active | (rd_left == 0) | (do_read & (rd_left == 1))
         nd = Signal(Desc)
         m.d.comb += nd.eq(to_reader.r_data)
-        take = job_done & to_reader.r_rdy & to_builder.w_rdy
+        nd_row0 = (nd.x0 >> LB) + nd.shared + nd.skip
+        nd_rows = Mux(nd.status_only, 0, nd.rows - nd.shared - nd.skip)
+
+        space     = (rcount + inflight) < ROW_FIFO_DEPTH
+        cur_rows  = rd_left != 0
+        read_cur  = cur_rows & space
+        take      = to_reader.r_rdy & to_builder.w_rdy & (~cur_rows | (read_cur & (rd_left == 1)))
+        read_head = take & ~cur_rows & (nd_rows != 0) & space
+        do_read   = read_cur | read_head
+        addr      = Mux(cur_rows, rd_row, nd_row0)
+        imm       = Mux(cur_rows, rd_imm, nd.imm_en)
+        imm_data  = Mux(cur_rows, rd_imm_data, nd.imm_data)
         m.d.comb += [
+            self.ram.addr.eq(addr),
+            self.ram.en.eq(do_read & ~imm),
+            self.ram_client.eq(Mux(cur_rows, rd_client, nd.client)),
             to_reader.r_en.eq(take),
             to_builder.w_en.eq(take),
             to_builder.w_data.eq(to_reader.r_data),
         ]
-        with m.If(job_done & ~take):
-            m.d.sync += rd_active.eq(0)
+        m.d.sync += [
+            inflight.eq(do_read),
+            inflight_imm.eq(imm),
+            imm_row.eq(Mux(addr == 1, imm_data, 0)),
+        ]
+        with m.If(read_cur):
+            m.d.sync += [rd_row.eq(rd_row + 1), rd_left.eq(rd_left - 1)]
         with m.If(take):
             m.d.sync += [
-                rd_active.eq(1),
-                rd_row.eq((nd.x0 >> LB) + nd.shared),
-                rd_left.eq(Mux(nd.status_only, 0, nd.rows - nd.shared)),
+                rd_row.eq(nd_row0 + read_head),
+                rd_left.eq(nd_rows - read_head),
                 rd_imm.eq(nd.imm_en),
                 rd_imm_data.eq(nd.imm_data),
                 rd_client.eq(nd.client),
@@ -289,7 +297,8 @@ class DmaWriteEngine(wiring.Component):
         ]
         last_beat = j + 1 == n
         need_hi   = (s != 0) & (j + 1 < d.rows)
-        have      = rcount >= 1 + need_hi
+        virt      = d.skip & (j == 0)           # the first row is not in the FIFO: zeros
+        have      = rcount >= 1 + need_hi - virt
         drop      = Mux(j == 0, ~bme, drop_reg)
         out_free  = ~tx.valid | tx.ready
         direct_ok = ~tx.valid                   # nothing waits in the output register
@@ -298,7 +307,7 @@ class DmaWriteEngine(wiring.Component):
 
         rows_left = d.rows - j
         with m.If(fire):
-            m.d.comb += rpop.eq(Mux(last_beat, rows_left - d.keep_last, 1))
+            m.d.comb += rpop.eq(Mux(last_beat, rows_left - d.keep_last, 1) - virt)
             m.d.sync += [j.eq(Mux(last_beat, 0, j + 1)), drop_reg.eq(drop)]
             with m.If(drop):
                 m.d.sync += err_acc.eq(DmaError.BUS_MASTER_DISABLED)
@@ -340,7 +349,8 @@ class DmaWriteEngine(wiring.Component):
             m.d.sync += [
                 tx.valid.eq(1),
                 tx.p.hdr.eq(hdr),
-                tx.p.data.eq(Cat(rq[0], rq[1]).bit_select(s << 3, W)),
+                tx.p.data.eq(Cat(Mux(virt, 0, rq[0]), Mux(virt, rq[0], rq[1]))
+                             .bit_select(s << 3, W)),
                 tx.p.keep.eq(keep),
                 tx.p.sop.eq(j == 0),
                 tx.p.eop.eq(last_beat),

@@ -42,16 +42,18 @@ def transfer_count(size):
     return max(16, min(256, POINT_BYTES // size))
 
 
-def _points(sizes, latencies, dirs):
-    return [{"latency_ns": lat, "dir": d, "size": s}
-            for lat in latencies for d in dirs for s in sizes]
+def _points(sizes, latencies, dirs, offsets=((0, 0),)):
+    return [{"latency_ns": lat, "dir": d, "size": s, "host_offset": ho, "ram_offset": ro}
+            for lat in latencies for d in dirs for ho, ro in offsets for s in sizes]
 
 
 def run_dma(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, sizes=DEFAULT_SIZES,
-            dirs=DIRECTIONS, progress=None):
+            dirs=DIRECTIONS, offsets=((0, 0),), progress=None):
     """Measure every point; yields one result dict per point as each width finishes.
 
-    ``progress(message)`` (default: print to stderr) reports builds and runs.
+    ``offsets`` lists (host address offset, buffer address offset) pairs to measure
+    (misalignment, in bytes); ``progress(message)`` (default: print to stderr) reports builds
+    and runs.
     """
     from virtio_pcie_tb import harness
     from virtio_pcie_tb.designs.dma_testbench import build_dma_testbench
@@ -60,7 +62,7 @@ def run_dma(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, sizes=D
         def progress(message):
             print(message, file=sys.stderr, flush=True)
 
-    points = _points(list(sizes), list(latencies_ns), list(dirs))
+    points = _points(list(sizes), list(latencies_ns), list(dirs), list(offsets))
     for width in widths:
         progress(f"dma: building the {width}-bit design")
         design = build_dma_testbench(width)
@@ -79,6 +81,7 @@ def run_dma(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, sizes=D
                    "bytes_per_cycle": r["bytes_per_cycle"],
                    "efficiency": r["bytes_per_cycle"] / (width // 8),
                    "gbit_per_s": r["bytes_per_cycle"] * 8 * CLOCK_MHZ / 1000,
+                   "host_offset": r["host_offset"], "ram_offset": r["ram_offset"],
                    "transfers": r["transfers"], "cycles": r["cycles"]}
 
 
@@ -127,7 +130,8 @@ async def run_dma_bench(dut):
         env.dev.latency_ns = p["latency_ns"]
         size, n = p["size"], transfer_count(p["size"])
         submit = client.submit_read if p["dir"] == "read" else client.submit_write
-        transfers = [await submit(base, 0, size) for _ in range(n)]
+        host, ram = base + p.get("host_offset", 0), p.get("ram_offset", 0)
+        transfers = [await submit(host, ram, size) for _ in range(n)]
         await with_timeout(Combine(*(t.done.wait() for t in transfers)), 50, "ms")
         bad = [t for t in transfers if t.status != DmaError.OK]
         assert not bad, f"benchmark transfers failed: {bad[:3]}"
