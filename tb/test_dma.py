@@ -169,10 +169,22 @@ async def setup(dut, seed=0, **bridge_args):
 
 
 def finish(env):
+    """End-of-test checks: no rule broken, no stray status, and the statistics counters agree
+    with what the host saw."""
     assert not env.rules.errors, env.rules.errors[:5]
     assert not env.dev.all_errors, env.dev.all_errors[:5]
     for c in env.clients:
         assert not c.unmatched, c.unmatched[:5]
+    s = env.stats()
+    rules = env.rules
+    seen = {
+        "rd_requests": sum(c.submitted["rd"] for c in env.clients),
+        "wr_requests": sum(c.submitted["wr"] for c in env.clients),
+        "rd_tlps": len(rules.mrd), "rd_bytes": sum(n for _t, _g, _a, n in rules.mrd),
+        "wr_tlps": len(rules.mwr), "wr_bytes": sum(n for _t, _a, n in rules.mwr),
+        "rd_completions": rules.completions,
+    }
+    assert {name: s[name] for name in seen} == seen, (s, seen)
 
 
 def sweep_cases(data_width, full):
@@ -531,10 +543,10 @@ async def run_unexpected_completions(dut):
     for tag in (0, 1, 77, 200):            # retired or never used
         t = RawTlp(stray.hdr, stray.payload)
         t["cpl.tag"] = tag
-        env.dev.rx_cpl.send_nowait(t)
+        env.inject_completion(t)
     other = RawTlp(stray.hdr, stray.payload)
     other["cpl.requester_id"] = env.cfg["pcie_id"] ^ 0x100
-    env.dev.rx_cpl.send_nowait(other)
+    env.inject_completion(other)
     await env.cycles(100)
     assert await chk.snapshot(0, 0, env.buffer_bytes) == before
     assert env.stats()["cpl_unexpected"] == 5
@@ -566,7 +578,7 @@ async def run_timeout(dut):
     await chk.reads([(0, env.host_base + 2 * PAGE, 3000, 256)])
     before = await chk.snapshot(0, 0, env.buffer_bytes)
     for cpl in stash:
-        env.dev.rx_cpl.send_nowait(cpl)
+        env.inject_completion(cpl)
     await env.cycles(50)
     assert await chk.snapshot(0, 0, env.buffer_bytes) == before
     s = env.stats()

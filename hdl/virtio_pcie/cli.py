@@ -25,6 +25,11 @@ def _cmd_bench(args):
         print(f"virtio-pcie bench: --size must be from 1 to 65535, not {args.size}",
               file=sys.stderr)
         return 2
+    for name in ("host_offset", "buffer_offset"):
+        if not 0 <= getattr(args, name) < 4096:
+            print(f"virtio-pcie bench: --{name.replace('_', '-')} must be from 0 to 4095",
+                  file=sys.stderr)
+            return 2
     names = list(BENCHES) if args.name == "all" else [args.name]
     widths = [args.width] if args.width else [64, 128, 256]
     for name in names:
@@ -36,6 +41,8 @@ def _cmd_bench(args):
             options["sizes"] = [args.size]
         if args.dir is not None:
             options["dirs"] = [args.dir]
+        if args.host_offset or args.buffer_offset:
+            options["offsets"] = [(args.host_offset, args.buffer_offset)]
         rows = []
         for row in runner(**options):
             rows.append(row)
@@ -73,6 +80,10 @@ def build_parser():
                    help="dma only: one transfer size, 1 to 65535 (default: 64 B to 64 KiB)")
     p.add_argument("--dir", choices=["read", "write"],
                    help="dma only: one direction (default: both)")
+    p.add_argument("--host-offset", type=int, default=0, metavar="BYTES",
+                   help="dma only: host addresses this far past a page boundary (default 0)")
+    p.add_argument("--buffer-offset", type=int, default=0, metavar="BYTES",
+                   help="dma only: buffer addresses this far past a row boundary (default 0)")
     p.add_argument("--json", action="store_true", help="one JSON object per result line")
     p.set_defaults(func=_cmd_bench)
     return parser

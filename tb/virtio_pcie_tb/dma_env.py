@@ -122,6 +122,12 @@ class DmaEnv:
         mem, off = self.region(addr)
         return bytes(mem[off:off + length])
 
+    def inject_completion(self, cpl):
+        """Send a completion to the DUT now, past the host model (a stray or late one)."""
+        for monitor in self.dev.rx_monitors:
+            monitor(cpl)
+        self.dev.rx_cpl.send_nowait(cpl)
+
     # -- status ----------------------------------------------------------------------------------
     @property
     def idle(self):
@@ -160,6 +166,7 @@ class TlpRules:
         self.outstanding = {}       # tag -> dword-rounded bytes
         self.max_outstanding = 0
         self.bme_cleared_at = None  # sim time (ns) Bus Master Enable was last cleared
+        self.completions = 0        # completion TLPs delivered to the DUT
         env.dev.tx_monitors.append(self._tx)
         env.dev.rx_monitors.append(self._rx)
 
@@ -228,6 +235,7 @@ class TlpRules:
     def _rx(self, tlp):
         if not tlp.is_completion:
             return
+        self.completions += 1
         from virtio_pcie.spec.pcie import CplStatus
         done = (tlp["cpl.status"] != CplStatus.SC.value or not tlp.payload or
                 (tlp["cpl.byte_count"] or 4096) <= len(tlp.payload) -

@@ -20,7 +20,9 @@ back in the status. Any host and buffer alignment is allowed; the engine realign
   always accepted, one beat per cycle, with byte enables). Completions may arrive in any order
   across PCIe tags and split at the read completion boundary; bytes land at their place
   directly, so the buffer never needs reordering. The status comes when every byte of the
-  request has landed (or on the first error).
+  request has landed, or after an error once no more of its data can land: the engine writes
+  nothing into a request's buffer range after its status, so the client may reuse the range at
+  once. (Read statuses come in completion order, not request order.)
 * **Writes**: the engine reads the write buffer through ``wr_ram`` (address in one cycle, data
   the next; no back-pressure) and issues MWr TLPs split at Max_Payload_Size and 4 KiB. With
   ``imm_en`` set, the data is instead the low ``len`` bytes of ``imm_data`` (``len`` <= 8) and

@@ -88,13 +88,17 @@ def run_dma(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, sizes=D
 def format_table(rows):
     """A Markdown table per data width and latency: size down, read and write across."""
     lines = []
-    keys = sorted({(r["width"], r["latency_ns"]) for r in rows})
-    for width, lat in keys:
-        sel = [r for r in rows if r["width"] == width and r["latency_ns"] == lat]
+    keys = sorted({(r["width"], r["latency_ns"], r.get("host_offset", 0),
+                    r.get("ram_offset", 0)) for r in rows})
+    for width, lat, ho, ro in keys:
+        sel = [r for r in rows if (r["width"], r["latency_ns"], r.get("host_offset", 0),
+                                   r.get("ram_offset", 0)) == (width, lat, ho, ro)]
         sizes = sorted({r["size"] for r in sel})
         by = {(r["dir"], r["size"]): r for r in sel}
+        where = f", host offset {ho}, buffer offset {ro}" if ho or ro else ""
         lines.append(f"**{width}-bit datapath ({width // 8} B/cycle, "
-                     f"{width * CLOCK_MHZ / 1000:.0f} Gbit/s), completion latency {lat} ns**")
+                     f"{width * CLOCK_MHZ / 1000:.0f} Gbit/s), completion latency {lat} ns"
+                     f"{where}**")
         lines.append("")
         lines.append("| size | read B/cycle | read | write B/cycle | write |")
         lines.append("|---:|---:|---:|---:|---:|")

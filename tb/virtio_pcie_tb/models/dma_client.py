@@ -247,6 +247,7 @@ class DmaClient:
         self._pending = {"rd": {}, "wr": {}}
         self._next_tag = {"rd": 0, "wr": 0}
         self._free = {"rd": Event(), "wr": Event()}
+        self.submitted = {"rd": 0, "wr": 0}
         self.unmatched = []          # statuses for no outstanding request (an engine bug)
         self.wr_order = []           # write tags in the order their statuses came
         StatusMonitor(dut, f"{prefix}__rd_status", clock, lambda w: self._status("rd", w))
@@ -266,6 +267,7 @@ class DmaClient:
 
     async def submit_read(self, host_addr, ram_addr, length):
         tag = await self._alloc_tag("rd")
+        self.submitted["rd"] += 1
         t = Transfer("rd", tag, host_addr, ram_addr, length)
         self._pending["rd"][tag] = t
         word = self.rd_codec.pack({"host_addr": host_addr, "ram_addr": ram_addr,
@@ -277,6 +279,7 @@ class DmaClient:
     async def submit_write(self, host_addr, ram_addr, length, imm=None):
         """A write of ``length`` bytes from the write buffer, or of ``imm`` (an int) if given."""
         tag = await self._alloc_tag("wr")
+        self.submitted["wr"] += 1
         t = Transfer("wr", tag, host_addr, ram_addr, length, imm=imm)
         self._pending["wr"][tag] = t
         word = self.wr_codec.pack({"host_addr": host_addr, "ram_addr": ram_addr, "len": length,
