@@ -73,7 +73,9 @@ class DmaEnv:
         cocotb.start_soon(self.sideband.watch_events(dut.clk, self.event_counts))
         self.cfg = {}
         self.set_cfg()
-        self.rules = TlpRules(self, params.get("engine", {}).get("cpl_buffer_bytes", 16384))
+        engine = params.get("engine", {})
+        self.rules = TlpRules(self, engine.get("cpl_buffer_bytes", 16384),
+                              engine.get("completion_timeout_cycles", 12_500_000))
 
     # -- configuration -----------------------------------------------------------------------
     def set_cfg(self, *, bus_master=True, mps=1, mrrs=2, extended_tag=True, rcb_128=False,
@@ -101,11 +103,18 @@ class DmaEnv:
         self.sideband.set_cfg(c)
 
     async def reset(self):
+        """Reset the DUT; the statistics counters restart, and so does the bookkeeping."""
+        self.rules.outstanding.clear()
+        self.rules.mrd.clear()
+        self.rules.mwr.clear()
+        self.rules.completions = 0
+        for c in self.clients:
+            c.submitted = {"rd": 0, "wr": 0}
         self.dut.rst.value = 1
         await ClockCycles(self.dut.clk, 4)
         self.dut.rst.value = 0
-        # the engine fills its tag pool after reset (one tag per cycle)
-        await ClockCycles(self.dut.clk, 260)
+        await RisingEdge(self.dut.clk)
+        # (The engine takes requests once it has filled its tag pool, one tag per cycle.)
 
     # -- host memory ---------------------------------------------------------------------------
     def region(self, addr):
@@ -157,13 +166,15 @@ class TlpRules:
     buffer limit. Violations are collected in :attr:`errors`.
     """
 
-    def __init__(self, env, cpl_buffer_bytes=16384):
+    def __init__(self, env, cpl_buffer_bytes=16384, timeout_cycles=12_500_000):
         self.env = env
+        # A read older than this has been timed out by the engine: its space is free again.
+        self.timeout_ns = (timeout_cycles - 8) * CLOCK_NS
         self.errors = []
         self.mrd = []               # (time ns, tag, addr, bytes)
         self.mwr = []               # (time ns, addr, bytes)
         self.cpl_buffer_bytes = cpl_buffer_bytes
-        self.outstanding = {}       # tag -> dword-rounded bytes
+        self.outstanding = {}       # tag -> (dword-rounded bytes, time issued)
         self.max_outstanding = 0
         self.bme_cleared_at = None  # sim time (ns) Bus Master Enable was last cleared
         self.completions = 0        # completion TLPs delivered to the DUT
@@ -220,8 +231,13 @@ class TlpRules:
             if not cfg["extended_tag"] and tlp.tag >= 32:
                 self._error("8-bit tag without extended tags", tlp)
             self.mrd.append((now, tlp.tag, start, nbytes))
-            self.outstanding[tlp.tag] = 4 * n_dw
-            total = sum(self.outstanding.values())
+            live = {tag: (n, t) for tag, (n, t) in self.outstanding.items()
+                    if now - t < self.timeout_ns}
+            if tlp.tag in live:
+                self._error("tag reused while a read with it is outstanding", tlp)
+            self.outstanding[tlp.tag] = (4 * n_dw, now)
+            live[tlp.tag] = (4 * n_dw, now)
+            total = sum(n for n, _t in live.values())
             self.max_outstanding = max(self.max_outstanding, total)
             if total > self.cpl_buffer_bytes:
                 self._error(f"{total} bytes of completions outstanding", tlp)

@@ -436,7 +436,8 @@ class DmaReadEngine(wiring.Component):
         in_tlp = Signal()
         rx     = self.rx_cpl
         take_token = tok_pending & ~in_tlp & ~stall
-        m.d.comb += rx.ready.eq(~stall & ~(tok_pending & ~in_tlp))
+        # (Completions wait while the tag state is cleared after reset.)
+        m.d.comb += rx.ready.eq(init_done & ~stall & ~(tok_pending & ~in_tlp))
         rx_take = rx.valid & rx.ready
         with m.If(rx_take):
             m.d.sync += in_tlp.eq(~rx.p.eop)
@@ -668,6 +669,17 @@ class DmaReadEngine(wiring.Component):
             used_b.eq(used_b + Mux(issue, need_b, 0) - ret_b),
             used_h.eq(used_h + Mux(issue, need_h, 0) - ret_h),
         ]
+
+        # After reset every tag is idle, not quarantined, with no progress of an earlier issue:
+        # the tag state RAMs are cleared while the pool is filled (nothing else writes them
+        # then: no request is taken and no completion either).
+        with m.If(~init_done):
+            m.d.comb += [
+                a_wr.en.eq(1), a_wr.addr.eq(init_ctr), a_wr.data.eq(0),
+                b_wr.en.eq(1), b_wr.addr.eq(init_ctr), b_wr.data.eq(0),
+                q_wr.en.eq(1), q_wr.addr.eq(init_ctr), q_wr.data.eq(0),
+                progress_wr.en.eq(1), progress_wr.addr.eq(init_ctr), progress_wr.data.eq(0),
+            ]
 
         # --- S2: realign and write ------------------------------------------------------------
         m.submodules.writer = writer = CompletionWriter(data_width=W, clients=self._clients,
