@@ -8,6 +8,18 @@ client's buffer, found from the tag's table entry and the completion's Byte Coun
 reorder buffer is needed (the verilog-pcie / Corundum design; this is an independent
 implementation). A request's status comes when every PCIe tag it used has been retired, after
 the last of its bytes was written, so nothing ever lands in a client buffer after its status.
+
+Inside, in the order a completion meets them::
+
+    req ──► request table ──► MRd issue ──► tx_req         (tag pool, completion space)
+                 ▲                │ tag table, issue time
+                 │ events         ▼
+    rx_cpl ──► S0: read the tag's entries ──► S1: check, place, retire ──► S2: CompletionWriter
+                 ▲ timeout tokens                                              │ ram
+                 └── timeout scanner (one tag per cycle)
+
+After reset the engine fills its tag pool and clears the tag state, one tag per cycle, before it
+takes requests or completions.
 """
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal
@@ -88,8 +100,9 @@ class DmaReadEngine(wiring.Component):
     tx_req : Out(TlpSignature(data_width))
         MRd requests (one beat each).
     rx_cpl : In(TlpSignature(data_width))
-        Completions; every beat is accepted at once except for a one-cycle pause when a
-        timed-out tag is retired or when two completions write the same buffer row.
+        Completions; a beat is taken every cycle, except for one cycle when a timed-out tag is
+        retired, or when a completion starts in another buffer row than the one the previous
+        completion ended in (see :class:`~.completion_writer.CompletionWriter`).
     cfg : In(FunctionConfig)
     events : Out(FunctionEvents)
         ``received_master_abort`` (UR completion), ``received_target_abort`` (CA completion),
