@@ -64,7 +64,7 @@ def run_dma(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, sizes=D
 
     points = _points(list(sizes), list(latencies_ns), list(dirs), list(offsets))
     for width in widths:
-        progress(f"dma: building the {width}-bit design")
+        progress(f"dma: {width}-bit design (Verilator build, cached after the first run)")
         design = build_dma_testbench(width)
         progress(f"dma: {width} bits, {len(points)} points")
         test_dir = harness.SIM_BUILD / "bench" / "dma" / str(width)
