@@ -413,3 +413,18 @@ def test_ethernet_header_tables():
     assert eth.frame_offset(eth.ETH_HLEN, (eth.IPV6_HEADER, "src")) == 22
     assert eth.L4_HEADER_MIN_LEN[eth.IpProto.TCP] == 20
     assert (eth.ETH_ZLEN, eth.VLAN_HLEN, eth.ETH_FCS_LEN) == (60, 4, 4)
+
+
+def test_transfer_size_rules():
+    # PCIe Base 4.0 §7.5.3.4: 000b = 128 bytes ... 101b = 4096 bytes.
+    assert [pcie.payload_size_bytes(n) for n in range(pcie.MAX_SIZE_ENCODING + 1)] == \
+        [128, 256, 512, 1024, 2048, 4096]
+    assert pcie.payload_size_bytes(pcie.MAX_SIZE_ENCODING) == pcie.MAX_TLP_PAYLOAD_BYTES
+    # Length is 10 bits with 0 meaning 1024 DW; Byte Count is 12 bits with 0 meaning 4096.
+    assert 4 * (1 << pcie.TlpDw0["length"].width) == pcie.MAX_TLP_PAYLOAD_BYTES
+    assert 1 << pcie.TlpCompletionHeader["byte_count"].width == pcie.MAX_TLP_PAYLOAD_BYTES
+    assert pcie.REQUEST_BOUNDARY_BYTES == 4096
+    assert pcie.RCB_BYTES == (64, 128)
+    # Lower Address carries the low 7 bits: enough to place a completion within a 128-byte RCB.
+    assert 1 << pcie.TlpCompletionHeader["lower_address"].width == max(pcie.RCB_BYTES)
+    assert pcie.ADDRESS_32_LIMIT == 2**32

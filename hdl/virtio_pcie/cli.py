@@ -41,6 +41,42 @@ def _cmd_cosim(args):
     return run_cosim(args)
 
 
+def _cmd_bench(args):
+    import json
+
+    from virtio_pcie_tb.bench import BENCHES
+    if args.size is not None and not 1 <= args.size <= 65535:
+        print(f"virtio-pcie bench: --size must be from 1 to 65535, not {args.size}",
+              file=sys.stderr)
+        return 2
+    for name in ("host_offset", "buffer_offset"):
+        if not 0 <= getattr(args, name) < 4096:
+            print(f"virtio-pcie bench: --{name.replace('_', '-')} must be from 0 to 4095",
+                  file=sys.stderr)
+            return 2
+    names = list(BENCHES) if args.name == "all" else [args.name]
+    widths = [args.width] if args.width else [64, 128, 256]
+    for name in names:
+        runner, table = BENCHES[name]()
+        options = {"widths": widths}
+        if args.latency_ns is not None:
+            options["latencies_ns"] = [args.latency_ns]
+        if args.size is not None:
+            options["sizes"] = [args.size]
+        if args.dir is not None:
+            options["dirs"] = [args.dir]
+        if args.host_offset or args.buffer_offset:
+            options["offsets"] = [(args.host_offset, args.buffer_offset)]
+        rows = []
+        for row in runner(**options):
+            rows.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
+        if not args.json:
+            print(table(rows), flush=True)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="virtio-pcie",
@@ -77,6 +113,26 @@ def build_parser():
     from virtio_pcie_tb.cosim.launcher import add_arguments
     add_arguments(p)
     p.set_defaults(func=_cmd_cosim)
+
+    p = sub.add_parser("bench", help="measure performance in simulated clock cycles",
+                       description="Measure performance in clock cycles of cycle-accurate "
+                                   "simulation (250 MHz core clock). Results go to standard "
+                                   "output, progress to standard error.")
+    p.add_argument("name", choices=["dma", "all"], help="what to measure ('all': everything)")
+    p.add_argument("--width", type=int, choices=[64, 128, 256],
+                   help="TLP data path width in bits (default: all three)")
+    p.add_argument("--latency-ns", type=int, metavar="N",
+                   help="host completion latency in ns (default: 500 and 1000)")
+    p.add_argument("--size", type=int, metavar="BYTES",
+                   help="dma only: one transfer size, 1 to 65535 (default: 64 B to 64 KiB)")
+    p.add_argument("--dir", choices=["read", "write"],
+                   help="dma only: one direction (default: both)")
+    p.add_argument("--host-offset", type=int, default=0, metavar="BYTES",
+                   help="dma only: host addresses this far past a page boundary (default 0)")
+    p.add_argument("--buffer-offset", type=int, default=0, metavar="BYTES",
+                   help="dma only: buffer addresses this far past a row boundary (default 0)")
+    p.add_argument("--json", action="store_true", help="one JSON object per result line")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -46,7 +46,8 @@ REPO = HDL_PACKAGE.parent.parent if (HDL_PACKAGE.parent.name == "hdl") else None
 SIM_BUILD = Path(os.environ.get("VIRTIO_PCIE_SIM_BUILD",
                                 (REPO if REPO is not None else Path.cwd()) / "sim_build"))
 
-# Verilator lint categories that Amaranth's generated Verilog trips without being wrong.
+# Verilator lint categories that Amaranth's generated Verilog trips without being wrong. Large
+# designs are split into several C++ files and compiled in parallel (see _make_overrides).
 VERILATOR_ARGS = [
     "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT",
     "-Wno-UNUSEDSIGNAL", "-Wno-PINCONNECTEMPTY", "-Wno-LATCH",
@@ -113,14 +114,15 @@ class Build:
     """A compiled design: its directory, top-level name and the parameters it was built with."""
 
     def __init__(self, name, directory, params, toplevel="dut", factory=None, waves=False,
-                 debug_aliases=True):
-        self.name      = name
-        self.directory = directory
-        self.params    = params
-        self.toplevel  = toplevel
-        self.factory   = factory
-        self.waves     = waves
+                 debug_aliases=True, ports_only=False):
+        self.name          = name
+        self.directory     = directory
+        self.params        = params
+        self.toplevel      = toplevel
+        self.factory       = factory
+        self.waves         = waves
         self.debug_aliases = debug_aliases
+        self.ports_only    = ports_only
 
     @property
     def verilog(self):
@@ -266,7 +268,7 @@ def fix_constant_always(text):
 
 
 def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, waves=False,
-          debug_aliases=True):
+          debug_aliases=True, ports_only=False):
     """Elaborate ``factory(**params)`` and compile it with Verilator, once per distinct design.
 
     ``factory`` is a :class:`~amaranth.lib.wiring.Component` class or any callable returning one;
@@ -274,12 +276,18 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
     separate build; :func:`run` makes one by itself when a test fails). With
     ``debug_aliases=False`` the per-field wires of struct-shaped signals are left out (see
     :func:`strip_debug_aliases`): a faster build and simulation, and waveforms show the structs
-    as plain vectors. Returns a :class:`Build`.
+    as plain vectors. With ``ports_only``, only the top level's ports are visible to cocotb
+    (VPI) instead of every signal: Verilator can then optimise the design's internals away,
+    which makes large designs compile and run several times faster (waveforms still show
+    everything). Returns a :class:`Build`.
     """
     _setup_path()
     params = dict(params or {})
     name   = name or getattr(factory, "__name__", "design")
     args   = list(VERILATOR_ARGS)
+    if ports_only:
+        # cocotb's runner passes --public-flat-rw; undo it and make only the top level public.
+        args += ["--no-public-flat-rw", "--public-depth", "1"]
     if waves:
         lz4 = _lz4_dir()
         args += ["--trace-fst", "--trace-structs", "-CFLAGS", f"-I{lz4}",
@@ -292,7 +300,7 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
     directory = SIM_BUILD / "designs" / f"{name}-{key}{'-waves' if waves else ''}"
     stamp = directory / "build.stamp"
     result = Build(name, directory, params, toplevel, factory=factory, waves=waves,
-                   debug_aliases=debug_aliases)
+                   debug_aliases=debug_aliases, ports_only=ports_only)
 
     with _locked(directory.with_suffix(".lock")):
         if stamp.exists() and (directory / toplevel).exists():
@@ -348,7 +356,7 @@ def _results(xml_path):
 
 def _traced(design):
     return build(design.factory, design.params, name=design.name, toplevel=design.toplevel,
-                 waves=True, debug_aliases=design.debug_aliases)
+                 waves=True, debug_aliases=design.debug_aliases, ports_only=design.ports_only)
 
 
 def _filter(cases):

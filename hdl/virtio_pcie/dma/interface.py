@@ -20,7 +20,9 @@ back in the status. Any host and buffer alignment is allowed; the engine realign
   always accepted, one beat per cycle, with byte enables). Completions may arrive in any order
   across PCIe tags and split at the read completion boundary; bytes land at their place
   directly, so the buffer never needs reordering. The status comes when every byte of the
-  request has landed (or on the first error).
+  request has landed, or after an error once no more of its data can land: the engine writes
+  nothing into a request's buffer range after its status, so the client may reuse the range at
+  once. (Read statuses come in completion order, not request order.)
 * **Writes**: the engine reads the write buffer through ``wr_ram`` (address in one cycle, data
   the next; no back-pressure) and issues MWr TLPs split at Max_Payload_Size and 4 KiB. With
   ``imm_en`` set, the data is instead the low ``len`` bytes of ``imm_data`` (``len`` <= 8) and
@@ -47,6 +49,8 @@ __all__ = [
     "DMA_LEN_WIDTH", "DMA_TAG_WIDTH", "DMA_RAM_ADDR_WIDTH", "DmaError",
     "DmaReadRequest", "DmaWriteRequest", "DmaStatus",
     "DmaRamWriteSignature", "DmaRamReadSignature", "DmaClientSignature",
+    "client_index_width", "DmaRoutedReadRequest", "DmaRoutedWriteRequest", "DmaRoutedStatus",
+    "DmaStatistics",
 ]
 
 #: Bits of a transfer length in bytes (so at most 65535 bytes per request).
@@ -183,3 +187,44 @@ class DmaClientSignature(wiring.Signature):
 
     def __repr__(self):
         return f"DmaClientSignature({self._data_width})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Between the DMA engine's own blocks: requests and statuses tagged with the client they belong
+# to (the arbiters add the index, the engines carry it through, the status router consumes it).
+# ---------------------------------------------------------------------------------------------
+
+def client_index_width(clients):
+    """Bits of a client index for ``clients`` clients (at least 1)."""
+    if not isinstance(clients, int) or clients < 1:
+        raise ValueError(f"clients must be a positive integer, not {clients!r}")
+    return max(1, (clients - 1).bit_length())
+
+
+def DmaRoutedReadRequest(clients):
+    return data.StructLayout({"client": client_index_width(clients), "req": DmaReadRequest})
+
+
+def DmaRoutedWriteRequest(clients):
+    return data.StructLayout({"client": client_index_width(clients), "req": DmaWriteRequest})
+
+
+def DmaRoutedStatus(clients):
+    return data.StructLayout({"client": client_index_width(clients), "status": DmaStatus})
+
+
+#: Statistics counters of the DMA engine (each wraps at 2**32). Read side: ``rd_requests``
+#: accepted, ``rd_tlps`` MRd issued, ``rd_bytes`` requested by them, ``rd_completions`` received,
+#: ``rd_errors`` requests that ended with an error, ``rd_timeouts`` PCIe tags that timed out,
+#: ``cpl_unexpected`` completions for no outstanding request (dropped), ``cpl_malformed``
+#: completions that did not fit their request (dropped), ``rd_tag_starved`` / ``rd_credit_starved``
+#: cycles a read was ready to go but no tag / completion buffer space was free. Write side:
+#: ``wr_requests``, ``wr_tlps`` MWr issued, ``wr_bytes`` written by them, ``wr_errors``. Link:
+#: ``tx_stalled`` cycles ``tx_req`` was valid and not ready.
+DmaStatistics = data.StructLayout({
+    name: 32 for name in (
+        "rd_requests", "rd_tlps", "rd_bytes", "rd_completions", "rd_errors", "rd_timeouts",
+        "cpl_unexpected", "cpl_malformed", "rd_tag_starved", "rd_credit_starved",
+        "wr_requests", "wr_tlps", "wr_bytes", "wr_errors", "tx_stalled",
+    )
+})

@@ -32,6 +32,8 @@ __all__ = [
     "PcieLinkControl2", "MSIX_PBA_ENTRY_BITS",
     "CONFIG_SPACE_SIZE", "LEGACY_CONFIG_SPACE_SIZE", "CAP_POINTER_MIN",
     "payload_size_bytes", "read_request_size_bytes",
+    "REQUEST_BOUNDARY_BYTES", "MAX_TLP_PAYLOAD_BYTES", "MAX_SIZE_ENCODING", "RCB_BYTES",
+    "ADDRESS_32_LIMIT",
 ]
 
 
@@ -227,6 +229,20 @@ def payload_size_bytes(encoded):
 
 
 read_request_size_bytes = payload_size_bytes
+
+#: Largest Max_Payload_Size / Max_Read_Request_Size encoding (4096 bytes); 6 and 7 are reserved
+#: (PCIe Base 4.0 §7.5.3.4).
+MAX_SIZE_ENCODING = 5
+#: Largest TLP payload and largest memory read request, in bytes (PCIe Base 4.0 §2.2.2: Length
+#: 0 encodes 1024 DW; §2.2.9: Byte Count 0 encodes 4096 bytes).
+MAX_TLP_PAYLOAD_BYTES = 4096
+#: A memory request must not cross a 4-KB address boundary (PCIe Base 4.0 §2.2.7).
+REQUEST_BOUNDARY_BYTES = 4096
+#: Read Completion Boundary in bytes, indexed by Link Control.RCB (PCIe Base 4.0 §2.3.1.1,
+#: §7.5.3.7): completions of one read are split only at naturally aligned multiples of it.
+RCB_BYTES = (64, 128)
+#: Memory requests to addresses below this use the 3-DW (32-bit) header (PCIe Base 4.0 §2.2.4.1).
+ADDRESS_32_LIMIT = 1 << 32
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,41 +1,46 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Merges several TLP streams into one, a whole TLP at a time.
+"""Round-robin merging of TLP streams, a whole TLP at a time."""
 
-Round-robin between packets: when a TLP ends, the next input after the one just served that has a
-TLP waiting goes next, so no input starves another. The beats of a TLP are never interleaved with
-another's. The arbiter holds no data: a beat moves from the granted input to the output in the
-same cycle, so a TLP that an input has handed over is already on the output (a client that waits
-for its TLP to leave before issuing something else keeps that order on the link).
-
-Once the output shows a beat, the choice is held until that beat is taken, so the output follows
-the stream rules even when a more favoured input becomes valid in the meantime.
-"""
-
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .signature import TlpSignature
 
-__all__ = ["TlpArbiter"]
+__all__ = ["TlpArbiter", "round_robin"]
+
+
+def round_robin(m, requests, last, sel, any_):
+    """Drive ``sel`` with the first asserted bit of ``requests`` after index ``last``."""
+    n = len(requests)
+    with m.Switch(last):
+        for prev in range(n):
+            with m.Case(prev):
+                for off in reversed(range(1, n + 1)):
+                    idx = (prev + off) % n
+                    with m.If(requests[idx]):
+                        m.d.comb += [sel.eq(idx), any_.eq(1)]
 
 
 class TlpArbiter(wiring.Component):
-    """Round-robin TLP stream arbiter.
+    """Merges TLP streams into one, taking turns TLP by TLP (round robin).
+
+    It adds no latency and no buffering: a beat is taken from an input in the cycle it is taken
+    by the output, so a producer knows when its TLP has left (the DMA write engine relies on
+    this to order its statuses after its data). Once an input's beat is offered on the output it
+    stays selected until that TLP's last beat is taken (stream rule 2 holds on the output).
 
     Parameters
     ----------
     data_width : int
-        TLP data path width, in bits.
+        TLP data path width in bits.
     inputs : int
         Number of input streams.
 
     Members
     -------
     i : In(TlpSignature(data_width)).array(inputs)
-        The inputs.
     o : Out(TlpSignature(data_width))
-        The merged stream.
     """
 
     def __init__(self, *, data_width, inputs):
@@ -50,18 +55,16 @@ class TlpArbiter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self._inputs
-        locked = Signal()                       # a TLP is under way, or a beat is shown
-        owner  = Signal(range(n))
-        last   = Signal(range(n), init=n - 1)   # the input served last
+        last   = Signal(range(n))
+        grant  = Signal(range(n))
+        locked = Signal()
         pick   = Signal(range(n))
-        for k in range(n):
-            for j in reversed(range(n)):
-                candidate = (k + 1 + j) % n
-                with m.If((last == k) & self.i[candidate].valid):
-                    m.d.comb += pick.eq(candidate)
+        any_   = Signal()
+        round_robin(m, [self.i[k].valid for k in range(n)], last, pick, any_)
         sel = Signal(range(n))
-        m.d.comb += sel.eq(Mux(locked, owner, pick))
-
+        m.d.comb += sel.eq(grant)
+        with m.If(~locked):
+            m.d.comb += sel.eq(pick)
         with m.Switch(sel):
             for k in range(n):
                 with m.Case(k):
@@ -74,5 +77,5 @@ class TlpArbiter(wiring.Component):
             with m.If(self.o.ready & self.o.p.eop):
                 m.d.sync += [locked.eq(0), last.eq(sel)]
             with m.Else():
-                m.d.sync += [locked.eq(1), owner.eq(sel)]
+                m.d.sync += [locked.eq(1), grant.eq(sel)]
         return m
