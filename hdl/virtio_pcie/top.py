@@ -1,0 +1,316 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""A complete virtio PCI Express function, assembled from parameters.
+
+::
+
+                      ┌───────────────────────── VirtioPcieDevice ─────────────────────────────┐
+    rx_req  ─────────►│ PcieFunction ── common/isr/device/notify/legacy ──► VirtioTransport    │
+    tx_cpl  ◄─────────│  (config space,            (register bus)            │  │  │          │
+                      │   completer, MSI-X, INTx)  ◄── msix, intx ───────────┘  │  │          │
+    tx_req  ◄─────────│  ◄── dma_req ── DmaEngine ◄─ client 0 ─ VirtqueueEngine ◄┘  │ queues   │
+    rx_cpl  ─────────►│               (read/write)  ◄─ client 1.. ─┐   │  ▲          │          │
+                      │                                           │   ▼  │ used     │ config   │
+                      │                                          device back-end ◄───┘          │
+                      │                                          (VirtioBlkDevice: medium AXI4; │
+                      │                                           VirtioNetDevice: MAC streams) │
+                      └────────────────────────────────────────────────────────────────────────┘
+
+Only composition happens here: each block's behaviour is documented in its own module. The
+parameters choose the device type and its options; everything the blocks must agree on (queue
+count, offered features, device-configuration size, MSI-X vectors, which request port each queue
+uses) is derived once, from the device back-end, and handed to the others.
+
+Ports: the four TLP streams of :mod:`virtio_pcie.tlp.signature`; the device's own side (blk:
+``medium``, an AXI4 master, unless the disk is in on-chip RAM, and ``capacity`` when the size
+is not a parameter; net: ``mac_tx``/``mac_rx`` AXI-Stream, ``link_up``, ``loopback``); in
+``"ext"`` configuration mode (a vendor hard IP owns the header) ``ext_cfg`` and ``cfg_port``;
+and ``counters`` for benchmarks and bring-up.
+"""
+
+from amaranth import Module, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out, connect, flipped
+
+from .devices.axi_ram import AxiRam
+from .devices.blk import VirtioBlkDevice
+from .devices.net import VirtioNetDevice
+from .dma.engine import DmaEngine
+from .dma.interface import DmaStatistics
+from .function.interface import FunctionConfig
+from .function.layout import FunctionLayout
+from .function.pcie_function import PcieFunction
+from .function.register_bus import RegisterBusSignature
+from .function.config_space import CONFIG_ADDR_WIDTH
+from .spec.virtio import VirtioDeviceId, VirtioF
+from .tlp.signature import DATA_WIDTHS, TlpSignature
+from .virtio.engine_signatures import VirtqCounters
+from .virtio.transport import VirtioTransport
+from .virtio.virtqueue import VirtqueueEngine
+
+__all__ = ["DEVICES", "VirtioPcieDevice"]
+
+DEVICES = ("blk", "net")
+
+_DEVICE_TYPE = {"blk": VirtioDeviceId.BLOCK, "net": VirtioDeviceId.NET}
+
+
+class VirtioPcieDevice(wiring.Component):
+    """A virtio device on PCI Express: ``device`` is ``"blk"`` or ``"net"``.
+
+    Parameters
+    ----------
+    device : str
+        ``"blk"`` (virtio-blk) or ``"net"`` (virtio-net).
+    data_width : int
+        TLP data path width, in bits (64, 128 or 256); also the DMA and device data width.
+    transitional : bool
+        Add the legacy (virtio 0.9.5) I/O-BAR interface and transitional IDs.
+    config_mode : str
+        ``"full"``: the function owns its whole configuration space (soft PCIe, simulation,
+        co-simulation). ``"ext"``: a hard IP owns the header, BARs and standard capabilities and
+        forwards configuration accesses from ``ext_cap_pointer`` up (7-series
+        ``EXT_CFG_CAP_PTR``); its configuration state comes in on ``ext_cfg``.
+    ext_cap_pointer : int
+        First forwarded configuration offset in ``"ext"`` mode.
+    queues : int
+        blk: request queues (MQ when > 1); net: receive/transmit queue pairs (MQ when > 1).
+    max_queue_size : int
+        Largest (and reset) ``queue_size``.
+    msix_vectors : int or None
+        MSI-X table size; by default one per queue plus one for configuration changes (Linux's
+        per-queue vector policy).
+    notify_off_multiplier : int
+        0, 4, or a power of two up to a page (one doorbell page per queue).
+    capacity : int or None
+        blk: disk size in 512-byte sectors; ``None`` adds a ``capacity`` input.
+    onchip_medium : bool
+        blk: keep the disk in on-chip RAM (needs ``capacity``) instead of the ``medium`` AXI4
+        master port.
+    blk_options, net_options : dict
+        Further keyword arguments of :class:`~.devices.blk.VirtioBlkDevice` /
+        :class:`~.devices.net.VirtioNetDevice`.
+    dma_options : dict
+        Further keyword arguments of :class:`~.dma.engine.DmaEngine`.
+    engine_options : dict
+        Further keyword arguments of :class:`~.virtio.virtqueue.VirtqueueEngine`.
+    """
+
+    def __init__(self, *, device="blk", data_width=128, transitional=False, config_mode="full",
+                 ext_cap_pointer=0xA8, queues=1, max_queue_size=256, msix_vectors=None,
+                 notify_off_multiplier=4, capacity=None, onchip_medium=False,
+                 blk_options=None, net_options=None, dma_options=None, engine_options=None):
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+        if data_width not in DATA_WIDTHS:
+            raise ValueError(f"data_width must be one of {DATA_WIDTHS}, not {data_width!r}")
+        if not isinstance(queues, int) or queues < 1:
+            raise ValueError(f"queues must be a positive integer, not {queues!r}")
+        if onchip_medium and (device != "blk" or capacity is None):
+            raise ValueError("onchip_medium needs device='blk' and a capacity")
+        self._device_name = device
+        self._data_width = data_width
+        self._onchip = onchip_medium
+        self._capacity = capacity
+
+        # --- the device back-end decides queues, features and configuration size ------------
+        if device == "blk":
+            self._device = VirtioBlkDevice(data_width=data_width, queue_count=queues,
+                                           capacity=capacity, **(blk_options or {}))
+            queue_count = queues
+            features = self._device.features
+            port_of_queue = (0,) * queue_count
+            pulled_ports = ()
+            dma_clients = 2
+        else:
+            self._device = VirtioNetDevice(data_width=data_width, queue_pairs=queues,
+                                           **(net_options or {}))
+            queue_count = self._device.queue_count
+            features = self._device.device_features
+            port_names = ["rxq", "txq", "ctrlq"]
+            roles = self._device.queue_roles
+            port_of_queue = tuple(port_names.index(port) for _role, port, _pulled in roles)
+            pulled_ports = (port_names.index("rxq"),)
+            dma_clients = 3
+        if transitional:
+            # A transitional device MUST offer ANY_LAYOUT (virtio 1.2 §6.3); ours take any.
+            features |= 1 << VirtioF.ANY_LAYOUT
+        self._features = features
+        self._queue_count = queue_count
+        self._port_of_queue = port_of_queue
+        if msix_vectors is None:
+            msix_vectors = queue_count + 1
+
+        self._layout = FunctionLayout(
+            device_type=_DEVICE_TYPE[device], transitional=transitional,
+            queue_count=queue_count, msix_vectors=msix_vectors,
+            notify_off_multiplier=notify_off_multiplier,
+            device_cfg_length=self._device.config_size, config_mode=config_mode,
+            ext_cap_pointer=ext_cap_pointer)
+        self._function = PcieFunction(layout=self._layout, data_width=data_width)
+        self._transport = VirtioTransport(
+            queue_count=queue_count, queue_size_max=max_queue_size,
+            device_type=_DEVICE_TYPE[device], device_features=features,
+            device_config_size=self._device.config_size, msix_vectors=msix_vectors,
+            notify_off_multiplier=notify_off_multiplier, transitional=transitional)
+        self._dma = DmaEngine(data_width=data_width, clients=dma_clients,
+                              **(dma_options or {}))
+        self._engine = VirtqueueEngine(data_width=data_width, queue_count=queue_count,
+                                       max_queue_size=max_queue_size,
+                                       port_of_queue=port_of_queue, pulled_ports=pulled_ports,
+                                       **(engine_options or {}))
+
+        members = {
+            "rx_req":   In(TlpSignature(data_width)),
+            "tx_cpl":   Out(TlpSignature(data_width)),
+            "tx_req":   Out(TlpSignature(data_width)),
+            "rx_cpl":   In(TlpSignature(data_width)),
+            "counters": Out(self.counters_layout()),
+        }
+        if config_mode == "ext":
+            members["ext_cfg"]  = In(FunctionConfig)
+            members["cfg_port"] = In(RegisterBusSignature(CONFIG_ADDR_WIDTH))
+        if device == "blk":
+            if not onchip_medium:
+                members["medium"] = Out(self._device.medium.signature)
+            if capacity is None:
+                members["capacity"] = In(64)
+        else:
+            members["mac_tx"]   = Out(self._device.mac_tx.signature)
+            members["mac_rx"]   = In(self._device.mac_rx.signature.flip())
+            members["link_up"]  = In(1)
+            members["loopback"] = In(1)
+        super().__init__(members)
+
+    # -- what users of the core need to know -----------------------------------------------------
+
+    @staticmethod
+    def counters_layout():
+        """Layout of the ``counters`` port: the virtqueue engine's and the DMA engine's."""
+        return data.StructLayout({"virtq": VirtqCounters, "dma": DmaStatistics})
+
+    @property
+    def layout(self):
+        """The :class:`~.function.layout.FunctionLayout` (IDs, BARs, capabilities, windows)."""
+        return self._layout
+
+    @property
+    def device_features(self):
+        return self._features
+
+    @property
+    def queue_count(self):
+        return self._queue_count
+
+    @property
+    def device_name(self):
+        return self._device_name
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.function  = function  = self._function
+        m.submodules.transport = transport = self._transport
+        m.submodules.dma       = dma       = self._dma
+        m.submodules.engine    = engine    = self._engine
+        m.submodules.device    = device    = self._device
+
+        # --- the link ---------------------------------------------------------------------------
+        connect(m, host=flipped(self.rx_req), function=function.rx_req)
+        connect(m, function=function.tx_cpl, host=flipped(self.tx_cpl))
+        connect(m, function=function.tx_req, host=flipped(self.tx_req))
+        connect(m, host=flipped(self.rx_cpl), dma=dma.rx_cpl)
+        connect(m, dma=dma.tx_req, function=function.dma_req)
+        if "ext_cfg" in self.signature.members:
+            m.d.comb += function.ext_cfg.eq(self.ext_cfg)
+            connect(m, adapter=flipped(self.cfg_port), function=function.cfg_port)
+
+        # --- the function's state and events ------------------------------------------------------
+        m.d.comb += [
+            transport.function_config.eq(function.cfg),
+            dma.cfg.eq(function.cfg),
+            function.events.eq(dma.events),
+        ]
+
+        # --- registers: every virtio window of the function is a transport target ---------------
+        for name in self._layout.register_windows:
+            connect(m, function=getattr(function, name), transport=getattr(transport, name))
+        connect(m, transport=transport.msix, function=function.msix)
+        m.d.comb += function.intx.eq(transport.intx)
+
+        # --- queues -------------------------------------------------------------------------------
+        # The engine's idle must cover DMA still in the engine or on its way to the link, so
+        # that device_status reads 0 only after every write of the function has left
+        # (virtio 1.2 §2.4: no DMA after reset completes).
+        engine_idle = Signal()
+        ctl = transport.queues
+        connect(m, transport=ctl.config, engine=engine.control.config)
+        connect(m, transport=ctl.queue_reset, engine=engine.control.queue_reset)
+        connect(m, engine=engine.control.queue_reset_done, transport=ctl.queue_reset_done)
+        connect(m, engine=engine.control.irq, transport=ctl.irq)
+        m.d.comb += [
+            engine.control.notify.payload.eq(ctl.notify.payload),
+            engine.control.notify.valid.eq(ctl.notify.valid),
+            engine.control.reset.eq(ctl.reset),
+            engine.control.driver_ok.eq(ctl.driver_ok),
+            engine.control.event_idx.eq(ctl.event_idx),
+            engine.control.indirect_desc.eq(ctl.indirect_desc),
+            ctl.needs_reset.eq(engine.control.needs_reset),
+            engine_idle.eq(engine.control.idle & dma.idle),
+            ctl.idle.eq(engine_idle),
+        ]
+
+        # --- DMA clients: 0 is the virtqueue engine, then the device's ---------------------------
+        connect(m, engine=engine.dma, dma=dma.client[0])
+
+        # --- the device ---------------------------------------------------------------------------
+        # The transport addresses just the structure (e.g. 7 bits for blk's 0x60 bytes); the
+        # device's window may be wider: the upper address bits are zero.
+        tcfg, dcfg = transport.device_config, device.config
+        m.d.comb += [
+            dcfg.bus.addr.eq(tcfg.bus.addr),
+            dcfg.bus.sel.eq(tcfg.bus.sel),
+            dcfg.bus.we.eq(tcfg.bus.we),
+            dcfg.bus.w_data.eq(tcfg.bus.w_data),
+            dcfg.bus.stb.eq(tcfg.bus.stb),
+            tcfg.bus.r_data.eq(dcfg.bus.r_data),
+            tcfg.bus.ack.eq(dcfg.bus.ack),
+            tcfg.changed.eq(dcfg.changed),
+            tcfg.idle.eq(dcfg.idle),
+            dcfg.reset.eq(tcfg.reset),
+            dcfg.driver_ok.eq(tcfg.driver_ok),
+            dcfg.features.eq(tcfg.features),
+        ]
+        if self._device_name == "blk":
+            connect(m, engine=engine.request[0], device=device.requests)
+            connect(m, device=device.completions, engine=engine.completion)
+            connect(m, device=device.dma, dma=dma.client[1])
+            if self._onchip:
+                m.submodules.medium = medium = AxiRam(
+                    size=self._capacity * 512, data_width=self._data_width,
+                    addr_width=device.medium.signature.addr_width)
+                connect(m, device=device.medium, medium=medium.bus)
+            else:
+                connect(m, device=device.medium, host=flipped(self.medium))
+            if "capacity" in self.signature.members:
+                m.d.comb += device.capacity.eq(self.capacity)
+        else:
+            ports = {"rxq": 0, "txq": 1, "ctrlq": 2}
+            for port, index in ports.items():
+                if index < len(engine.request):
+                    connect(m, engine=engine.request[index], device=getattr(device, port))
+            connect(m, device=device.completion, engine=engine.completion)
+            connect(m, device=device.dma_tx, dma=dma.client[1])
+            connect(m, device=device.dma_rx, dma=dma.client[2])
+            connect(m, device=device.mac_tx, host=flipped(self.mac_tx))
+            connect(m, host=flipped(self.mac_rx), device=device.mac_rx)
+            m.d.comb += [
+                device.link_up.eq(self.link_up),
+                device.loopback.eq(self.loopback),
+            ]
+
+        # --- counters -----------------------------------------------------------------------------
+        m.d.comb += [
+            self.counters.virtq.eq(engine.counters),
+            self.counters.dma.eq(dma.stats),
+        ]
+        return m
+
