@@ -25,6 +25,7 @@ the guest environment, the guest scripts and the network peer against a referenc
 import argparse
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -38,7 +39,7 @@ import threading
 import time
 from pathlib import Path
 
-from .designs import DesignError, load_factory, resolve
+from .designs import DesignError, build_design, resolve
 from .guest import GuestEnvironment, SetupError, guest_file
 
 __all__ = ["run_cosim", "add_arguments", "GUEST_IP", "PEER_IP", "PEER_MAC", "GUEST_MAC"]
@@ -59,6 +60,9 @@ EXIT_PROTOCOL = 1
 _STATUS = re.compile(r"COSIM-EXIT-STATUS=(\d+)")
 _MARK = re.compile(r"COSIM-MARK (\w+) uptime=([\d.]+)")
 CONSOLE_LOG_LIMIT = 32 << 20
+SECTOR = 512
+#: Size of the fresh disk image when the design does not fix one (32 MiB).
+DEFAULT_IMAGE_SECTORS = 65536
 
 
 def add_arguments(p):
@@ -67,7 +71,8 @@ def add_arguments(p):
     p.add_argument("--transitional", action="store_true",
                    help="the legacy-capable (transitional) variant of the device")
     p.add_argument("--image", metavar="FILE",
-                   help="disk image for blk (default: a fresh 64 MiB image per run)")
+                   help="raw disk image for blk, used in place (default: a fresh image of the "
+                        "design's capacity, 32 MiB, per run)")
     p.add_argument("--kernel", default="6.12", metavar="6.12|7|PATH",
                    help="guest kernel: Debian trixie 6.12, trixie-backports 7.x, or a path to "
                         "a kernel image or an unpacked kernel package (default 6.12)")
@@ -204,13 +209,11 @@ class Run:
                   f"ready in {self.timings['guest_environment_s']:.1f} s")
 
     def _gateware(self):
-        from .. import harness
         started = time.monotonic()
         d = self.design
         _progress(f"[2/4] gateware: {d.name} ({d.description or d.factory}), "
                   f"{d.params['data_width']}-bit TLP path")
-        build = harness.build(load_factory(d.factory), d.params, name=d.build_name,
-                              verbose=False)
+        build = build_design(d)
         self.build = build
         self.timings["gateware_s"] = time.monotonic() - started
         _progress(f"      built in {self.timings['gateware_s']:.1f} s ({build.directory})")
@@ -229,9 +232,10 @@ class Run:
             "connect_timeout_s": 300,
             "image": str(self.image) if self.image else None,
             "device": self.args.device,
+            "peer": {"mac": PEER_MAC, "ip": PEER_IP},
             "design": {"name": self.design.name, "factory": self.design.factory,
                        "params": self.design.params, "build_name": self.design.build_name,
-                       "testbench": self.design.testbench},
+                       "testbench": self.design.testbench, "builder": self.design.builder},
             "sim_dir": str(sim_dir),
         }
         config_path = self.rundir / "sim-config.json"
@@ -316,9 +320,14 @@ class Run:
     def _disk_image(self):
         if self.args.image:
             path = Path(self.args.image).resolve()
-            if not path.exists():
-                raise SetupError("image", f"--image {path} does not exist")
+            if not path.is_file():
+                raise SetupError("image", f"--image {path} does not exist or is not a file")
+            size = path.stat().st_size
+            if size == 0 or size % SECTOR:
+                raise SetupError("image", f"--image {path} is {size} bytes, not a positive "
+                                          f"multiple of {SECTOR} (a raw disk image)")
             if not self.args.qemu_device:
+                self._fit_design_to(size // SECTOR)
                 return path
             # QEMU runs in the root: give it the image through a hard link or a copy.
             inside = self.rundir / "disk.img"
@@ -330,9 +339,22 @@ class Run:
                     from None
             return inside
         path = self.rundir / "disk.img"
+        capacity = self.design.params.get("capacity") if self.design is not None else None
         with open(path, "wb") as f:
-            f.truncate(64 << 20)
+            f.truncate((capacity or DEFAULT_IMAGE_SECTORS) * SECTOR)
         return path
+
+    def _fit_design_to(self, sectors):
+        """A blk design built for a fixed capacity takes only images of that size; any other
+        image is served by the same design built with ``capacity`` as an input (one more
+        build, shared by every image size)."""
+        d = self.design
+        if d is None or d.params.get("capacity") in (None, sectors):
+            return
+        if "capacity" in d.params:
+            _progress(f"      the image has {sectors} sectors, not the {d.params['capacity']} "
+                      f"the design is built for: using its variable-capacity build")
+            self.design = dataclasses.replace(d, params={**d.params, "capacity": None})
 
     # -- running ---------------------------------------------------------------------------
     def main(self):
@@ -558,9 +580,11 @@ def run_cosim(args):
 def _simulate(config_path):
     """Entry of the child process: build (cached) and run the cosim cocotb module."""
     from .. import harness
+    from .designs import CosimDesign
     config = json.loads(Path(config_path).read_text())
     d = config["design"]
-    built = harness.build(load_factory(d["factory"]), d["params"], name=d["build_name"])
+    built = build_design(CosimDesign(d["name"], d["factory"], d["params"],
+                                     testbench=d.get("testbench"), builder=d.get("builder")))
     # No factory: a failed co-simulation must not be re-run for a waveform (it would wait for
     # QEMU again).
     design = harness.Build(built.name, built.directory, built.params, built.toplevel)
