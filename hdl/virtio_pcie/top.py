@@ -22,7 +22,8 @@ uses) is derived once, from the device back-end, and handed to the others.
 
 Ports: the four TLP streams of :mod:`virtio_pcie.tlp.signature`; the device's own side (blk:
 ``medium``, an AXI4 master, unless the disk is in on-chip RAM, and ``capacity`` when the size
-is not a parameter; net: ``mac_tx``/``mac_rx`` AXI-Stream, ``link_up``, ``loopback``); in
+is not a parameter; net: ``mac_tx``/``mac_rx`` AXI-Stream, ``link_up``, ``loopback`` and the
+device's drop and frame counters ``net_stats``); in
 ``"ext"`` configuration mode (a vendor hard IP owns the header) ``ext_cfg`` and ``cfg_port``;
 and ``counters`` for benchmarks and bring-up.
 """
@@ -179,6 +180,7 @@ class VirtioPcieDevice(wiring.Component):
             members["mac_rx"]   = In(self._device.mac_rx.signature.flip())
             members["link_up"]  = In(1)
             members["loopback"] = In(1)
+            members["net_stats"] = Out(self._device.stats.signature)
         super().__init__(members)
 
     # -- what users of the core need to know -----------------------------------------------------
@@ -306,6 +308,7 @@ class VirtioPcieDevice(wiring.Component):
                 device.link_up.eq(self.link_up),
                 device.loopback.eq(self.loopback),
             ]
+            connect(m, device=device.stats, host=flipped(self.net_stats))
 
         # --- counters -----------------------------------------------------------------------------
         m.d.comb += [
