@@ -108,6 +108,13 @@ class VirtioPcieDevice(wiring.Component):
             raise ValueError(f"queues must be a positive integer, not {queues!r}")
         if onchip_medium and (device != "blk" or capacity is None):
             raise ValueError("onchip_medium needs device='blk' and a capacity")
+        if device == "net" and transitional and not (net_options or {}).get("mrg_rxbuf", True):
+            # A legacy driver that does not negotiate MRG_RXBUF uses the 10-byte header
+            # (virtio 1.2 §5.1.6.1, legacy interface); the net device serves only the 12-byte
+            # one, and a legacy driver cannot be refused. Every Linux version negotiates
+            # MRG_RXBUF when it is offered.
+            raise ValueError("a transitional net device must offer mrg_rxbuf (legacy drivers "
+                             "without it use the 10-byte virtio_net_hdr, which is not served)")
         self._device_name = device
         self._data_width = data_width
         self._onchip = onchip_medium
