@@ -23,7 +23,7 @@ import random
 
 import cocotb
 import pytest
-from cocotb.triggers import ClockCycles, Timer, with_timeout
+from cocotb.triggers import ClockCycles, SimTimeoutError, Timer, with_timeout
 
 from virtio_pcie.devices.net_interface import NET_COUNTERS, rx_steer
 from virtio_pcie.spec.virtio import (
@@ -143,7 +143,8 @@ def sweep_sizes(largest, stride=37):
 class NetSystem(SystemTB):
     """SystemTB with the virtio-net driver bound and opened."""
 
-    async def start(self, *, profile="linux-6.12", force_legacy=False, **driver_options):
+    async def start(self, *, profile="linux-6.12", force_legacy=False, opened=True,
+                    **driver_options):
         # A line per TLP otherwise, and a warning per empty slot while enumerating.
         logging.getLogger("cocotb.pcie").setLevel(logging.WARNING)
         logging.getLogger("cocotb.pcie.RootComplex").setLevel(logging.ERROR)
@@ -151,7 +152,8 @@ class NetSystem(SystemTB):
         self.net = VirtioNetDriver(**driver_options)
         self.vdev = await with_timeout(self.bind(self.net, profile=profile,
                                                  force_legacy=force_legacy), 4, "ms")
-        await with_timeout(self.net.open(), 2, "ms")
+        if opened:
+            await with_timeout(self.net.open(), 2, "ms")
         self.stats_at_start = self.net_stats()
         return self.net
 
@@ -275,6 +277,28 @@ async def run_rx_sizes(dut, mergeable):
     assert tb.new_stats()["rx_frames"] == len(frames) + len(burst)
     tb.check()
 
+
+@cocotb.test()
+async def run_ring_wrap(dut):
+    """More frames than the rings hold, each way, in bursts: ring positions wrap past the
+    ring size and the driver's refill keeps up."""
+    tb = NetSystem(dut)
+    net = await tb.start()
+    size = max(net.rx[0].vq.num, net.tx[0].vq.num)
+    count = size + 100
+    frames = [raw_frame(60 + i % 40, seed=i) for i in range(count)]
+    for i in range(0, count, 25):
+        await tb.mac.send_paced(frames[i:i + 25], gbps=10)
+        for f in frames[i:i + 25]:
+            assert (await net.recv(0, timeout_ns=MS // 5)).frame == f
+    frames = [raw_frame(60 + i % 40, PEER_MAC, DEVICE_MAC, seed=i) for i in range(count)]
+    for i in range(0, count, 25):
+        chunk = frames[i:i + 25]
+        for j, f in enumerate(chunk):
+            await net.send(f, more=j != len(chunk) - 1)
+        for f in chunk:
+            assert await tb.mac.recv() == f
+    tb.check()
 
 @cocotb.test()
 async def run_echo(dut):
@@ -550,10 +574,12 @@ async def run_link_changes(dut):
 # -- interrupt modes and profiles --------------------------------------------------------------
 
 @cocotb.test()
-@cocotb.parametrize(mode=[IrqMode.MSIX_SHARED, IrqMode.INTX],
-                    profile=["linux-6.12", "linux-7"])
+@cocotb.parametrize(("mode", "profile"), [(IrqMode.MSIX_SHARED, "linux-7"),
+                                          (IrqMode.INTX, "linux-6.12"),
+                                          (IrqMode.MSIX_EACH, "linux-7")])
 async def run_interrupt_modes(dut, mode, profile):
-    """The shared-vector and INTx policies move data both ways and deliver link changes."""
+    """The shared-vector and INTx policies move data both ways and deliver link changes; the
+    other profile (the rest of the tests run "linux-6.12") with per-queue vectors."""
     tb = NetSystem(dut)
     net = await tb.start(irq_mode=mode, profile=profile)
     assert net.vdev.transport.irq_mode == mode, net.vdev.transport.irq_mode
@@ -602,15 +628,162 @@ async def run_transitional(dut, legacy, mode):
     tb.check()
 
 
+@cocotb.test()
+async def run_no_receive_buffers(dut):
+    """Before the driver posts receive buffers (bound, not opened), frames from the MAC are
+    dropped and counted and transmission is not held up; after open they arrive."""
+    tb = NetSystem(dut)
+    net = await tb.start(opened=False)
+    for n in (60, 500, 1514):
+        await tb.mac.send(raw_frame(n))
+    frame = raw_frame(200, PEER_MAC, DEVICE_MAC)
+    assert await tb.transmit([frame]) == [frame]
+    await tb.expect_nothing(5000)
+    assert tb.new_stats().get("rx_no_buffer") == 3, tb.new_stats()
+    await with_timeout(net.open(), 2, "ms")
+    (pkt,) = await tb.receive([raw_frame(300)])
+    assert pkt.frame == raw_frame(300)
+    tb.check(allow=("rx_no_buffer",))
+
+
+@cocotb.test()
+async def run_rebind(dut):
+    """The driver is removed (device reset while frames are in flight) and bound again, with
+    other features: the device starts clean and works."""
+    tb = NetSystem(dut)
+    net = await tb.start()
+    for n in range(8):
+        await tb.mac.send(raw_frame(1000 + n))
+    await net.send(raw_frame(1500, PEER_MAC, DEVICE_MAC))
+    await net.remove(net.vdev)
+    tb.mac.pending()
+    net = VirtioNetDriver(without=(VirtioNetF.MRG_RXBUF, VirtioNetF.MQ))
+    await with_timeout(tb.bind(net), 4, "ms")
+    await with_timeout(net.open(), 2, "ms")
+    assert not net.mergeable and net.max_queue_pairs == 1
+    tb.net = net
+    await tb.mac.flush()
+    await ClockCycles(tb.dut.clk, 500)
+    for q in net.rx:                      # nothing left over from the first binding
+        assert q.packets.empty()
+    tb.mac.pending()
+    frames = [raw_frame(n, seed=9) for n in (60, 1514, 800)]
+    assert [p.frame for p in await tb.receive(frames)] == frames
+    frames = [raw_frame(n, PEER_MAC, DEVICE_MAC, seed=9) for n in (60, 1514, 800)]
+    assert await tb.transmit(frames) == frames
+    tb.check(allow=("rx_no_buffer",))
+
+@cocotb.test()
+async def run_stress(dut):
+    """Both pairs busy both ways at once (receive at 10 GbE line rate), with 500 ns host
+    latency, reordered completions and 64-byte completion splitting; every frame arrives once,
+    intact, in order per queue."""
+    tb = NetSystem(dut, bridge_options={"latency_ns": 500, "reorder": True, "rcb": 64},
+                   seed=5)
+    net = await tb.start()
+    pairs = tb.params["queues"]
+    rng = random.Random(11)
+    count = 160 if FULL_SWEEP else 48
+    rx_frames = [ip_frame(proto=rng.choice(["udp", "tcp"]), sport=rng.randrange(65536),
+                          payload=rng.randbytes(rng.randrange(0, 1458)))
+                 for _ in range(count)]
+    expect = {q: [f for f in rx_frames if rx_steer(flow_hash(f), pairs) == q]
+              for q in range(pairs)}
+    tx_frames = {q: [raw_frame(rng.randrange(60, 1515), PEER_MAC, DEVICE_MAC, seed=q)
+                     for _ in range(count // pairs)] for q in range(pairs)}
+
+    async def feed_rx():
+        await tb.mac.send_paced(rx_frames, gbps=10)
+
+    async def feed_tx(q):
+        frames = tx_frames[q]
+        for i, f in enumerate(frames):
+            await net.send(f, queue=q, more=i % 4 != 3 and i != len(frames) - 1)
+
+    tasks = [cocotb.start_soon(feed_rx())] + [cocotb.start_soon(feed_tx(q))
+                                              for q in range(pairs)]
+    for q in range(pairs):
+        for i, f in enumerate(expect[q]):
+            try:
+                pkt = await net.recv(q, timeout_ns=MS)
+            except SimTimeoutError:
+                raise AssertionError(f"queue {q}: frame {i} of {len(expect[q])} missing; "
+                                     f"device counters {tb.new_stats()}") from None
+            assert pkt.frame == f, f"queue {q} frame {i} differs"
+    sent = []
+    total = sum(len(v) for v in tx_frames.values())
+    for _ in range(total):
+        sent.append(await tb.mac.recv(timeout_ns=MS))
+    for t in tasks:
+        await t
+    for q in range(pairs):          # each transmit queue's frames leave in its order
+        mine = [f for f in sent if f in tx_frames[q]]
+        assert mine == tx_frames[q], f"transmit queue {q}: frames lost, changed or reordered"
+    tb.check()
+
+
+# -- jumbo frames (transitional build, MTU 9000) -----------------------------------------------
+
+@cocotb.test()
+@cocotb.parametrize(mergeable=[True, False])
+async def run_jumbo(dut, mergeable):
+    """MTU 9000: frames spread over several mergeable buffers (num_buffers > 1, used entries
+    of a frame made visible together), or, with MRG_RXBUF refused, Linux's "big packets"
+    (header + page-sized buffers); jumbo frames transmitted from scatter-gather chains."""
+    tb = NetSystem(dut)
+    net = await tb.start(without=() if mergeable else (VirtioNetF.MRG_RXBUF,))
+    mtu = tb.params["net_options"]["mtu"]
+    # (Linux sets big_packets for MTU > 1500 either way; mergeable buffers take precedence)
+    assert net.mtu == mtu and net.mergeable == mergeable and net.big_packets
+    largest = mtu + 18
+    sizes = [60, 1514, 1523, 1524, 1525, 3000, 4096, 4097, 4109, 6000, largest - 1, largest]
+    if FULL_SWEEP:
+        sizes = sorted(set(sizes) | set(range(60, largest + 1, 61)))
+    buf = net._rx_buffer_sizes()[0] if mergeable else None
+    frames = [raw_frame(n) for n in sizes]
+    got = await tb.receive(frames)
+    for frame, pkt in zip(frames, got, strict=True):
+        assert pkt.frame == frame, f"{len(frame)}-byte frame differs"
+        if mergeable:
+            want = -(-(net.hdr_len + len(frame)) // buf)
+            assert pkt.hdr["num_buffers"] == want == pkt.buffers, (len(frame), pkt.hdr)
+    frames = [raw_frame(n, PEER_MAC, DEVICE_MAC) for n in sizes]
+    assert await tb.transmit(frames) == frames
+    assert await tb.transmit(frames[-3:], frags=[100, 4000, 1]) == frames[-3:]
+    await tb.mac.send(raw_frame(largest + 1))
+    await tb.expect_nothing(5000)
+    assert tb.new_stats().get("rx_oversize") == 1
+    tb.check(allow=("rx_oversize",))
+
+
+# -- the device's parameters -------------------------------------------------------------------
+
+@pytest.mark.unit
+def test_transitional_net_needs_mrg_rxbuf():
+    from virtio_pcie.top import VirtioPcieDevice
+    with pytest.raises(ValueError, match="mrg_rxbuf"):
+        VirtioPcieDevice(device="net", transitional=True, net_options={"mrg_rxbuf": False})
+    VirtioPcieDevice(device="net", transitional=False, net_options={"mrg_rxbuf": False})
+
+
+@pytest.mark.unit
+def test_driver_refuses_only_known_features():
+    assert VirtioNetDriver(without=(VirtioNetF.MRG_RXBUF,)).without == (VirtioNetF.MRG_RXBUF,)
+    with pytest.raises(ValueError, match="RING_PACKED"):
+        VirtioNetDriver(without=(VirtioF.RING_PACKED,))
+
+
 # -- pytest launchers --------------------------------------------------------------------------
 
 MODERN = design_params("net", 128, queues=2)
-TRANSITIONAL = design_params("net", 128, transitional=True, queues=1)
+#: Transitional, one pair, jumbo frames (a legacy driver and "big packets" mode need MTU > 1500).
+TRANSITIONAL = design_params("net", 128, transitional=True, queues=1, net_options={
+    "mtu": 9000, "tx_buffer_bytes": 32768, "rx_buffer_bytes": 32768})
 MODERN_TESTS = [
-    "run_probe", "run_tx_sizes", "run_rx_sizes", "run_echo", "run_tx_checksum",
+    "run_probe", "run_tx_sizes", "run_rx_sizes", "run_ring_wrap", "run_echo", "run_tx_checksum",
     "run_rx_checksum", "run_checksum_refused", "run_filters", "run_control_malformed",
     "run_rx_bad_frames", "run_mq_steering", "run_without_mq", "run_link_changes",
-    "run_interrupt_modes"]
+    "run_interrupt_modes", "run_no_receive_buffers", "run_rebind", "run_stress"]
 
 
 def build(params):
@@ -624,11 +797,26 @@ def test_net_modern(simulate):
 
 @pytest.mark.system
 def test_net_transitional(simulate):
-    simulate(build(TRANSITIONAL), "test_system_net", testcase=["run_transitional"])
+    simulate(build(TRANSITIONAL), "test_system_net", testcase=["run_transitional", "run_jumbo"])
 
 
 @pytest.mark.system
 @pytest.mark.slow
 def test_net_every_size(simulate):
-    simulate(build(MODERN), "test_system_net", testcase=["run_tx_sizes", "run_rx_sizes"],
+    simulate(build(MODERN), "test_system_net",
+             testcase=["run_tx_sizes", "run_rx_sizes", "run_stress"], env={"NET_SWEEP": "full"})
+
+
+@pytest.mark.system
+@pytest.mark.slow
+def test_net_jumbo_sweep(simulate):
+    simulate(build(TRANSITIONAL), "test_system_net", testcase=["run_jumbo"],
              env={"NET_SWEEP": "full"})
+
+
+@pytest.mark.system
+def test_net_demo(simulate):
+    """``virtio-pcie demo --device net`` (its short variant) on the same build."""
+    from virtio_pcie_tb.demos.net import DEMO_PARAMS
+    assert DEMO_PARAMS == MODERN
+    simulate(build(MODERN), "virtio_pcie_tb.demos.net", env={"DEMO_QUICK": "1"})

@@ -23,7 +23,7 @@ import logging
 
 import cocotb
 from cocotb.queue import Queue
-from cocotb.triggers import RisingEdge, with_timeout
+from cocotb.triggers import RisingEdge, Timer, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
 __all__ = ["MacPort"]
@@ -109,6 +109,13 @@ class MacPort:
         """Queue one frame for ``mac_rx`` (``bad``: ``tuser`` set, a MAC-detected error)."""
         self.received += 1
         await self.source.send(AxiStreamFrame(bytes(frame), tuser=int(bad)))
+
+    async def send_paced(self, frames, *, gbps=10):
+        """Send ``frames`` no faster than an Ethernet link of ``gbps`` carries them: each
+        frame plus its FCS, preamble and inter-frame gap (24 bytes) takes its wire time."""
+        for frame in frames:
+            await self.send(frame)
+            await Timer((len(frame) + 24) * 8 / gbps, "ns", round_mode="ceil")
 
     async def flush(self):
         """Wait until every queued frame has gone into the device."""
