@@ -574,9 +574,9 @@ async def run_link_changes(dut):
 # -- interrupt modes and profiles --------------------------------------------------------------
 
 @cocotb.test()
-@cocotb.parametrize(("mode", "profile"), [(IrqMode.MSIX_SHARED, "linux-7"),
-                                          (IrqMode.INTX, "linux-6.12"),
-                                          (IrqMode.MSIX_EACH, "linux-7")])
+@cocotb.parametrize((("mode", "profile"), [(IrqMode.MSIX_SHARED, "linux-7"),
+                                           (IrqMode.INTX, "linux-6.12"),
+                                           (IrqMode.MSIX_EACH, "linux-7")]))
 async def run_interrupt_modes(dut, mode, profile):
     """The shared-vector and INTx policies move data both ways and deliver link changes; the
     other profile (the rest of the tests run "linux-6.12") with per-queue vectors."""
