@@ -81,6 +81,10 @@ def add_arguments(p):
                         "'virtio_pci.force_legacy=1')")
     p.add_argument("--guest-script", metavar="FILE",
                    help="busy-box sh script to run in the guest (default: the device's check)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a variable in the guest script's environment (repeatable), e.g. "
+                        "the default scripts' tunables PATTERN_KB=256, FS_TYPES=ext2, "
+                        "UDP_BYTES=262144")
     p.add_argument("--timeout", type=float, default=600, metavar="SECONDS",
                    help="stop the guest after this many seconds (default 600)")
     p.add_argument("--design", metavar="NAME|module:callable",
@@ -275,6 +279,7 @@ class Run:
         if getattr(self, "function", None):
             ids = self.function["ids"]
             env["EXPECT_PCI_ID"] = f"{ids['vendor']:04x}:{ids['device']:04x}"
+        env.update(_guest_env(self.args.env))
         text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
         return {"cosim/guest.sh": script, "cosim/env": text}
 
@@ -320,12 +325,7 @@ class Run:
     def _disk_image(self):
         if self.args.image:
             path = Path(self.args.image).resolve()
-            if not path.is_file():
-                raise SetupError("image", f"--image {path} does not exist or is not a file")
-            size = path.stat().st_size
-            if size == 0 or size % SECTOR:
-                raise SetupError("image", f"--image {path} is {size} bytes, not a positive "
-                                          f"multiple of {SECTOR} (a raw disk image)")
+            size = _check_image(path)
             if not self.args.qemu_device:
                 self._fit_design_to(size // SECTOR)
                 return path
@@ -364,6 +364,9 @@ class Run:
                 raise SetupError("arguments", f"--timeout must be positive, not {a.timeout}")
             if a.guest_script and not Path(a.guest_script).is_file():
                 raise SetupError("arguments", f"--guest-script {a.guest_script}: no such file")
+            if a.image:
+                _check_image(Path(a.image).resolve())
+            _guest_env(a.env)
             self.design = None
             if not a.qemu_device:
                 try:
@@ -576,6 +579,28 @@ def run_cosim(args):
 
 
 # -- the simulation process ------------------------------------------------------------------
+
+def _guest_env(assignments):
+    """``--env NAME=VALUE`` arguments as a dict (a SetupError names a malformed one)."""
+    env = {}
+    for item in assignments:
+        name, eq, value = item.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SetupError("arguments", f"--env {item!r}: expected NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def _check_image(path):
+    """The size of the raw disk image ``path``, or a SetupError saying what is wrong."""
+    if not path.is_file():
+        raise SetupError("image", f"--image {path} does not exist or is not a file")
+    size = path.stat().st_size
+    if size == 0 or size % SECTOR:
+        raise SetupError("image", f"--image {path} is {size} bytes, not a positive "
+                                  f"multiple of {SECTOR} (a raw disk image)")
+    return size
+
 
 def _simulate(config_path):
     """Entry of the child process: build (cached) and run the cosim cocotb module."""

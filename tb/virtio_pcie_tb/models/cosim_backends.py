@@ -5,7 +5,7 @@ while Linux drives its PCIe side.
 ::
 
     VirtioPcieDevice(device="blk") medium (AXI4) ──► AxiRam ──► DiskImage (the run's image file)
-    VirtioPcieDevice(device="net") mac_tx ──► MacPeer ──► NetPeer (ARP, ICMP and UDP echo)
+    VirtioPcieDevice(device="net") mac_tx ──► MacPort ──► NetPeer (ARP, ICMP and UDP echo)
                                    mac_rx ◄──────┘
 
 :func:`attach_blk` and :func:`attach_net` are the ``testbench`` hooks of the registered designs
@@ -13,13 +13,9 @@ while Linux drives its PCIe side.
 before the RTL leaves reset. ``config`` is the run's settings (``config["image"]`` is the disk
 image's path; ``config["peer"]`` the peer's addresses).
 
-Like the other modules in ``models/``, this one touches DUT signals, through cocotbext-axi's
-drivers only.
+DUT signals are touched only through the drivers of :mod:`.disk_image` (the AXI RAM) and
+:mod:`.mac_port`.
 """
-
-import logging
-
-import cocotb
 
 from ..harness import dut_params
 from .disk_image import SECTOR, DiskImage, attach_axi_ram
@@ -54,58 +50,37 @@ class BlkBackend:
 
 
 class MacPeer:
-    """Connects a :class:`~virtio_pcie_tb.cosim.net_peer.NetPeer` to the DUT's MAC streams.
+    """Connects a :class:`~virtio_pcie_tb.cosim.net_peer.NetPeer` to the DUT's MAC streams
+    through a :class:`~.mac_port.MacPort` (``link_up`` held at 1, ``loopback`` at 0).
 
-    Every frame the device sends on ``mac_tx`` (``tuser`` marks one aborted: it is dropped and
-    counted) goes to the peer; the peer's answers go back on ``mac_rx``. ``link_up`` is held at
-    1 and ``loopback`` at 0.
+    Every frame the device sends on ``mac_tx`` goes to the peer (one the device marks bad with
+    ``tuser`` is counted and dropped); the peer's answers go back on ``mac_rx``.
     """
 
-    def __init__(self, dut, peer, *, data_width):
-        from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
-        self.dut = dut
+    def __init__(self, dut, peer):
+        from .mac_port import MacPort
         self.peer = peer
-        self.log = logging.getLogger("cocotb.cosim.mac")
-        self.tx = AxiStreamSink(AxiStreamBus.from_prefix(dut, "mac_tx", bus_separator="__"),
-                                dut.clk, dut.rst)
-        self.rx = AxiStreamSource(AxiStreamBus.from_prefix(dut, "mac_rx", bus_separator="__"),
-                                  dut.clk, dut.rst)
-        for part in (self.tx, self.rx):
-            part.log.setLevel(logging.WARNING)
-        self.data_width = data_width
-        self.frames_out = 0
-        self.frames_in = 0
-        self.aborted = 0
-        dut.link_up.value = 1
-        dut.loopback.value = 0
-        self._task = cocotb.start_soon(self._serve())
+        self.port = MacPort(dut, dut.clk, dut.rst)
+        self.port.responder = self._respond
 
-    async def _serve(self):
-        while True:
-            frame = await self.tx.recv()
-            data = bytes(frame.tdata)
-            tuser = frame.tuser if isinstance(frame.tuser, list) else [frame.tuser or 0]
-            if any(tuser):
-                self.aborted += 1
-                self.log.warning("device aborted a %d-byte frame", len(data))
-                continue
-            self.frames_out += 1
-            for reply in self.peer.handle_frame(data):
-                self.frames_in += 1
-                await self.rx.send(reply)
+    def _respond(self, frame):
+        if self.port.bad_tx and self.port.bad_tx[-1] is frame:
+            return ()
+        return self.peer.handle_frame(frame)
 
     @property
     def busy(self):
         """Frames still queued towards the device."""
-        return not self.rx.empty() or self.rx.active
+        source = self.port.source
+        return not source.empty() or source.active
 
     def reset(self):
-        self.rx.clear()
+        self.port.source.clear()
 
     def stats(self):
-        return {"frames_from_device": self.frames_out, "frames_to_device": self.frames_in,
-                "aborted": self.aborted, "peer": dict(self.peer.stats),
-                "peer_dropped": dict(self.peer.dropped)}
+        return {"frames_from_device": self.port.transmitted,
+                "frames_to_device": self.port.received, "bad_from_device": len(self.port.bad_tx),
+                "peer": dict(self.peer.stats), "peer_dropped": dict(self.peer.dropped)}
 
 
 def attach_blk(dut, config):
@@ -124,4 +99,4 @@ def attach_net(dut, config):
     from ..cosim.net_peer import NetPeer
     peer_cfg = {**DEFAULT_PEER, **(config.get("peer") or {})}
     peer = NetPeer(mac=peer_cfg["mac"], ip=peer_cfg["ip"])
-    return MacPeer(dut, peer, data_width=dut_params()["data_width"])
+    return MacPeer(dut, peer)
