@@ -11,9 +11,9 @@ the design registered for that device with :func:`register`; ``--design NAME`` o
 Registered here:
 
 * ``blk`` and ``net``: :class:`virtio_pcie.top.VirtioPcieDevice` as virtio-blk (a 32 MiB disk
-  on its AXI4 ``medium`` port, served from the run's image file) and virtio-net (the
-  testbench's network peer on ``mac_tx``/``mac_rx``), modern only; what ``--device blk|net``
-  runs. They are built exactly as the system tests build them
+  on its AXI4 ``medium`` port, served from the run's image file) and virtio-net (two queue
+  pairs; the testbench's network peer on ``mac_tx``/``mac_rx``), modern only; what
+  ``--device blk|net`` runs. They are built exactly as the system tests build them
   (:func:`virtio_pcie_tb.system.build_system`), so a test run compiles each once.
 * ``blk-transitional`` and ``net-transitional``: the same with the legacy (virtio 0.9.5) I/O BAR
   and transitional IDs; what ``--device blk|net --transitional`` runs.
@@ -63,6 +63,7 @@ class CosimDesign:
         the harness's :class:`~virtio_pcie_tb.harness.Build` (to share a build with other
         tests); by default the launcher calls :func:`~virtio_pcie_tb.harness.build` with the
         factory.
+    build_options : keyword arguments of the builder (e.g. ``ports_only``).
     """
     name: str
     factory: str
@@ -73,6 +74,7 @@ class CosimDesign:
     testbench: str | None = None
     append: str = ""
     builder: str | None = None
+    build_options: dict = field(default_factory=dict)
 
     @property
     def build_name(self):
@@ -115,10 +117,18 @@ _BUILDER = "virtio_pcie_tb.system:build_system"
 
 
 def _top_params(device, transitional):
-    params = {"device": device, "data_width": 128, "transitional": transitional, "queues": 1}
+    # The modern net design is the net system tests' (two queue pairs, so Linux also sets the
+    # pair count through the control queue).
+    queues = 2 if device == "net" and not transitional else 1
+    params = {"device": device, "data_width": 128, "transitional": transitional,
+              "queues": queues}
     if device == "blk":
         params["capacity"] = BLK_CAPACITY
     return params
+
+
+#: Builder options, as the system tests use them (net: only the top level visible to cocotb).
+_BUILD_OPTIONS = {"blk": {}, "net": {"ports_only": True}}
 
 
 def register(design, *, device=None, transitional=False):
@@ -138,13 +148,15 @@ for _device, _what in (("blk", "virtio-blk, 32 MiB disk on the AXI4 medium"),
             description=f"VirtioPcieDevice, {'transitional' if _transitional else 'modern'} "
                         f"{_what}",
             testbench=f"virtio_pcie_tb.models.cosim_backends:attach_{_device}",
-            builder=_BUILDER), device=_device, transitional=_transitional)
+            builder=_BUILDER, build_options=_BUILD_OPTIONS[_device]),
+            device=_device, transitional=_transitional)
 
 
 def build_design(design, **options):
     """Build ``design`` (once; the harness caches) and return the harness's Build."""
     if design.builder is not None:
-        return load_factory(design.builder)(design.params, **options)
+        return load_factory(design.builder)(design.params,
+                                            **{**design.build_options, **options})
     from .. import harness
     return harness.build(load_factory(design.factory), design.params, name=design.build_name,
                          **options)

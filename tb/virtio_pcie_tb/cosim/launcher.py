@@ -239,7 +239,8 @@ class Run:
             "peer": {"mac": PEER_MAC, "ip": PEER_IP},
             "design": {"name": self.design.name, "factory": self.design.factory,
                        "params": self.design.params, "build_name": self.design.build_name,
-                       "testbench": self.design.testbench, "builder": self.design.builder},
+                       "testbench": self.design.testbench, "builder": self.design.builder,
+                       "build_options": self.design.build_options},
             "sim_dir": str(sim_dir),
         }
         config_path = self.rundir / "sim-config.json"
@@ -609,7 +610,8 @@ def _simulate(config_path):
     config = json.loads(Path(config_path).read_text())
     d = config["design"]
     built = build_design(CosimDesign(d["name"], d["factory"], d["params"],
-                                     testbench=d.get("testbench"), builder=d.get("builder")))
+                                     testbench=d.get("testbench"), builder=d.get("builder"),
+                                     build_options=d.get("build_options") or {}))
     # No factory: a failed co-simulation must not be re-run for a waveform (it would wait for
     # QEMU again).
     design = harness.Build(built.name, built.directory, built.params, built.toplevel)
