@@ -85,8 +85,9 @@ def add_arguments(p):
                    help="set a variable in the guest script's environment (repeatable), e.g. "
                         "the default scripts' tunables PATTERN_KB=256, FS_TYPES=ext2, "
                         "UDP_BYTES=262144")
-    p.add_argument("--timeout", type=float, default=600, metavar="SECONDS",
-                   help="stop the guest after this many seconds (default 600)")
+    p.add_argument("--timeout", type=float, default=1200, metavar="SECONDS",
+                   help="stop the guest after this many seconds (default 1200; the full blk "
+                        "check takes about 7 minutes on a busy 2-core machine)")
     p.add_argument("--design", metavar="NAME|module:callable",
                    help="RTL top to simulate instead of the one registered for --device "
                         "('minimal' proves the path with the minimal endpoint)")
