@@ -14,7 +14,9 @@ __all__ = ["main"]
 
 def _cmd_demo(args):
     from virtio_pcie_tb.demos import run_demo
-    return run_demo(device=args.device, data_width=args.width, verbose=args.verbose)
+    return run_demo(device=args.device, data_width=args.width, verbose=args.verbose,
+                    mib=args.mib, qd=args.qd, req_kib=args.req_kib, seed=args.seed,
+                    latency_ns=args.latency_ns, profile=args.profile, image=args.image)
 
 
 def _cmd_build(args):
@@ -84,10 +86,29 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("demo", help="build the device, enumerate it, do I/O and show the result")
-    p.add_argument("--device", choices=["blk"], default="blk")
+    from virtio_pcie_tb.demos import DEMOS
+    p = sub.add_parser("demo", help="build the device, enumerate it, do I/O and show the result",
+                       description="Build the device, let a Linux-like host enumerate it "
+                                   "(lspci-like listing), bind its driver (feature "
+                                   "negotiation) and run verified I/O; print the report. Exits "
+                                   "1 if anything did not verify.")
+    p.add_argument("--device", choices=sorted(DEMOS), default="blk")
     p.add_argument("--width", type=int, choices=[64, 128, 256], default=128,
                    help="TLP data path width in bits (default 128)")
+    p.add_argument("--mib", type=float, default=4,
+                   help="MiB written, then read back and verified (default 4)")
+    p.add_argument("--qd", type=int, default=16, help="requests in flight (default 16)")
+    p.add_argument("--req-kib", type=int, default=64, metavar="KIB",
+                   help="request size in KiB: 4 to 256 (default 64)")
+    p.add_argument("--seed", type=int, default=1, help="random data and placement (default 1)")
+    p.add_argument("--latency-ns", type=int, default=500, metavar="N",
+                   help="host memory read latency in ns (default 500)")
+    from virtio_pcie_tb.host import PROFILES
+    p.add_argument("--profile", choices=sorted(PROFILES), default="linux-6.12",
+                   help="which Linux the host model behaves as (default linux-6.12)")
+    p.add_argument("--image", metavar="FILE",
+                   help="a raw disk image: its size is the disk's, and it keeps the writes "
+                        "(default: a zeroed 32 MiB disk in memory)")
     p.add_argument("-v", "--verbose", action="store_true", help="show the simulation log")
     p.set_defaults(func=_cmd_demo)
 
