@@ -12,6 +12,8 @@ device       module                          what it shows
 ===========  ==============================  =======================================================
 ``blk``      :mod:`.blk`                     enumeration (lspci), virtio structures, feature
                                              negotiation, verified I/O with its figures
+``net``      :mod:`.net`                     ARP, ping and UDP echo with a peer on the MAC side,
+                                             frame rates (its own runner, ``run_net_demo``)
 ===========  ==============================  =======================================================
 """
 
@@ -24,7 +26,7 @@ from .. import harness
 __all__ = ["DEMOS", "run_demo"]
 
 #: device -> cocotb module of its demo.
-DEMOS = {"blk": "virtio_pcie_tb.demos.blk"}
+DEMOS = {"blk": "virtio_pcie_tb.demos.blk", "net": "virtio_pcie_tb.demos.net"}
 
 
 def run_demo(*, device="blk", data_width=128, verbose=False, mib=4, qd=16, req_kib=64, seed=1,
@@ -33,6 +35,11 @@ def run_demo(*, device="blk", data_width=128, verbose=False, mib=4, qd=16, req_k
     from ..system import MAIN_DESIGNS, build_system
     if device not in DEMOS:
         raise ValueError(f"no demo for device {device!r}; there is one for {sorted(DEMOS)}")
+    if device == "net":
+        # The net demo (ping and UDP echo with a peer) has its own runner; the I/O options
+        # below are blk's.
+        from .net import run_net_demo
+        return run_net_demo(data_width=data_width, verbose=verbose)
     if not 0 < mib <= 1024:
         raise ValueError(f"--mib must be more than 0 and at most 1024, not {mib!r}")
     if not 1 <= qd <= 256:
