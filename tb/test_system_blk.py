@@ -131,6 +131,30 @@ async def run_queue_depths(dut):
 
 
 @cocotb.test()
+async def run_intx_once_per_interrupt(dut):
+    """INTx: each interrupt runs the handler once. Reading the ISR clears it and drops the
+    line; the device sends Deassert_INTA before that read's completion, so when the driver's
+    handler returns the line is already low. (Regression: the completion used to go first and
+    every interrupt was followed by a spurious one that found the ISR empty, IRQ_NONE: half
+    of all INTx interrupts.)"""
+    tb = SystemTB(dut)
+    await tb.reset()
+    blk, vdev = await bind(tb, irq_mode=IrqMode.INTX)
+    irq = vdev.pdev.irq
+    before = irq.count
+    messages = len(tb.bridge.intx_messages)
+    requests = 6
+    for i in range(requests):         # QD 1: one completion, one interrupt each
+        await with_timeout(blk.write(8 * i, bytes([i + 1]) * (8 * SECTOR)), 1, "ms")
+        await Timer(1, "us")
+    assert irq.unhandled == 0, f"{irq.unhandled} of {irq.count} INTx interrupts found no work"
+    assert irq.count - before == requests, (irq.count, before)
+    kinds = [kind for _, kind, _ in tb.bridge.intx_messages[messages:]]
+    assert kinds == ["assert", "deassert"] * requests, kinds
+    tb.check_bridge()
+
+
+@cocotb.test()
 @cocotb.parametrize(mode=[IrqMode.MSIX_EACH, IrqMode.INTX])
 async def run_capacity_change(dut, mode):
     """The disk grows at run time: the device raises a configuration interrupt, the driver
@@ -279,7 +303,8 @@ async def run_image_read(dut):
 def test_blk_basics(simulate):
     simulate(build_system(MAIN), "test_system_blk",
              testcase=["run_probe_and_io", "run_request_types", "run_queue_depths",
-                       "run_capacity_change", "run_config_generation"])
+                       "run_intx_once_per_interrupt", "run_capacity_change",
+                       "run_config_generation"])
 
 
 @pytest.mark.system
