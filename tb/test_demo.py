@@ -52,7 +52,8 @@ def test_demo_catches_corruption(capsys, sim_dir):
 
 @pytest.mark.unit
 @pytest.mark.parametrize("args", [["--qd", "0"], ["--mib", "0"], ["--req-kib", "3"],
-                                  ["--image", "/nonexistent/disk.img"]])
+                                  ["--image", "/nonexistent/disk.img"],
+                                  ["--device", "net", "--mib", "1"]])
 def test_demo_bad_options(capsys, args):
     """Bad options are refused with a message naming them, before anything is built."""
     assert main(["demo", *args]) == 2
