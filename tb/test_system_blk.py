@@ -321,7 +321,8 @@ async def run_image_read(dut):
 @pytest.mark.system
 def test_blk_basics(simulate):
     simulate(build_system(MAIN), "test_system_blk",
-             testcase=["run_probe_and_io", "run_request_types", "run_queue_depths",
+             testcase=["run_probe_and_io", "run_request_types", "run_longest_request",
+                       "run_queue_depths",
                        "run_intx_once_per_interrupt", "run_capacity_change",
                        "run_config_generation"])
 
