@@ -12,9 +12,26 @@ import sys
 __all__ = ["main"]
 
 
+#: ``demo`` options of the blk demo only (None when not given).
+_BLK_DEMO_OPTIONS = {"mib": 4, "qd": 16, "req_kib": 64, "seed": 1, "latency_ns": 500,
+                     "profile": "linux-6.12", "image": None}
+
+
 def _cmd_demo(args):
     from virtio_pcie_tb.demos import run_demo
-    return run_demo(device=args.device, data_width=args.width, verbose=args.verbose)
+    given = {k: getattr(args, k) for k in _BLK_DEMO_OPTIONS if getattr(args, k) is not None}
+    if args.device != "blk" and given:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        print(f"virtio-pcie demo: {names} apply to the blk demo only, not to --device "
+              f"{args.device}", file=sys.stderr)
+        return 2
+    options = {**_BLK_DEMO_OPTIONS, **given}
+    try:
+        return run_demo(device=args.device, data_width=args.width, verbose=args.verbose,
+                        **options)
+    except ValueError as e:
+        print(f"virtio-pcie demo: {e}", file=sys.stderr)
+        return 2
 
 
 def _cmd_build(args):
@@ -84,10 +101,30 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("demo", help="build the device, enumerate it, do I/O and show the result")
-    p.add_argument("--device", choices=["blk", "net"], default="blk")
+    from virtio_pcie_tb.demos import DEMOS
+    p = sub.add_parser("demo", help="build the device, enumerate it, do I/O and show the result",
+                       description="Build the device, let a Linux-like host enumerate it "
+                                   "(lspci-like listing), bind its driver (feature "
+                                   "negotiation) and run verified I/O; print the report. Exits "
+                                   "1 if anything did not verify.")
+    p.add_argument("--device", choices=sorted(DEMOS), default="blk",
+                   help="which device (default blk); the options below are blk's")
     p.add_argument("--width", type=int, choices=[64, 128, 256], default=128,
                    help="TLP data path width in bits (default 128)")
+    p.add_argument("--mib", type=float,
+                   help="MiB written, then read back and verified (default 4)")
+    p.add_argument("--qd", type=int, help="requests in flight (default 16)")
+    p.add_argument("--req-kib", type=int, metavar="KIB",
+                   help="request size in KiB: 4 to 256 (default 64)")
+    p.add_argument("--seed", type=int, help="random data and placement (default 1)")
+    p.add_argument("--latency-ns", type=int, metavar="N",
+                   help="host memory read latency in ns (default 500)")
+    from virtio_pcie_tb.host import PROFILES
+    p.add_argument("--profile", choices=sorted(PROFILES),
+                   help="which Linux the host model behaves as (default linux-6.12)")
+    p.add_argument("--image", metavar="FILE",
+                   help="a raw disk image: its size is the disk's, and it keeps the writes "
+                        "(default: a zeroed 32 MiB disk in memory)")
     p.add_argument("-v", "--verbose", action="store_true", help="show the simulation log")
     p.set_defaults(func=_cmd_demo)
 
