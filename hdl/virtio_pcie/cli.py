@@ -41,6 +41,45 @@ def _cmd_cosim(args):
     return run_cosim(args)
 
 
+def _bench_options(name, args):
+    """The keyword options of bench ``name``'s runner from the command line."""
+    options = {"widths": [args.width] if args.width else [64, 128, 256],
+               "clock_mhz": args.clock_mhz, "link": args.link}
+    if args.latency_ns is not None:
+        options["latencies_ns"] = [args.latency_ns]
+    if name == "dma":
+        if args.size is not None:
+            options["sizes"] = [args.size]
+        if args.dir in ("read", "write"):
+            options["dirs"] = [args.dir]
+        if args.host_offset or args.buffer_offset:
+            options["offsets"] = [(args.host_offset, args.buffer_offset)]
+    elif name == "blk":
+        if args.op is not None:
+            options["ops"] = [args.op]
+        if args.qd is not None:
+            options["qds"] = [args.qd]
+        if args.requests is not None:
+            options["requests"] = args.requests
+    elif name == "net":
+        if args.frame is not None:
+            options["frames"] = [args.frame]
+        if args.dir in ("tx", "rx"):
+            options["dirs"] = [args.dir]
+        if args.requests is not None:
+            options["count"] = args.requests
+    elif name == "notify":
+        # notify: the 128-bit device unless a width is asked for
+        options["widths"] = [args.width or 128]
+        if args.qd is not None:
+            options["qds"] = [args.qd]
+        if args.event_idx is not None:
+            options["event_idx"] = [args.event_idx == "on"]
+        if args.requests is not None:
+            options["requests"] = args.requests
+    return options
+
+
 def _cmd_bench(args):
     import json
 
@@ -54,26 +93,43 @@ def _cmd_bench(args):
             print(f"virtio-pcie bench: --{name.replace('_', '-')} must be from 0 to 4095",
                   file=sys.stderr)
             return 2
+    checks = [("--qd", args.qd, 1, 128), ("--frame", args.frame, 60, 1514),
+              ("--requests", args.requests, 8, 1_000_000),
+              ("--clock-mhz", args.clock_mhz, 1, 1000)]
+    for option, value, low, high in checks:
+        if value is not None and not low <= value <= high:
+            print(f"virtio-pcie bench: {option} must be from {low} to {high}, not {value}",
+                  file=sys.stderr)
+            return 2
+    if args.latency_ns is not None and not 0 <= args.latency_ns <= 100_000:
+        print(f"virtio-pcie bench: --latency-ns must be from 0 to 100000, not "
+              f"{args.latency_ns}", file=sys.stderr)
+        return 2
+    if args.link is not None:
+        from virtio_pcie_tb.models.pcie_bridge import PcieLink
+        args.link = PcieLink.parse(args.link).name       # ValueError: exit status 2
+    if args.dir is not None and args.name in ("dma", "net"):
+        valid = ("read", "write") if args.name == "dma" else ("tx", "rx")
+        if args.dir not in valid:
+            print(f"virtio-pcie bench {args.name}: --dir must be {' or '.join(valid)}, not "
+                  f"{args.dir}", file=sys.stderr)
+            return 2
     names = list(BENCHES) if args.name == "all" else [args.name]
-    widths = [args.width] if args.width else [64, 128, 256]
+    all_rows = []
     for name in names:
         runner, table = BENCHES[name]()
-        options = {"widths": widths}
-        if args.latency_ns is not None:
-            options["latencies_ns"] = [args.latency_ns]
-        if args.size is not None:
-            options["sizes"] = [args.size]
-        if args.dir is not None:
-            options["dirs"] = [args.dir]
-        if args.host_offset or args.buffer_offset:
-            options["offsets"] = [(args.host_offset, args.buffer_offset)]
         rows = []
-        for row in runner(**options):
+        for row in runner(**_bench_options(name, args)):
             rows.append(row)
             if args.json:
                 print(json.dumps(row), flush=True)
         if not args.json:
             print(table(rows), flush=True)
+        all_rows += rows
+    if args.report:
+        from virtio_pcie_tb.bench.report import write_report
+        write_report(all_rows, args.report, command=" ".join(["virtio-pcie", *sys.argv[1:]]))
+        print(f"virtio-pcie bench: wrote {args.report} and its plots", file=sys.stderr)
     return 0
 
 
@@ -118,20 +174,44 @@ def build_parser():
                        description="Measure performance in clock cycles of cycle-accurate "
                                    "simulation (250 MHz core clock). Results go to standard "
                                    "output, progress to standard error.")
-    p.add_argument("name", choices=["dma", "all"], help="what to measure ('all': everything)")
+    p.add_argument("name", choices=["dma", "blk", "net", "notify", "all"],
+                   help="what to measure: the DMA engine alone; the whole device as virtio-blk "
+                        "(4 KiB IOPS, latency) or virtio-net (frames per second); notifications "
+                        "per request; 'all': everything")
     p.add_argument("--width", type=int, choices=[64, 128, 256],
-                   help="TLP data path width in bits (default: all three)")
+                   help="TLP data path width in bits (default: all three; notify: 128)")
     p.add_argument("--latency-ns", type=int, metavar="N",
-                   help="host completion latency in ns (default: 500 and 1000)")
+                   help="host completion latency L in ns (default: dma and blk 500 and 1000, "
+                        "net and notify 1000)")
+    p.add_argument("--clock-mhz", type=int, default=250, metavar="F",
+                   help="core clock the figures are given at (default 250); host times keep "
+                        "their length in ns")
+    p.add_argument("--link", metavar="genGxN",
+                   help="also limit the host side to a PCIe link, e.g. gen3x4 (default: the "
+                        "data path is the only limit)")
     p.add_argument("--size", type=int, metavar="BYTES",
                    help="dma only: one transfer size, 1 to 65535 (default: 64 B to 64 KiB)")
-    p.add_argument("--dir", choices=["read", "write"],
-                   help="dma only: one direction (default: both)")
+    p.add_argument("--dir", choices=["read", "write", "tx", "rx"],
+                   help="dma: read or write; net: tx or rx (default: both)")
     p.add_argument("--host-offset", type=int, default=0, metavar="BYTES",
                    help="dma only: host addresses this far past a page boundary (default 0)")
     p.add_argument("--buffer-offset", type=int, default=0, metavar="BYTES",
                    help="dma only: buffer addresses this far past a row boundary (default 0)")
+    p.add_argument("--op", choices=["randread", "randwrite"],
+                   help="blk only: one operation (default: both)")
+    p.add_argument("--qd", type=int, metavar="N",
+                   help="blk, notify: one queue depth (default: blk 1, 8 and 32; notify 32)")
+    p.add_argument("--frame", type=int, metavar="BYTES",
+                   help="net only: one frame size, 60 to 1514 (default: 64, 512 and 1514)")
+    p.add_argument("--event-idx", choices=["on", "off"],
+                   help="notify only: with or without VIRTIO_F_EVENT_IDX (default: both)")
+    p.add_argument("--requests", type=int, metavar="N",
+                   help="blk, notify: requests per point; net: frames per point "
+                        "(default: enough for a steady figure)")
     p.add_argument("--json", action="store_true", help="one JSON object per result line")
+    p.add_argument("--report", metavar="PATH",
+                   help="also write the Markdown report (e.g. docs/performance.md) with its "
+                        "PNG plots next to it")
     p.set_defaults(func=_cmd_bench)
     return parser
 
