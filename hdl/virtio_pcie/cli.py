@@ -115,11 +115,30 @@ def _cmd_bench(args):
                   f"{args.dir}", file=sys.stderr)
             return 2
     names = list(BENCHES) if args.name == "all" else [args.name]
+    saved = None
+    if args.from_json:
+        saved = []
+        for path in args.from_json:
+            with open(path) as f:
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}:{number}: not a JSON row ({e})") from None
+                    if not isinstance(row, dict) or row.get("bench") not in BENCHES:
+                        raise ValueError(f"{path}:{number}: not a row of virtio-pcie bench")
+                    saved.append(row)
     all_rows = []
     for name in names:
         runner, table = BENCHES[name]()
         rows = []
-        for row in runner(**_bench_options(name, args)):
+        source = ([r for r in saved if r["bench"] == name] if saved is not None
+                  else runner(**_bench_options(name, args)))
+        if saved is not None and not source:
+            continue
+        for row in source:
             rows.append(row)
             if args.json:
                 print(json.dumps(row), flush=True)
@@ -209,6 +228,9 @@ def build_parser():
                    help="blk, notify: requests per point; net: frames per point "
                         "(default: enough for a steady figure)")
     p.add_argument("--json", action="store_true", help="one JSON object per result line")
+    p.add_argument("--from-json", metavar="FILE", action="append",
+                   help="take the rows from FILE (the --json output of earlier runs; may be "
+                        "repeated) instead of measuring")
     p.add_argument("--report", metavar="PATH",
                    help="also write the Markdown report (e.g. docs/performance.md) with its "
                         "PNG plots next to it")

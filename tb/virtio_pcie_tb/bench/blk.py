@@ -277,7 +277,8 @@ async def _measure(tb, blk, p, rng):
     trace = _Trace(tb, blk) if os.environ.get("BENCH_TRACE") else None
     probe = UsedIndexProbe(tb.bridge, vq)
     jobs = [cocotb.start_soon(job()) for _ in range(qd)]
-    await with_timeout(Combine(*jobs), 100 + total * (20 + 4 * tb.bridge.latency_ns // 1000), "us")
+    limit_us = 100 + total * (20 + 4 * tb.bridge.latency_ns // 1000)
+    await with_timeout(Combine(*(j.complete for j in jobs)), limit_us, "us")
     if trace is not None:
         trace.save(f"{os.environ['BENCH_TRACE']}-{op}-qd{qd}-l{p['latency_ns']}.json")
     probe.close()

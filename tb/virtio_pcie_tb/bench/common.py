@@ -30,8 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CLOCK_MHZ", "CLOCK_NS", "HostCosts", "default_progress", "run_points", "bench_test",
-           "setup_host", "delay_interrupts", "parallel", "sim_scale", "UsedIndexProbe"]
+__all__ = ["CLOCK_MHZ", "CLOCK_NS", "HOST_BRIDGE", "HostCosts", "default_progress", "run_points",
+           "bench_test", "setup_host", "delay_interrupts", "parallel", "sim_scale",
+           "UsedIndexProbe"]
 
 CLOCK_MHZ = 250
 CLOCK_NS = 1000 // CLOCK_MHZ
@@ -39,6 +40,9 @@ CLOCK_NS = 1000 // CLOCK_MHZ
 #: Max_Payload_Size 256 bytes (encoding 1); the device keeps its reset Max_Read_Request_Size,
 #: 512 bytes, as Linux leaves it.
 HOST_MPS = 1
+#: The bridge's host model in every benchmark (see docs/performance.md): the host works on at
+#: most 64 reads at once, more than the device's DMA engine keeps in progress (32).
+HOST_BRIDGE = {"max_reads_in_flight": 64}
 
 
 def default_progress(message):
@@ -107,7 +111,7 @@ async def setup_host(dut, *, bridge_options=None, driver=None, profile="linux-6.
     docstring), reset, with ``driver`` bound. ``link`` (e.g. ``"gen3x4"``) adds the bridge's
     link model. Returns the testbench."""
     from virtio_pcie_tb.system import SystemTB
-    bridge_options = dict(bridge_options or {})
+    bridge_options = {**HOST_BRIDGE, **(bridge_options or {})}
     if link:
         bridge_options["link"] = link
     tb = SystemTB(dut, bridge_options=bridge_options)

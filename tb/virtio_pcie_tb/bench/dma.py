@@ -133,7 +133,8 @@ async def run_dma_bench(dut):
 
     points = json.loads(os.environ["BENCH_POINTS"])
     link = points[0].get("link") if points else None
-    env = DmaEnv(dut, rc_max_payload_size=1, host_bytes=1 << 17,
+    from .common import HOST_BRIDGE
+    env = DmaEnv(dut, rc_max_payload_size=1, host_bytes=1 << 17, **HOST_BRIDGE,
                  **({"link": link} if link else {}))
     env.set_cfg(mps=1, mrrs=2, extended_tag=True, rcb_128=False)
     await env.reset()
