@@ -11,14 +11,33 @@ import pytest
 
 #: Fields every JSON line has (issue 11), and those of each benchmark.
 COMMON = {"bench", "width", "latency_ns", "clock_mhz", "efficiency"}
-FIELDS = {"dma": COMMON | {"dir", "size", "bytes_per_cycle"}}
+FIELDS = {"dma":    COMMON | {"dir", "size", "bytes_per_cycle"},
+          "blk":    COMMON | {"op", "bs", "qd", "iops", "io_latency_ns"},
+          "net":    COMMON | {"dir", "frame", "mpps"},
+          "notify": COMMON | {"qd", "event_idx", "doorbells_per_req", "interrupts_per_req"}}
+
+
+def command(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "virtio_pcie.cli", "bench", *args],
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def bench(*args):
-    result = subprocess.run([sys.executable, "-m", "virtio_pcie.cli", "bench", *args, "--json"],
-                            capture_output=True, text=True, timeout=900)
+    result = command(*args, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def report(tmp_path, name, rows, heading):
+    """The rows make a report (tables and a plot where there is one) through the command."""
+    saved = tmp_path / "rows.jsonl"
+    saved.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = tmp_path / "performance.md"
+    result = command(name, "--from-json", str(saved), "--report", str(doc), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = doc.read_text()
+    assert heading in text and "## The host latency model" in text
+    return text
 
 
 @pytest.mark.sim
@@ -32,6 +51,61 @@ def test_bench_dma_point():
     assert 0 < row["bytes_per_cycle"] <= 8
     assert row["efficiency"] == pytest.approx(row["bytes_per_cycle"] / 8)
     assert row["efficiency"] > 0.9
+
+
+@pytest.mark.system
+def test_bench_blk_point(tmp_path):
+    """One blk point on the whole 128-bit device (the system tests' build)."""
+    rows = bench("blk", "--width", "128", "--latency-ns", "500", "--op", "randread", "--qd", "1",
+                 "--requests", "8")
+    assert len(rows) == 1
+    row = rows[0]
+    assert FIELDS["blk"] <= set(row), row
+    assert (row["bench"], row["width"], row["latency_ns"], row["clock_mhz"], row["op"],
+            row["bs"], row["qd"]) == ("blk", 128, 500, 250, "randread", 4096, 1)
+    # a 4 KiB read cannot beat its own transfer nor the 2 round trips to fetch it
+    assert 0 < row["efficiency"] < 1
+    assert row["io_latency_ns"] > 2 * 500 + 4096 / 16 * 4
+    assert row["iops"] == pytest.approx(1e9 / row["io_latency_ns"], rel=0.2)
+    assert row["doorbells_per_req"] == 1 and row["interrupts_per_req"] == 1
+    text = report(tmp_path, "blk", rows, "## virtio-blk")
+    assert "blk QD 1 latency" in text
+
+
+@pytest.mark.system
+def test_bench_net_point(tmp_path):
+    """One net point (TX of 512-byte frames) on the whole 128-bit device."""
+    rows = bench("net", "--width", "128", "--latency-ns", "1000", "--dir", "tx", "--frame",
+                 "512", "--requests", "200")
+    assert len(rows) == 1
+    row = rows[0]
+    assert FIELDS["net"] <= set(row), row
+    assert (row["bench"], row["width"], row["dir"], row["frame"]) == ("net", 128, "tx", 512)
+    # 512 bytes are 32 beats: never more than 250 / 32 Mpps
+    assert 0 < row["mpps"] <= 250 / 32 + 1e-6
+    assert row["efficiency"] == pytest.approx(row["mpps"] * 512 / 16 / 250, rel=1e-3)
+    report(tmp_path, "net", rows, "## virtio-net")
+
+
+@pytest.mark.system
+def test_bench_notify_point(tmp_path):
+    """One notify point: EVENT_IDX at QD 8 suppresses most doorbells and interrupts."""
+    rows = bench("notify", "--qd", "8", "--event-idx", "on", "--requests", "48")
+    assert len(rows) == 1
+    row = rows[0]
+    assert FIELDS["notify"] <= set(row), row
+    assert (row["bench"], row["width"], row["qd"], row["event_idx"]) == ("notify", 128, 8, True)
+    assert 0 <= row["doorbells_per_req"] < 1 and 0 < row["interrupts_per_req"] < 1
+    report(tmp_path, "notify", rows, "## Notifications")
+
+
+@pytest.mark.unit
+def test_bench_rejects_bad_options():
+    for args, option in ((["net", "--dir", "read"], "--dir"), (["blk", "--qd", "0"], "--qd"),
+                         (["blk", "--link", "gen9x3"], "gen9x3"),
+                         (["net", "--frame", "20"], "--frame")):
+        result = command(*args, timeout=60)
+        assert result.returncode == 2 and option in result.stderr, (args, result.stderr)
 
 
 @pytest.mark.unit

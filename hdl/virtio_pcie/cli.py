@@ -107,7 +107,10 @@ def _cmd_bench(args):
         return 2
     if args.link is not None:
         from virtio_pcie_tb.models.pcie_bridge import PcieLink
-        args.link = PcieLink.parse(args.link).name       # ValueError: exit status 2
+        try:
+            args.link = PcieLink.parse(args.link).name
+        except ValueError as e:
+            raise ValueError(f"--link {args.link}: {e}") from None
     if args.dir is not None and args.name in ("dma", "net"):
         valid = ("read", "write") if args.name == "dma" else ("tx", "rx")
         if args.dir not in valid:

@@ -62,9 +62,13 @@ class SystemTB:
     bridge_options : dict
         Keyword arguments of :class:`~.models.pcie_bridge.DutPcieDevice` (latency, reorder,
         RCB splitting, error hooks).
+    mac : "cocotbext" or "lean"
+        net: the MAC side's model, :class:`~.models.mac_port.MacPort` (cocotbext-axi, the
+        default) or :class:`~.models.axis_frames.LeanMacPort` (less Python per beat, for
+        benchmarks at line rate).
     """
 
-    def __init__(self, dut, *, image=None, bridge_options=None, seed=0):
+    def __init__(self, dut, *, image=None, bridge_options=None, seed=0, mac="cocotbext"):
         from cocotbext.pcie.core import RootComplex
 
         from .models.pcie_bridge import DutPcieDevice
@@ -86,8 +90,14 @@ class SystemTB:
             self.image = image or DiskImage(sectors=self.params["capacity"])
             self.medium = attach_axi_ram(dut, "medium", dut.clk, dut.rst, self.image)
         elif self.device == "net":
-            from .models.mac_port import MacPort
-            self.mac = MacPort(dut, dut.clk, dut.rst)
+            if mac == "lean":
+                from .models.axis_frames import LeanMacPort
+                self.mac = LeanMacPort(dut, dut.clk, dut.rst, data_width=self.data_width)
+            elif mac == "cocotbext":
+                from .models.mac_port import MacPort
+                self.mac = MacPort(dut, dut.clk, dut.rst)
+            else:
+                raise ValueError(f"mac must be 'cocotbext' or 'lean', not {mac!r}")
         self.pci = None
 
     async def reset(self, cycles=8):

@@ -106,7 +106,8 @@ def sim_scale(clock_mhz):
     return clock_mhz / CLOCK_MHZ
 
 
-async def setup_host(dut, *, bridge_options=None, driver=None, profile="linux-6.12", link=None):
+async def setup_host(dut, *, bridge_options=None, driver=None, profile="linux-6.12", link=None,
+                     **tb_options):
     """A :class:`~virtio_pcie_tb.system.SystemTB` with the benchmark host (see the module
     docstring), reset, with ``driver`` bound. ``link`` (e.g. ``"gen3x4"``) adds the bridge's
     link model. Returns the testbench."""
@@ -114,7 +115,7 @@ async def setup_host(dut, *, bridge_options=None, driver=None, profile="linux-6.
     bridge_options = {**HOST_BRIDGE, **(bridge_options or {})}
     if link:
         bridge_options["link"] = link
-    tb = SystemTB(dut, bridge_options=bridge_options)
+    tb = SystemTB(dut, bridge_options=bridge_options, **tb_options)
     # Linux configures MPS from the smallest in the hierarchy and leaves MRRS at 512 bytes.
     tb.rc.max_payload_size = HOST_MPS
     await tb.reset()

@@ -12,6 +12,9 @@ drivers do the same job with more features (pauses, per-beat hooks) and more Pyt
 
 Beat layout (see :class:`~virtio_pcie.devices.net_interface.AxiStreamSignature`): byte ``i`` of
 a beat in ``tdata[8*i +: 8]``, ``tkeep`` one bit per byte, full on every beat but the last.
+
+:class:`LeanMacPort` puts the two on a net device's ``mac_rx``/``mac_tx`` with ``link_up`` high:
+``SystemTB(..., mac="lean")`` uses it instead of :class:`~.mac_port.MacPort` for benchmarks.
 """
 
 import collections
@@ -20,7 +23,7 @@ import cocotb
 from cocotb.triggers import Event, RisingEdge
 from cocotb.utils import get_sim_time
 
-__all__ = ["AxisFrameSource", "AxisFrameSink"]
+__all__ = ["AxisFrameSource", "AxisFrameSink", "LeanMacPort"]
 
 
 def _sig(dut, prefix, name):
@@ -162,3 +165,15 @@ class AxisFrameSink:
                 self.frames.append((now, b"".join(parts) if self.keep_data else None, bad))
                 parts, bad = [], 0
                 self.event.set()
+
+
+class LeanMacPort:
+    """A net device's MAC side for benchmarks: :attr:`source` on ``mac_rx``, :attr:`sink` on
+    ``mac_tx`` (always ready, frame data not kept), the link up and loopback off."""
+
+    def __init__(self, dut, clock, reset, *, data_width, rx="mac_rx", tx="mac_tx"):
+        self.dut = dut
+        self.source = AxisFrameSource(dut, rx, clock, reset, data_width=data_width)
+        self.sink = AxisFrameSink(dut, tx, clock, reset, data_width=data_width, keep_data=False)
+        dut.link_up.value = 1
+        dut.loopback.value = 0
