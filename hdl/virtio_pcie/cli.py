@@ -155,6 +155,20 @@ def _cmd_bench(args):
     return 0
 
 
+def _cmd_synth(args):
+    import json
+
+    from .synth import format_result, synthesize
+    out = args.out or f"sim_build/synth/{args.family}-{args.device}-{args.width}"
+    result = synthesize(family=args.family, device=args.device, width=args.width, out=out,
+                        place=not args.no_place)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "cells"}), flush=True)
+    else:
+        print(format_result(result), flush=True)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="virtio-pcie",
@@ -238,6 +252,24 @@ def build_parser():
                    help="also write the Markdown report (e.g. docs/performance.md) with its "
                         "PNG plots next to it")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("synth", help="synthesise the core out of context and report its size "
+                                     "(and Fmax on ECP5)",
+                       description="Synthesise VirtioPcieDevice on its own (TLP streams as "
+                                   "ports, no PCIe hard IP) with Yosys from YoWASP; for ECP5 "
+                                   "also place and route with nextpnr-ecp5 for Fmax. Needs the "
+                                   "'synth' optional dependencies (pip install .[synth]).")
+    p.add_argument("--family", required=True, choices=["ecp5", "xilinx7"])
+    p.add_argument("--device", choices=["blk", "net"], default="blk")
+    p.add_argument("--width", type=int, choices=[64, 128, 256], default=128,
+                   help="TLP data path width in bits (default 128)")
+    p.add_argument("--no-place", action="store_true",
+                   help="ecp5: synthesis only, no place and route (no Fmax)")
+    p.add_argument("--out", metavar="DIR",
+                   help="directory for the netlist, logs and reports (default "
+                        "sim_build/synth/<family>-<device>-<width>)")
+    p.add_argument("--json", action="store_true", help="the figures as one JSON object")
+    p.set_defaults(func=_cmd_synth)
     return parser
 
 

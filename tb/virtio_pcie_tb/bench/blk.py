@@ -52,7 +52,7 @@ DEFAULT_QDS = (1, 8, 32)
 DEFAULT_LATENCIES_NS = (500, 1000)
 BS = 4096
 #: Requests per point in the steady window (QD > 1) and at QD 1.
-WINDOW_REQUESTS = 512
+WINDOW_REQUESTS = 256
 QD1_REQUESTS = 24
 #: The host of the notify benchmark (the figures of the engine-level benchmark).
 NOTIFY_HOST = HostCosts(irq_ns=2000, resubmit_ns=1000)

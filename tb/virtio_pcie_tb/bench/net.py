@@ -46,7 +46,7 @@ LINE_RATES_GBPS = (10, 25)
 #: minimum inter-frame gap 12 (IEEE 802.3).
 WIRE_OVERHEAD = 4 + 8 + 12
 #: Frames per point (at least; more for small frames so that a point spans enough cycles).
-FRAMES_PER_POINT = {64: 3000, 512: 1200, 1514: 600}
+FRAMES_PER_POINT = {64: 1500, 512: 600, 1514: 300}
 
 
 def line_rate_mpps(gbps, frame):
@@ -223,7 +223,9 @@ async def _measure_rx(tb, net, source, sink, p):
     received = q.stats["packets"] - before
     while not q.packets.empty():
         q.packets.get_nowait()
-    if received < n // 2:
+    if received < max(20, n // 20):
+        # drops are part of the figure (the MAC offers more than the device can place), but
+        # too few frames for a rate means the receive path is broken
         raise AssertionError(f"RX: only {received} of {n} frames arrived")
     lo, hi = _window(received)
     rate, _, _ = probe.rate(lo, hi)
