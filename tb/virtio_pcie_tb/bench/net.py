@@ -122,7 +122,7 @@ def format_table(rows):
                           [f"{r['mpps']:.2f}", f"{r['gbit_per_s']:.1f}",
                            f"{100 * r['efficiency']:.1f} %"])
             rx = sel.get(("rx", frame))
-            drops = f"{rx['drops']} / {rx['frames']}" if rx else "-"
+            drops = f"{rx['drops']} / {rx['drops'] + rx['frames']}" if rx else "-"
             lines.append(f"| {frame} B | " + " | ".join(cells) + f" | {drops} | "
                          f"{line_rate_mpps(10, frame):.2f} Mpps | "
                          f"{line_rate_mpps(25, frame):.2f} Mpps |")
