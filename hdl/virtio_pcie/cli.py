@@ -119,6 +119,7 @@ def _cmd_bench(args):
             return 2
     names = list(BENCHES) if args.name == "all" else [args.name]
     saved = None
+    synth_rows = []
     if args.from_json:
         saved = []
         for path in args.from_json:
@@ -130,8 +131,12 @@ def _cmd_bench(args):
                         row = json.loads(line)
                     except json.JSONDecodeError as e:
                         raise ValueError(f"{path}:{number}: not a JSON row ({e})") from None
+                    if isinstance(row, dict) and "family" in row and "luts" in row:
+                        synth_rows.append(row)          # a `virtio-pcie synth --json` result
+                        continue
                     if not isinstance(row, dict) or row.get("bench") not in BENCHES:
-                        raise ValueError(f"{path}:{number}: not a row of virtio-pcie bench")
+                        raise ValueError(f"{path}:{number}: not a row of virtio-pcie bench "
+                                         f"or synth")
                     saved.append(row)
     all_rows = []
     for name in names:
@@ -150,7 +155,7 @@ def _cmd_bench(args):
         all_rows += rows
     if args.report:
         from virtio_pcie_tb.bench.report import write_report
-        write_report(all_rows, args.report, command=" ".join(["virtio-pcie", *sys.argv[1:]]))
+        write_report(all_rows + synth_rows, args.report, command=" ".join(["virtio-pcie", *sys.argv[1:]]))
         print(f"virtio-pcie bench: wrote {args.report} and its plots", file=sys.stderr)
     return 0
 
@@ -246,8 +251,8 @@ def build_parser():
                         "(default: enough for a steady figure)")
     p.add_argument("--json", action="store_true", help="one JSON object per result line")
     p.add_argument("--from-json", metavar="FILE", action="append",
-                   help="take the rows from FILE (the --json output of earlier runs; may be "
-                        "repeated) instead of measuring")
+                   help="take the rows from FILE (the --json output of earlier bench or synth "
+                        "runs; may be repeated) instead of measuring")
     p.add_argument("--report", metavar="PATH",
                    help="also write the Markdown report (e.g. docs/performance.md) with its "
                         "PNG plots next to it")
