@@ -155,7 +155,8 @@ def _cmd_bench(args):
         all_rows += rows
     if args.report:
         from virtio_pcie_tb.bench.report import write_report
-        write_report(all_rows + synth_rows, args.report, command=" ".join(["virtio-pcie", *sys.argv[1:]]))
+        write_report(all_rows + synth_rows, args.report,
+                     command=" ".join(["virtio-pcie", *sys.argv[1:]]))
         print(f"virtio-pcie bench: wrote {args.report} and its plots", file=sys.stderr)
     return 0
 
