@@ -155,6 +155,17 @@ def _plot_net(plt, rows, path):
     plt.close(fig)
 
 
+def _scope(benches):
+    """What the rows cover: the widths and host latencies of each bench."""
+    parts = []
+    for name, sel in benches.items():
+        if sel:
+            widths = "/".join(str(w) for w in sorted({r["width"] for r in sel}))
+            lats = "/".join(f"{r / 1000:g}" for r in sorted({r["latency_ns"] for r in sel}))
+            parts.append(f"{name} at {widths} bits, L = {lats} µs ({len(sel)} points)")
+    return "This page holds " + "; ".join(parts) + "." if parts else ""
+
+
 # -- the document ------------------------------------------------------------------------------
 
 _INTRO = """\
@@ -176,11 +187,11 @@ virtio-pcie bench dma        # the DMA engine alone, 64 B to 64 KiB, L = 0.5 and
 virtio-pcie bench blk        # whole device, virtio-blk, 4 KiB random read/write, QD 1/8/32
 virtio-pcie bench net        # whole device, virtio-net, TX and RX of 64/512/1514 B frames
 virtio-pcie bench notify     # doorbells and interrupts per request, EVENT_IDX on and off
-virtio-pcie bench all --json > rows.jsonl     # everything (about 20 minutes on 2 cores)
+virtio-pcie bench all --json > rows.jsonl     # everything, every width
 virtio-pcie bench all --from-json rows.jsonl --report docs/performance.md   # this page
 ```
 
-Options: `--width 64|128|256` (default all three), `--latency-ns N` (the host latency *L*),
+{scope}Options: `--width 64|128|256` (default all three), `--latency-ns N` (the host latency *L*),
 `--clock-mhz F` (figures at another clock: host times keep their length in ns, so their length
 in cycles scales), `--link gen3x4` (add the PCIe link model below), and per bench `--size`,
 `--dir`, `--op`, `--qd`, `--frame`, `--event-idx`, `--requests` (run length). A one-point run of
@@ -292,8 +303,10 @@ _ANCHORS = """\
 """
 
 
-def write_report(rows, path, *, command="virtio-pcie bench all --report docs/performance.md"):
-    """Write the Markdown report of ``rows`` to ``path`` and its PNG plots next to it."""
+def write_report(rows, path, *, command="virtio-pcie bench all --report docs/performance.md",
+                 note=""):
+    """Write the Markdown report of ``rows`` to ``path`` and its PNG plots next to it.
+    ``note``: a paragraph on how the rows were measured (e.g. which widths), or empty."""
     from .common import HOST_BRIDGE
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -303,7 +316,8 @@ def write_report(rows, path, *, command="virtio-pcie bench all --report docs/per
     rows = [r for r in rows if r.get("bench")]
     plt = _pyplot()
     link = PcieLink(3, 4)
-    parts = [_INTRO.format(command=command, clock=CLOCK_MHZ,
+    scope = _scope(benches) + (f" {note.strip()}" if note.strip() else "") + "\n\n"
+    parts = [_INTRO.format(command=command, clock=CLOCK_MHZ, scope=scope,
                            date=datetime.date.today().isoformat()),
              _HOST.format(max_reads=HOST_BRIDGE["max_reads_in_flight"], payload=TLP_PAYLOAD,
                           wire=TLP_PAYLOAD + 12 + 8,
