@@ -330,7 +330,13 @@ class _Trace:
             self.events.append((get_sim_time("ns"), "rxdone", raw.tag, 4 * raw.length_dw))
         source = tb.bridge.rx_cpl
         original = source.send_nowait
-        source.send_nowait = lambda tlp, on_sent=None: original(tlp, on_sent=sent)
+        def send_nowait(tlp, on_sent=None):
+            def both(raw):
+                sent(raw)
+                if on_sent is not None:
+                    on_sent(raw)         # the bridge's own (it retires the read)
+            original(tlp, on_sent=both)
+        source.send_nowait = send_nowait
         tb.bridge.tx_monitors.append(tx)
         tb.bridge.rx_monitors.append(rx)
         self.monitors = (tb.bridge, tx, rx, source, original)
