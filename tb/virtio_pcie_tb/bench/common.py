@@ -42,7 +42,8 @@ CLOCK_NS = 1000 // CLOCK_MHZ
 HOST_MPS = 1
 #: The bridge's host model in every benchmark (see docs/performance.md): the host works on at
 #: most 64 reads at once, more than the device's DMA engine keeps in progress (32).
-HOST_BRIDGE = {"max_reads_in_flight": 64}
+#: ``BENCH_HOST_MAX_READS`` overrides it (0: no limit), to see whether the limit binds.
+HOST_BRIDGE = {"max_reads_in_flight": int(os.environ.get("BENCH_HOST_MAX_READS", "64")) or None}
 
 
 def default_progress(message):

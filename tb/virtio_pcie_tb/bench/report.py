@@ -355,9 +355,12 @@ def write_report(rows, path, *, command="virtio-pcie bench all --report docs/per
         from .net import format_table
         parts.append(_NET + "\n" + plot("net", _plot_net, benches["net"]) + "\n" +
                      format_table(benches["net"]))
+        parts.append(_net_why(benches["net"]))
     if benches["notify"]:
         from .blk import format_notify_table
         parts.append(_NOTIFY + "\n" + format_notify_table(benches["notify"]))
+        if any(r["event_idx"] and r["interrupts_per_req"] > 0.05 for r in benches["notify"]):
+            parts.append(_NOTIFY_WHY)
     if synth:
         parts.append(_SYNTH + "\n" + _synth_table(synth))
     best = [t for t in met if t["target"].startswith("DMA")]
@@ -461,4 +464,47 @@ _NOTIFY = """\
 takes time (interrupt handler 2 µs after the message, resubmission 1 µs after the handler saw a
 completion), with VIRTIO_F_EVENT_IDX negotiated and, for comparison, without (a host that does
 not accept the feature). Doorbells and interrupts are the device's own counters.
+"""
+
+
+def _net_why(rows):
+    """Why small frames are slow, with the figures at each host latency that was measured."""
+    by = {(r["width"], r["dir"], r["frame"], r["latency_ns"]): r for r in rows}
+    pairs = []
+    for (width, d, frame, lat), r in sorted(by.items()):
+        if frame == min(f for _, _, f, _ in by) and d == "tx":
+            pairs.append(f"{r['cycles_per_frame']:.1f} cycles per frame at L = {lat} ns "
+                         f"({width} bits)")
+    seen = "; ".join(pairs)
+    return f"""\
+### Why small frames miss the line rate
+
+A frame's cost in cycles grows with the host latency ({seen}): the device is bound by host
+round trips per frame, not by its data path. The likely cause (not profiled frame by frame): the
+virtqueue engine walks one descriptor chain at
+a time ([virtqueue.md](virtqueue.md), limitations); a head descriptor that is not in the window
+it already fetched costs a round trip. Linux's TX heads come back from the free list in
+completion order, so they scatter over the table; RX buffers are single descriptors refilled in
+order, but each batch of refills is read only after its `avail->idx` read. At 64 B the data
+takes 4 cycles, so a round trip every few frames dominates. Large frames amortise it: TX of
+512 B frames and more is above the 10 GbE line rate at 1 µs. RX drops count frames the MAC
+offered while the ring had no posted buffer (the MAC offers frames back to back, above any
+line rate). What would fix it, not done: several descriptor walks in flight in the virtqueue
+engine (the fetch of chain *n + 1* while *n* is checked), and a larger descriptor window for
+the scattered TX heads.
+"""
+
+
+_NOTIFY_WHY = """\
+### Why interrupts stay above 0.05 per request
+
+With EVENT_IDX the driver asks for an interrupt at the next completion each time its handler
+re-enables callbacks (`virtqueue_enable_cb`, as `virtblk_done` does), so the interrupt rate is
+one per handler run, not per batch of the queue depth: the device completes a 4 KiB request
+about every 1.05 µs at 128 bits, the handler runs 2 µs after its message, so each interrupt
+reaps 6 to 7 requests. The virtqueue engine's interrupt moderation (`irq_holdoff`, 500 cycles
+= 2 µs in the top level, not a register) is already in this figure. Doorbells are far below
+0.05: the engine keeps polling `avail->idx` while it has work, so a streaming driver rarely
+kicks. Reaching 0.05 interrupts per request at this completion rate needs about 20 µs of
+coalescing, i.e. a larger `irq_holdoff` (latency traded for interrupts) or a host that polls.
 """
