@@ -403,18 +403,27 @@ _QD32 = """\
 ### Where QD 32 writes fall short of 90 %
 
 A write moves its 4 KiB from the host: the device's DMA reads (512-byte requests, 256-byte
-completions) and the virtqueue engine's ring, descriptor and indirect-table reads and the
-request header share the inbound data path (`rx_cpl`). A profile of 128-bit writes at QD 32,
-L = 1 µs (`BENCH_TRACE=... virtio-pcie bench blk --width 128 --qd 32 --op randwrite
---latency-ns 1000 --requests 96`) shows the inbound path idle 11 % of the time while the DMA
-read engine keeps about 16 KiB of reads outstanding — its completion-buffer limit
-(`cpl_buffer_bytes`, 16 KiB), four times the bandwidth-delay product at 1 µs — and a median
-read round trip of 3.7 µs against L = 1 µs: the reads wait behind one another rather than on
-the host. Lifting the host model's limit on outstanding reads (`BENCH_HOST_MAX_READS=0`) gives
-the same 290.0 cycles per request, so the host model's read limit does not bind. Which block
-holds the reads back after they leave the device (completion ordering in the DMA engine's
-buffer, or the slot that waits for the head of its data) is not yet pinned down; reads at QD 32
-(the data path outbound, its small reads inbound) reach 97-98 % at the same widths.
+completions) and the virtqueue engine's ring, descriptor and indirect-table reads and the blk
+slot's request-header read all come back on the inbound data path (`rx_cpl`). A profile of
+128-bit writes at QD 32, L = 1 µs (`BENCH_TRACE=... virtio-pcie bench blk --width 128 --qd 32
+--op randwrite --latency-ns 1000 --requests 96`, every TLP with its time) shows:
+
+* the device keeps about 16 KiB of reads outstanding (median 15.4 KiB): the DMA read engine's
+  completion-buffer limit (`cpl_buffer_bytes`), four times the bandwidth-delay product at
+  1 µs (4 KiB at 16 B per cycle);
+* so completions queue in order behind about 12 KiB of earlier data, and a read's median round
+  trip is 3.7 µs against L = 1 µs — the small control reads too (`avail->idx`, descriptors,
+  request headers: median 3.6-3.8 µs; indirect tables, issued right after their descriptor,
+  1.0 µs);
+* the inbound path is nevertheless idle 11 % of the time (14.2 of 16 bytes per cycle).
+
+The chain walks and header reads, each waiting ≈ 3.7 µs behind the data, delay the next
+requests' data reads, so the data stream has gaps. Lifting the host model's limit on
+outstanding reads (`BENCH_HOST_MAX_READS=0`) gives the same 290.0 cycles per request: the host
+model does not cause it. Not done, what would help: keeping the data reads in flight near the
+bandwidth-delay product (a lower read limit for the blk client) or letting the virtqueue
+engine's small reads go first, so control reads see *L* and not the data queue. Reads at QD 32
+(the data outbound; only the small reads inbound) reach 97-98 % at the same widths.
 """
 
 _QD1 = """\
