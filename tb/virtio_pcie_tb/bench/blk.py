@@ -63,7 +63,9 @@ NOTIFY_LATENCY_NS = 1000
 def blk_design(width):
     """The device measured: the system tests' blk build (128 bits: the same build)."""
     from virtio_pcie_tb.system import build_system, design_params
-    return build_system(design_params("blk", width))
+
+    from .common import build_design
+    return build_design(build_system, design_params("blk", width))
 
 
 def _requests(qd):

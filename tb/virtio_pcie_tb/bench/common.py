@@ -25,13 +25,15 @@ point. :func:`run_points` does that part; its cocotb side (:func:`bench_test`) w
 import json
 import os
 import sys
+import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["CLOCK_MHZ", "CLOCK_NS", "HOST_BRIDGE", "HostCosts", "default_progress", "run_points",
-           "bench_test", "setup_host", "delay_interrupts", "parallel", "sim_scale",
+           "bench_test", "build_design", "BUILD_LOCK", "setup_host", "delay_interrupts",
+           "parallel", "sim_scale",
            "UsedIndexProbe"]
 
 CLOCK_MHZ = 250
@@ -59,6 +61,18 @@ class HostCosts:
     """
     irq_ns:      int = 0
     resubmit_ns: int = 0
+
+
+#: Held while a design is built: the harness redirects ``sys.stdout`` during a Verilator build
+#: (``contextlib.redirect_stdout``), which is not safe in two threads at once (one would restore
+#: the other's closed log file as standard output). Simulations run in parallel; builds do not.
+BUILD_LOCK = threading.Lock()
+
+
+def build_design(build, *args, **kwargs):
+    """``build(*args, **kwargs)`` under :data:`BUILD_LOCK`."""
+    with BUILD_LOCK:
+        return build(*args, **kwargs)
 
 
 def parallel(jobs, workers=2):

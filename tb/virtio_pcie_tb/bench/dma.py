@@ -59,7 +59,7 @@ def run_dma(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, sizes=D
     from virtio_pcie_tb import harness
     from virtio_pcie_tb.designs.dma_testbench import build_dma_testbench
 
-    from .common import default_progress, parallel, sim_scale
+    from .common import build_design, default_progress, parallel, sim_scale
     progress = progress or default_progress
     points = [dict(p, sim_latency_ns=p["latency_ns"] * sim_scale(clock_mhz), link=link)
               for p in _points(list(sizes), list(latencies_ns), list(dirs), list(offsets))]
@@ -67,7 +67,7 @@ def run_dma(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, sizes=D
     def job(width):
         def run():
             progress(f"dma: {width}-bit design (Verilator build, cached after the first run)")
-            design = build_dma_testbench(width)
+            design = build_design(build_dma_testbench, width)
             progress(f"dma: {width} bits, {len(points)} points")
             test_dir = harness.SIM_BUILD / "bench" / "dma" / str(width)
             out = test_dir / "results.json"

@@ -59,7 +59,9 @@ def net_design(width):
     """The device measured: at 128 bits the system tests' modern net build (two queue pairs, of
     which the benchmark's one-CPU driver uses one), so that the build is shared."""
     from virtio_pcie_tb.system import build_system, design_params
-    return build_system(design_params("net", width, queues=2), ports_only=True)
+
+    from .common import build_design
+    return build_design(build_system, design_params("net", width, queues=2), ports_only=True)
 
 
 def run_net(*, widths=(64, 128, 256), latencies_ns=(DEFAULT_LATENCY_NS,), frames=DEFAULT_FRAMES,
