@@ -113,3 +113,34 @@ def test_bench_rejects_bad_size():
     result = subprocess.run([sys.executable, "-m", "virtio_pcie.cli", "bench", "dma", "--size",
                              "65536"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--size" in result.stderr
+
+
+@pytest.mark.unit
+def test_link_model_rates():
+    """The bridge's link model: lane rates after line coding, TLP framing, bad links."""
+    from virtio_pcie_tb.models.pcie_bridge import PcieLink
+    gen3x4 = PcieLink.parse("Gen3x4")
+    assert (gen3x4.gen, gen3x4.lanes, gen3x4.name) == (3, 4, "gen3x4")
+    assert gen3x4.bytes_per_ns == pytest.approx(8 * 128 / 130 * 4 / 8)       # 3.94 GB/s
+    assert PcieLink.parse("gen2x8").bytes_per_ns == pytest.approx(4.0)       # 8b/10b
+    # a 256-byte payload costs a 12-byte header and 8 bytes of framing, sequence and LCRC
+    assert gen3x4.payload_efficiency(256) == pytest.approx(256 / 276)
+    for bad in ("gen9x4", "gen3x3", "x4", ""):
+        with pytest.raises(ValueError):
+            PcieLink.parse(bad)
+
+
+@pytest.mark.unit
+def test_report_targets():
+    """The report judges each target from the rows (and leaves out what was not measured)."""
+    from virtio_pcie_tb.bench.report import targets
+    rows = [{"bench": "blk", "width": 128, "latency_ns": 1000, "op": "randread", "qd": 32,
+             "efficiency": 0.95, "iops": 900_000, "io_latency_ns": 30_000},
+            {"bench": "blk", "width": 128, "latency_ns": 1000, "op": "randread", "qd": 1,
+             "efficiency": 0.1, "iops": 200_000, "io_latency_ns": 4_200},
+            {"bench": "net", "width": 128, "latency_ns": 1000, "dir": "tx", "frame": 64,
+             "mpps": 10.0, "efficiency": 0.2},
+            {"bench": "notify", "width": 128, "latency_ns": 1000, "qd": 32, "event_idx": True,
+             "doorbells_per_req": 0.01, "interrupts_per_req": 0.06}]
+    met = [(t["target"].split()[0], t["met"]) for t in targets(rows)]
+    assert met == [("blk", True), ("blk", True), ("net", False), ("≤", False)], met
