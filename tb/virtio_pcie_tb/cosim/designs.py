@@ -10,13 +10,13 @@ the design registered for that device with :func:`register`; ``--design NAME`` o
 
 Registered here:
 
-* ``blk`` and ``net``: :class:`virtio_pcie.top.VirtioPcieDevice` as virtio-blk (a 32 MiB disk
-  on its AXI4 ``medium`` port, served from the run's image file) and virtio-net (two queue
-  pairs; the testbench's network peer on ``mac_tx``/``mac_rx``), modern only; what
+* ``blk`` and ``net``: :class:`virtio_pcie.top.VirtioPcieDevice` as virtio-blk (the run's image
+  file on its AXI4 ``medium`` port, its size on the ``capacity`` input) and virtio-net (two
+  queue pairs; the testbench's network peer on ``mac_tx``/``mac_rx``), modern only; what
   ``--device blk|net`` runs. They are built exactly as the system tests build them
   (:func:`virtio_pcie_tb.system.build_system`), so a test run compiles each once.
-* ``blk-transitional`` and ``net-transitional``: the same with the legacy (virtio 0.9.5) I/O BAR
-  and transitional IDs; what ``--device blk|net --transitional`` runs.
+* ``blk-transitional`` and ``net-transitional``: with the legacy (virtio 0.9.5) I/O BAR and
+  transitional IDs (blk: a fixed 32 MiB); what ``--device blk|net --transitional`` runs.
 * ``minimal``: the foundation's minimal endpoint (1af4:10ff, a bare type-0 header), which proves
   the path (QEMU → vfio-user → TLPs → RTL and back) with nothing else in the way.
 * ``model``: a Python endpoint behind RTL FIFOs (BARs of every kind, MSI-X, INTx, DMA).
@@ -109,26 +109,22 @@ DESIGNS = {
 #: (device, transitional) -> design name
 DEVICE_DESIGNS = {}
 
-#: The virtio tops' parameters: :func:`virtio_pcie_tb.system.design_params` of the system tests
-#: (blk: a 32 MiB disk), so that the co-simulation reuses their builds.
-BLK_CAPACITY = 65536
 _TOP = "virtio_pcie.top:VirtioPcieDevice"
 _BUILDER = "virtio_pcie_tb.system:build_system"
 
 
 def _top_params(device, transitional):
-    # The modern net design is the net system tests' (two queue pairs, so Linux also sets the
-    # pair count through the control queue).
-    queues = 2 if device == "net" and not transitional else 1
-    params = {"device": device, "data_width": 128, "transitional": transitional,
-              "queues": queues}
+    """The system tests' builds, so that a test run compiles each design once: blk is the
+    project's main build (four request queues, the size from the image on the ``capacity``
+    input), blk-transitional the transitional system tests' (two queues, 32 MiB); net the modern
+    net system tests' (two queue pairs, so Linux also sets the pair count through the control
+    queue), net-transitional one pair at the standard MTU."""
+    from ..system import MAIN_DESIGNS, design_params
     if device == "blk":
-        params["capacity"] = BLK_CAPACITY
-    return params
-
-
-#: Builder options, as the system tests use them (net: only the top level visible to cocotb).
-_BUILD_OPTIONS = {"blk": {}, "net": {"ports_only": True}}
+        if transitional:
+            return design_params("blk", 128, transitional=True, queues=2)
+        return dict(MAIN_DESIGNS["blk"])
+    return design_params("net", 128, transitional=transitional, queues=1 if transitional else 2)
 
 
 def register(design, *, device=None, transitional=False):
@@ -139,7 +135,7 @@ def register(design, *, device=None, transitional=False):
     return design
 
 
-for _device, _what in (("blk", "virtio-blk, 32 MiB disk on the AXI4 medium"),
+for _device, _what in (("blk", "virtio-blk, the disk image on the AXI4 medium"),
                        ("net", "virtio-net, the testbench's peer on the MAC streams")):
     for _transitional in (False, True):
         register(CosimDesign(
@@ -148,7 +144,7 @@ for _device, _what in (("blk", "virtio-blk, 32 MiB disk on the AXI4 medium"),
             description=f"VirtioPcieDevice, {'transitional' if _transitional else 'modern'} "
                         f"{_what}",
             testbench=f"virtio_pcie_tb.models.cosim_backends:attach_{_device}",
-            builder=_BUILDER, build_options=_BUILD_OPTIONS[_device]),
+            builder=_BUILDER),
             device=_device, transitional=_transitional)
 
 

@@ -87,7 +87,7 @@ def add_arguments(p):
                         "UDP_BYTES=262144")
     p.add_argument("--timeout", type=float, default=1200, metavar="SECONDS",
                    help="stop the guest after this many seconds (default 1200; the full blk "
-                        "check takes about 7 minutes on a busy 2-core machine)")
+                        "check takes 3 to 7 minutes on a 2-core machine)")
     p.add_argument("--design", metavar="NAME|module:callable",
                    help="RTL top to simulate instead of the one registered for --device "
                         "('minimal' proves the path with the minimal endpoint)")
