@@ -467,6 +467,12 @@ The DMA engine alone ([dma.md](dma.md)) behind the same bridge: one client submi
 equal transfers at once (16 to 256, at least 256 KiB in all); the figure is the sustained rate,
 the bytes of all but the first transfer over the cycles from the first status to the last. A
 transfer is at most 65535 bytes (the request's 16-bit length), so that is the last size.
+
+Misaligned transfers (`virtio-pcie bench dma --host-offset 1 --buffer-offset 0`; tables appear
+here when such rows are given) need more than `size / (data_width / 8)` cycles however they are
+done: the payload starts at the dword holding the first byte and each TLP starts a new beat,
+and the bytes span one more buffer row. The engine's bound is one extra beat per transfer, not
+per TLP (e.g. 512 B from host offset 1 at 256 bits: 17 beats, 16/17 = 94.1 %).
 """
 
 _BLK = """\
