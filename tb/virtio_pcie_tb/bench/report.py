@@ -187,9 +187,12 @@ virtio-pcie bench dma        # the DMA engine alone, 64 B to 64 KiB, L = 0.5 and
 virtio-pcie bench blk        # whole device, virtio-blk, 4 KiB random read/write, QD 1/8/32
 virtio-pcie bench net        # whole device, virtio-net, TX and RX of 64/512/1514 B frames
 virtio-pcie bench notify     # doorbells and interrupts per request, EVENT_IDX on and off
-virtio-pcie bench all --json > rows.jsonl     # everything, every width
-virtio-pcie bench all --from-json rows.jsonl --report docs/performance.md   # this page
+virtio-pcie bench all --json > docs/performance.jsonl    # everything, every width
+virtio-pcie bench all --from-json docs/performance.jsonl --report docs/performance.md
 ```
+
+The last command makes this page and its plots from the rows in `docs/performance.jsonl`
+(kept in the repository, one JSON object per measured point).
 
 {scope}Options: `--width 64|128|256` (default all three), `--latency-ns N` (the host latency *L*),
 `--clock-mhz F` (figures at another clock: host times keep their length in ns, so their length
