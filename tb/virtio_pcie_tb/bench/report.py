@@ -187,9 +187,12 @@ virtio-pcie bench dma        # the DMA engine alone, 64 B to 64 KiB, L = 0.5 and
 virtio-pcie bench blk        # whole device, virtio-blk, 4 KiB random read/write, QD 1/8/32
 virtio-pcie bench net        # whole device, virtio-net, TX and RX of 64/512/1514 B frames
 virtio-pcie bench notify     # doorbells and interrupts per request, EVENT_IDX on and off
-virtio-pcie bench all --json > rows.jsonl     # everything, every width
-virtio-pcie bench all --from-json rows.jsonl --report docs/performance.md   # this page
+virtio-pcie bench all --json > docs/performance.jsonl    # everything, every width
+virtio-pcie bench all --from-json docs/performance.jsonl --report docs/performance.md
 ```
+
+The last command makes this page and its plots from the rows in `docs/performance.jsonl`
+(kept in the repository, one JSON object per measured point).
 
 {scope}Options: `--width 64|128|256` (default all three), `--latency-ns N` (the host latency *L*),
 `--clock-mhz F` (figures at another clock: host times keep their length in ns, so their length
@@ -293,10 +296,11 @@ _ANCHORS = """\
   of 256-byte-payload TLPs). Its DMA microbenchmark curves are not published; this project's
   engine moves {dma_best} of its data path for transfers of 512 B and more at 1 µs, so on any
   link narrower than its data path the link is the limit, as for Corundum.
-* **Ethernet line rates**: 10 GbE carries 14.88 Mpps of 64-byte frames (84 bytes on the wire
-  with FCS, preamble and inter-frame gap), 2.35 Mpps of 512-byte frames and 0.81 Mpps of
-  1514-byte frames; 25 GbE 2.5 times as many (37.2 Mpps at 64 B). The net tables give both
-  line rates next to each measured figure.
+* **Ethernet line rates**: 10 GbE carries 14.88 Mpps of minimum-size frames (60 bytes on the
+  MAC stream, 84 on the wire with FCS, preamble and inter-frame gap). The net bench counts
+  frame sizes as MAC-stream bytes (no FCS), so its 64 B frames are 88 bytes on the wire: 14.20
+  Mpps at 10 GbE; 512 B: 2.33 Mpps; 1514 B (a full 1500-byte MTU frame): 0.81 Mpps; 25 GbE
+  carries 2.5 times as many. The net tables give both line rates next to each figure.
 * **Hardware virtio devices** (BU/Red Hat's XDMA prototype, RSPwFPGAs' virtio-fpga, e-trees'
   virtio-MMIO devices): none publishes performance figures, so there is no figure to compare
   with; these are the first published for an open virtio-PCIe core.
@@ -467,6 +471,12 @@ The DMA engine alone ([dma.md](dma.md)) behind the same bridge: one client submi
 equal transfers at once (16 to 256, at least 256 KiB in all); the figure is the sustained rate,
 the bytes of all but the first transfer over the cycles from the first status to the last. A
 transfer is at most 65535 bytes (the request's 16-bit length), so that is the last size.
+
+Misaligned transfers (`virtio-pcie bench dma --host-offset 1 --buffer-offset 0`; tables appear
+here when such rows are given) need more than `size / (data_width / 8)` cycles however they are
+done: the payload starts at the dword holding the first byte and each TLP starts a new beat,
+and the bytes span one more buffer row. The engine's bound is one extra beat per transfer, not
+per TLP (e.g. 512 B from host offset 1 at 256 bits: 17 beats, 16/17 = 94.1 %).
 """
 
 _BLK = """\
