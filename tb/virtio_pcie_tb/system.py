@@ -80,12 +80,17 @@ class SystemTB:
         RCB splitting, error hooks).
     quiet : bool
         Keep cocotbext-pcie's per-access INFO logging off (warnings and errors still show).
+    mac : "cocotbext" or "lean"
+        net: the MAC side's model, :class:`~.models.mac_port.MacPort` (cocotbext-axi, the
+        default) or :class:`~.models.axis_frames.LeanMacPort` (less Python per beat, for
+        benchmarks at line rate).
 
     A blk design built with ``capacity=None`` gets the image's size on its ``capacity`` input
     (:meth:`set_capacity` changes it, as a resized backing store would).
     """
 
-    def __init__(self, dut, *, image=None, bridge_options=None, seed=0, quiet=True):
+    def __init__(self, dut, *, image=None, bridge_options=None, seed=0, quiet=True,
+                 mac="cocotbext"):
         from cocotbext.pcie.core import RootComplex
 
         from .models.pcie_bridge import DutPcieDevice
@@ -114,8 +119,14 @@ class SystemTB:
                 # A design without a fixed size takes it from the disk image it is given.
                 self.set_capacity(self.image.sectors)
         elif self.device == "net":
-            from .models.mac_port import MacPort
-            self.mac = MacPort(dut, dut.clk, dut.rst)
+            if mac == "lean":
+                from .models.axis_frames import LeanMacPort
+                self.mac = LeanMacPort(dut, dut.clk, dut.rst, data_width=self.data_width)
+            elif mac == "cocotbext":
+                from .models.mac_port import MacPort
+                self.mac = MacPort(dut, dut.clk, dut.rst)
+            else:
+                raise ValueError(f"mac must be 'cocotbext' or 'lean', not {mac!r}")
         self.pci = None
 
     @property
