@@ -98,6 +98,35 @@ def test_ip_properties_follow_plan(plan):
         assert f"CONFIG.{key} {{{value}}}" in tcl
 
 
+#: Verilator warnings that only flag how Yosys writes Amaranth's netlist, not the design.
+#: ASCRANGE: a zero-width signal (e.g. the address of a one-entry memory, the index of the only
+#: queue) is declared ``wire [-1:0] x;`` by Yosys' Verilog writer; such declarations are dead
+#: (never read or driven, checked by :func:`_dead_zero_width`), so the range is harmless.
+#: CASEOVERLAP: an ``If``/``Elif`` chain is written as a priority ``casez``; when an earlier
+#: condition is a constant (a requester that never requests, e.g. the prefetcher's DMA writes in
+#: the virtqueue engine's DmaRequestMux) the patterns Verilator compares overlap, but the first
+#: match wins (IEEE 1364 §9.5) and no ``parallel_case`` is asserted, so every tool agrees.
+AMARANTH_IDIOMS = ("-Wno-CMPCONST", "-Wno-PROCASSINIT", "-Wno-UNSIGNED", "-Wno-ALWNEVER",
+                   "-Wno-ASCRANGE", "-Wno-CASEOVERLAP")
+
+
+def _dead_zero_width(verilog):
+    """Names of ``[-1:0]`` (zero-width) wires that are used anywhere in their module."""
+    used = []
+    for module in re.split(r"^endmodule", verilog, flags=re.M):
+        for name in re.findall(r"^\s*wire \[-1:0\] (\S+)\s*;", module, re.M):
+            if len(re.findall(rf"(?<![\w$\\]){re.escape(name)}(?![\w$])", module)) != 1:
+                used.append(name)
+    return used
+
+
+def _attribute_on_empty_statement(verilog):
+    """Line numbers where an attribute is followed by no statement: legal for Verilator, but a
+    syntax error for Yosys and Vivado (amaranth-lang/amaranth#1648: an ``If`` on a constant)."""
+    return [verilog.count("\n", 0, m.start()) + 1
+            for m in re.finditer(r"\(\*[^*]*\*\)\s*\n\s*\n?\s*end\b", verilog)]
+
+
 def test_plan_lints_in_verilator(plan):
     board, out, d = plan
     link = BOARDS[board].link
@@ -107,17 +136,28 @@ def test_plan_lints_in_verilator(plan):
                                            "O": ("o", 1), "ODIV2": ("o", 1)}) +
                      _stub("OBUFT", {"I": ("i", 1), "T": ("i", 1), "O": ("o", 1)}) +
                      _stub("IBUF", {"I": ("i", 1), "O": ("o", 1)}))
+    verilog = (out / "top.v").read_text()
+    assert not _attribute_on_empty_statement(verilog)
+    assert not _dead_zero_width(verilog)
     verilator = verilator_bin_dir() / "verilator"
     result = subprocess.run(
         [str(verilator), "--lint-only", "-Wall", "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL",
          "-Wno-UNUSEDPARAM", "-Wno-PINCONNECTEMPTY", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
          "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT", "-Wno-UNDRIVEN", "-Wno-SYNCASYNCNET",
-         # Amaranth's output idioms (unsigned >= 0 compares, initialised regs)
-         "-Wno-CMPCONST", "-Wno-PROCASSINIT", "-Wno-UNSIGNED", "-Wno-ALWNEVER",
-         "--top-module", "top", str(out / "top.v"), str(stubs)],
+         *AMARANTH_IDIOMS, "--top-module", "top", str(out / "top.v"), str(stubs)],
         capture_output=True, text=True)
     assert result.returncode == 0 and "%Error" not in result.stderr, result.stderr[-4000:]
     assert "%Warning" not in result.stderr, result.stderr[-4000:]
+
+
+def test_lint_checks_catch_what_they_exempt():
+    """The two checks that make the exemptions above safe do fail on what they look for."""
+    assert _dead_zero_width("module a;\n  wire [-1:0] x;\n  assign y = x;\nendmodule\n") == ["x"]
+    assert _dead_zero_width("module a;\n  wire [-1:0] \\x$1 ;\nendmodule\n") == []
+    assert _attribute_on_empty_statement(
+        "  if (a) begin\n    (* full_case = 32'd1 *)\n\n  end\n") == [2]
+    assert _attribute_on_empty_statement(
+        "    (* full_case = 32'd1 *)\n    if (a) begin\n  end\n") == []
 
 
 @pytest.mark.slow
