@@ -181,10 +181,10 @@ async def run_interrupts(dut):
     await dev.set_master()
     # INTx first (MSI-X off): a notify write asserts INTA, the ISR read deasserts it.
     await dev.bar_window[4].write(STANDIN_LAYOUT["windows"]["notify"][2], b"\x00\x00")
-    await with_timeout(tb.model.wait_intx(True), 50, "us")
+    await with_timeout(tb.model.wait_intx(asserted=True), 50, "us")
     assert tb.model.function.interrupt_status
     await dev.bar_window[4].read(STANDIN_LAYOUT["windows"]["isr"][2], 1)
-    await with_timeout(tb.model.wait_intx(False), 50, "us")
+    await with_timeout(tb.model.wait_intx(asserted=False), 50, "us")
     assert tb.model.intx_messages == ["assert", "deassert"]
     # MSI-X: enabling it in the core's capability shows on cfg; the message is a memory write.
     await dev.alloc_irq_vectors(1, 1)

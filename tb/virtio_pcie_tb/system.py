@@ -7,11 +7,19 @@
     (virtio_pcie_tb.host)        (bridge: latency,             │ medium ── AxiRam (DiskImage)
                                   reorder, RCB split)          └ mac_tx / mac_rx ── peer
 
+    or, behind a hard IP (``build_system(..., interface="xilinx7")``):
+
+    host model ─► RootComplex ── Xilinx7PcieModel ══ pcie_7x ports ══ Xilinx7VirtioDevice
+                                 (header, BARs, PM/PCIe/MSI-X      (adapter + VirtioPcieDevice
+                                  caps; forwards ≥ 0xA8)            in "ext" mode)
+
 :func:`design_params` makes the parameters of a :class:`~virtio_pcie.top.VirtioPcieDevice` for
 a test, a benchmark, the demo or the fuzzer; :class:`SystemTB` is what a cocotb test creates
-first: clock, reset, root complex, bridge, and the device's back-end models (a disk image on the
-blk medium; MAC-side stream drivers for net). :meth:`SystemTB.bind` runs Linux's probe path and
-returns the bound driver. Shared by the system tests, ``virtio-pcie demo``, ``bench`` and
+first: clock, reset, root complex, bridge (or, for a design built behind the 7-series adapter,
+the model of the ``pcie_7x`` hard IP, configured from the design's hard-IP plan), and the
+device's back-end models (a disk image on the blk medium; MAC-side stream drivers for net,
+:meth:`SystemTB.attach_mac`). :meth:`SystemTB.bind` runs Linux's probe path and returns the
+bound driver. Shared by the system tests, ``virtio-pcie demo``, ``bench`` and
 ``fuzz``.
 """
 
@@ -20,9 +28,12 @@ import logging
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from .harness import dut_params
+from .harness import dut_description, dut_params
 
-__all__ = ["CLOCK_NS", "design_params", "SystemTB", "build_system"]
+__all__ = ["CLOCK_NS", "INTERFACES", "design_params", "SystemTB", "build_system"]
+
+#: How the design meets the root complex: its own TLP streams, or the 7-series hard IP's ports.
+INTERFACES = ("generic", "xilinx7")
 
 CLOCK_NS = 4          # 250 MHz
 
@@ -40,14 +51,37 @@ def design_params(device="blk", data_width=128, *, transitional=False, queues=1,
     return params
 
 
-def build_system(params, *, name=None, **kwargs):
-    """Build (once) the simulation of a :class:`~virtio_pcie.top.VirtioPcieDevice`."""
-    from virtio_pcie.top import VirtioPcieDevice
+def build_system(params, *, name=None, interface="generic", **kwargs):
+    """Build (once) the simulation of a :class:`~virtio_pcie.top.VirtioPcieDevice`.
+
+    With ``interface="xilinx7"`` the device is built in "ext" configuration mode behind the
+    7-series adapter (:class:`~virtio_pcie.boards.xilinx7_device.Xilinx7VirtioDevice`, as the
+    board builds have it), and :class:`SystemTB` puts the ``pcie_7x`` model in front of it.
+    """
     from .harness import build
+    if interface not in INTERFACES:
+        raise ValueError(f"interface must be one of {INTERFACES}, not {interface!r}")
+    prefix = "system" if interface == "generic" else f"system_{interface}"
     if name is None:
-        name = f"system_{params['device']}{'_legacy' if params.get('transitional') else ''}" \
+        name = f"{prefix}_{params['device']}{'_legacy' if params.get('transitional') else ''}" \
                f"_{params['data_width']}"
+    if interface == "xilinx7":
+        from virtio_pcie.boards.xilinx7_device import Xilinx7VirtioDevice
+        params = dict(params)
+        params["legacy"] = params.pop("transitional", False)
+        return build(Xilinx7VirtioDevice, params, name=name, debug_aliases=False,
+                     describe=_describe_xilinx7, **kwargs)
+    from virtio_pcie.top import VirtioPcieDevice
     return build(VirtioPcieDevice, params, name=name, debug_aliases=False, **kwargs)
+
+
+def _describe_xilinx7(component):
+    """What the testbench needs to model the hard IP in front of a Xilinx7VirtioDevice, and
+    where the core placed its capabilities and windows."""
+    from virtio_pcie.boards.generate import register_map
+    registers = register_map(component.layout)
+    return {"interface": "xilinx7", "hard_ip_plan": component.hard_ip_plan(),
+            "capabilities": registers["capabilities"], "windows": registers["windows"]}
 
 
 class SystemTB:
@@ -60,22 +94,40 @@ class SystemTB:
         blk: the medium's contents (a fresh zeroed disk of the design's capacity by default).
     bridge_options : dict
         Keyword arguments of :class:`~.models.pcie_bridge.DutPcieDevice` (latency, reorder,
-        RCB splitting, error hooks).
+        RCB splitting, error hooks); behind a hard IP, those of
+        :class:`~.models.xilinx7_pcie.Xilinx7PcieModel` (the same host options, and the core's
+        own: ``straddle``, ``tx_buf_av``, ...).
+
+    Members
+    -------
+    interface : "generic" or "xilinx7"
+        How the design was built (:func:`build_system`).
+    bridge
+        The :class:`~.models.pcie_bridge.DutPcieDevice`, or the
+        :class:`~.models.xilinx7_pcie.Xilinx7PcieModel` of a design behind the 7-series adapter.
     """
 
     def __init__(self, dut, *, image=None, bridge_options=None, seed=0):
         from cocotbext.pcie.core import RootComplex
 
-        from .models.pcie_bridge import DutPcieDevice
         self.dut = dut
         self.params = dut_params()
         self.device = self.params.get("device", "blk")
         self.data_width = self.params["data_width"]
         self.log = logging.getLogger("cocotb.system")
+        description = dut_description() or {}
+        self.interface = description.get("interface", "generic")
         Clock(dut.clk, CLOCK_NS, unit="ns").start()
         self.rc = RootComplex()
-        self.bridge = DutPcieDevice(dut, dut.clk, dut.rst, data_width=self.data_width,
-                                    seed=seed, **(bridge_options or {}))
+        if self.interface == "xilinx7":
+            from .models.xilinx7_pcie import Xilinx7PcieModel
+            self.bridge = Xilinx7PcieModel.from_plan(
+                dut, dut.clk, dut.rst, data_width=self.data_width,
+                plan=description["hard_ip_plan"], seed=seed, **(bridge_options or {}))
+        else:
+            from .models.pcie_bridge import DutPcieDevice
+            self.bridge = DutPcieDevice(dut, dut.clk, dut.rst, data_width=self.data_width,
+                                        seed=seed, **(bridge_options or {}))
         self.rc.make_port().connect(self.bridge)
         self.image = None
         self.medium = None
@@ -128,8 +180,22 @@ class SystemTB:
         layout = data.Layout.cast(VirtioPcieDevice.counters_layout())
         return BitFields(layout).decode(int(self.dut.counters.value))
 
+    def attach_mac(self):
+        """net: drivers on the MAC side; returns ``(mac_in, mac_out)``, a cocotbext-axi
+        ``AxiStreamSource`` on ``mac_rx`` and ``AxiStreamSink`` on ``mac_tx``. Without them
+        ``mac_tx`` is never ready and ``mac_rx`` never valid."""
+        from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
+        dut = self.dut
+        self.mac_in = AxiStreamSource(AxiStreamBus.from_prefix(dut, "mac_rx", bus_separator="__"),
+                                      dut.clk, dut.rst)
+        self.mac_out = AxiStreamSink(AxiStreamBus.from_prefix(dut, "mac_tx", bus_separator="__"),
+                                     dut.clk, dut.rst)
+        self.mac_in.log.setLevel(logging.WARNING)
+        self.mac_out.log.setLevel(logging.WARNING)
+        return self.mac_in, self.mac_out
+
     def check_bridge(self):
-        """Fail if the bridge saw malformed TLPs from the RTL."""
+        """Fail if the bridge (or the hard-IP model) saw malformed TLPs from the RTL."""
         errors = self.bridge.all_errors
         assert not errors, f"the bridge reported: {errors[:5]}"
 
