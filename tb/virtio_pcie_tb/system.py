@@ -17,10 +17,11 @@
 a test, a benchmark, the demo or the fuzzer; :class:`SystemTB` is what a cocotb test creates
 first: clock, reset, root complex, bridge (or, for a design built behind the 7-series adapter,
 the model of the ``pcie_7x`` hard IP, configured from the design's hard-IP plan), and the
-device's back-end models (a disk image on the blk medium; MAC-side stream drivers for net,
-:meth:`SystemTB.attach_mac`). :meth:`SystemTB.bind` runs Linux's probe path and returns the
-bound driver. Shared by the system tests, ``virtio-pcie demo``, ``bench`` and
-``fuzz``.
+device's back-end models (a disk image on the blk medium; for net,
+:class:`~.models.mac_port.MacPort` in :attr:`SystemTB.mac`: cocotbext-axi drivers on ``mac_rx``
+/ ``mac_tx`` and the ``link_up`` input, optionally answering as a peer). :meth:`SystemTB.bind`
+runs Linux's probe path and returns the bound driver. Shared by the system tests,
+``virtio-pcie demo``, ``bench`` and ``fuzz``.
 """
 
 import logging
@@ -131,13 +132,14 @@ class SystemTB:
         self.rc.make_port().connect(self.bridge)
         self.image = None
         self.medium = None
+        self.mac = None
         if self.device == "blk":
             from .models.disk_image import DiskImage, attach_axi_ram
             self.image = image or DiskImage(sectors=self.params["capacity"])
             self.medium = attach_axi_ram(dut, "medium", dut.clk, dut.rst, self.image)
         elif self.device == "net":
-            dut.link_up.value = 1
-            dut.loopback.value = 0
+            from .models.mac_port import MacPort
+            self.mac = MacPort(dut, dut.clk, dut.rst)
         self.pci = None
 
     async def reset(self, cycles=8):
@@ -180,19 +182,11 @@ class SystemTB:
         layout = data.Layout.cast(VirtioPcieDevice.counters_layout())
         return BitFields(layout).decode(int(self.dut.counters.value))
 
-    def attach_mac(self):
-        """net: drivers on the MAC side; returns ``(mac_in, mac_out)``, a cocotbext-axi
-        ``AxiStreamSource`` on ``mac_rx`` and ``AxiStreamSink`` on ``mac_tx``. Without them
-        ``mac_tx`` is never ready and ``mac_rx`` never valid."""
-        from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
-        dut = self.dut
-        self.mac_in = AxiStreamSource(AxiStreamBus.from_prefix(dut, "mac_rx", bus_separator="__"),
-                                      dut.clk, dut.rst)
-        self.mac_out = AxiStreamSink(AxiStreamBus.from_prefix(dut, "mac_tx", bus_separator="__"),
-                                     dut.clk, dut.rst)
-        self.mac_in.log.setLevel(logging.WARNING)
-        self.mac_out.log.setLevel(logging.WARNING)
-        return self.mac_in, self.mac_out
+    def net_stats(self):
+        """net: the device's frame and drop counters (``net_stats``), as a dict of ints."""
+        from virtio_pcie.devices.net_interface import NET_COUNTERS
+        return {name: int(getattr(self.dut, f"net_stats__{name}").value)
+                for name in NET_COUNTERS}
 
     def check_bridge(self):
         """Fail if the bridge (or the hard-IP model) saw malformed TLPs from the RTL."""
