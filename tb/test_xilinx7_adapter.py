@@ -14,8 +14,8 @@ MSI-X capabilities into the forwarded virtio capabilities. Then MMIO through bot
 enables, DMA both ways through ``tx_req``/``rx_cpl``, MSI-X messages, INTx through the
 ``cfg_interrupt`` handshake, the configuration the host programs appearing on ``cfg``, and a
 stream of back-to-back writes (straddled at 128 bits) under idle cycles and back-pressure, with
-the cycles counted. Once ``virtio_pcie.top.VirtioPcieDevice`` exists, the same model carries the
-host-model system tests (see ``test_xilinx7_system.py``).
+the cycles counted. The same model carries the host-model system tests of the adapter with the
+real core (``test_xilinx7_system.py``).
 """
 
 import itertools

@@ -12,14 +12,15 @@ of the ``pcie_7x`` hard IP: what a board build contains, simulated.
                                   hits go to the DUT)                  │ medium ── DiskImage
                                                                        │ mac_tx/mac_rx, loopback
 
-The blk design runs ``tb/test_system_blk.py``'s cocotb tests unchanged (``SystemTB`` puts the
-hard-IP model in front of a design built with ``build_system(..., interface="xilinx7")``): the
+The blk design runs ``tb/test_system_blk.py``'s cocotb tests unchanged, and the net design the
+one-pair subset of ``tb/test_system_net.py`` (:data:`NET_SYSTEM_TESTS`): ``SystemTB`` puts the
+hard-IP model in front of a design built with ``build_system(..., interface="xilinx7")``, so the
 adapter passes the same host-model system tests as the full function. This module adds what is
 particular to a hard IP: the capability walk from the core's own capabilities into the forwarded
 virtio capabilities, which configuration accesses reach the RTL and which do not, BAR access
 through the forwarded PCI_CFG capability; and, for net, frames through the loopback and through
 the MAC side. The default launchers build blk at 128 bits (the boards' interface) and net at 64
-bits; the ``slow`` one the other two.
+bits (about 1 and 1.5 minutes with their builds cached); the ``slow`` one the other two.
 """
 
 import logging
