@@ -10,6 +10,7 @@ The plan directory holds:
 * ``<name>.tcl``: the Vivado project flow (reads the sources, sources ``pcie_7x_0.tcl``,
   synthesis, implementation, bitstream and SPI flash image);
 * ``build_<name>.sh``: runs it (``vivado -mode batch``);
+* ``<name>.il``: the same design as RTLIL (``<name>.v`` is written from it), for Yosys;
 * ``program_jtag.tcl``: loads the bitstream over JTAG (Vivado hardware manager);
 * ``program_flash.tcl``: writes the flash image to the board's configuration flash (boards whose
   flash part is known);
@@ -37,6 +38,18 @@ def _top_ports(verilog):
     return [n for n in names if n]
 
 
+def _with_rtlil(platform_class):
+    """``platform_class`` whose plan also holds the design as RTLIL (``top.v`` is written from
+    it by Yosys), for Yosys-based checks and flows: reading it skips Yosys' Verilog front end,
+    which takes many minutes on this design."""
+    class WithRtlil(platform_class):
+        @property
+        def file_templates(self):
+            return {**super().file_templates, "{{name}}.il": "{{emit_rtlil()}}"}
+    WithRtlil.__name__ = WithRtlil.__qualname__ = platform_class.__name__
+    return WithRtlil
+
+
 def build_plan(board_name, device, *, name=None):
     """The Amaranth build plan and a description of it."""
     if board_name not in BOARDS:
@@ -45,7 +58,7 @@ def build_plan(board_name, device, *, name=None):
         raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
     board = BOARDS[board_name]
     name = name or "top"
-    platform = board.platform()
+    platform = _with_rtlil(board.platform)()
     top = BoardTop(board, device=device)
     plan_data = top.hard_ip_plan()
     platform.add_file(f"{HARD_IP_MODULE}.tcl", ip_tcl(plan_data, board.link, block=board.block))
