@@ -11,14 +11,33 @@ import pytest
 
 #: Fields every JSON line has (issue 11), and those of each benchmark.
 COMMON = {"bench", "width", "latency_ns", "clock_mhz", "efficiency"}
-FIELDS = {"dma": COMMON | {"dir", "size", "bytes_per_cycle"}}
+FIELDS = {"dma":    COMMON | {"dir", "size", "bytes_per_cycle"},
+          "blk":    COMMON | {"op", "bs", "qd", "iops", "io_latency_ns"},
+          "net":    COMMON | {"dir", "frame", "mpps"},
+          "notify": COMMON | {"qd", "event_idx", "doorbells_per_req", "interrupts_per_req"}}
+
+
+def command(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "virtio_pcie.cli", "bench", *args],
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def bench(*args):
-    result = subprocess.run([sys.executable, "-m", "virtio_pcie.cli", "bench", *args, "--json"],
-                            capture_output=True, text=True, timeout=900)
+    result = command(*args, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def report(tmp_path, name, rows, heading):
+    """The rows make a report (tables and a plot where there is one) through the command."""
+    saved = tmp_path / "rows.jsonl"
+    saved.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = tmp_path / "performance.md"
+    result = command(name, "--from-json", str(saved), "--report", str(doc), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = doc.read_text()
+    assert heading in text and "## The host latency model" in text
+    return text
 
 
 @pytest.mark.sim
@@ -34,8 +53,94 @@ def test_bench_dma_point():
     assert row["efficiency"] > 0.9
 
 
+@pytest.mark.system
+def test_bench_blk_point(tmp_path):
+    """One blk point on the whole 128-bit device (the system tests' build)."""
+    rows = bench("blk", "--width", "128", "--latency-ns", "500", "--op", "randread", "--qd", "1",
+                 "--requests", "8")
+    assert len(rows) == 1
+    row = rows[0]
+    assert FIELDS["blk"] <= set(row), row
+    assert (row["bench"], row["width"], row["latency_ns"], row["clock_mhz"], row["op"],
+            row["bs"], row["qd"]) == ("blk", 128, 500, 250, "randread", 4096, 1)
+    # a 4 KiB read cannot beat its own transfer nor the 2 round trips to fetch it
+    assert 0 < row["efficiency"] < 1
+    assert row["io_latency_ns"] > 2 * 500 + 4096 / 16 * 4
+    assert row["iops"] == pytest.approx(1e9 / row["io_latency_ns"], rel=0.2)
+    assert row["doorbells_per_req"] == 1 and row["interrupts_per_req"] == 1
+    text = report(tmp_path, "blk", rows, "## virtio-blk")
+    assert "blk QD 1 latency" in text
+
+
+@pytest.mark.system
+def test_bench_net_point(tmp_path):
+    """One net point (TX of 512-byte frames) on the whole 128-bit device."""
+    rows = bench("net", "--width", "128", "--latency-ns", "1000", "--dir", "tx", "--frame",
+                 "512", "--requests", "200")
+    assert len(rows) == 1
+    row = rows[0]
+    assert FIELDS["net"] <= set(row), row
+    assert (row["bench"], row["width"], row["dir"], row["frame"]) == ("net", 128, "tx", 512)
+    # 512 bytes are 32 beats: never more than 250 / 32 Mpps
+    assert 0 < row["mpps"] <= 250 / 32 + 1e-6
+    assert row["efficiency"] == pytest.approx(row["mpps"] * 512 / 16 / 250, rel=1e-3)
+    report(tmp_path, "net", rows, "## virtio-net")
+
+
+@pytest.mark.system
+def test_bench_notify_point(tmp_path):
+    """One notify point: EVENT_IDX at QD 8 suppresses most doorbells and interrupts."""
+    rows = bench("notify", "--qd", "8", "--event-idx", "on", "--requests", "48")
+    assert len(rows) == 1
+    row = rows[0]
+    assert FIELDS["notify"] <= set(row), row
+    assert (row["bench"], row["width"], row["qd"], row["event_idx"]) == ("notify", 128, 8, True)
+    assert 0 <= row["doorbells_per_req"] < 1 and 0 < row["interrupts_per_req"] < 1
+    report(tmp_path, "notify", rows, "## Notifications")
+
+
+@pytest.mark.unit
+def test_bench_rejects_bad_options():
+    for args, option in ((["net", "--dir", "read"], "--dir"), (["blk", "--qd", "0"], "--qd"),
+                         (["blk", "--link", "gen9x3"], "gen9x3"),
+                         (["net", "--frame", "20"], "--frame")):
+        result = command(*args, timeout=60)
+        assert result.returncode == 2 and option in result.stderr, (args, result.stderr)
+
+
 @pytest.mark.unit
 def test_bench_rejects_bad_size():
     result = subprocess.run([sys.executable, "-m", "virtio_pcie.cli", "bench", "dma", "--size",
                              "65536"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--size" in result.stderr
+
+
+@pytest.mark.unit
+def test_link_model_rates():
+    """The bridge's link model: lane rates after line coding, TLP framing, bad links."""
+    from virtio_pcie_tb.models.pcie_bridge import PcieLink
+    gen3x4 = PcieLink.parse("Gen3x4")
+    assert (gen3x4.gen, gen3x4.lanes, gen3x4.name) == (3, 4, "gen3x4")
+    assert gen3x4.bytes_per_ns == pytest.approx(8 * 128 / 130 * 4 / 8)       # 3.94 GB/s
+    assert PcieLink.parse("gen2x8").bytes_per_ns == pytest.approx(4.0)       # 8b/10b
+    # a 256-byte payload costs a 12-byte header and 8 bytes of framing, sequence and LCRC
+    assert gen3x4.payload_efficiency(256) == pytest.approx(256 / 276)
+    for bad in ("gen9x4", "gen3x3", "x4", ""):
+        with pytest.raises(ValueError):
+            PcieLink.parse(bad)
+
+
+@pytest.mark.unit
+def test_report_targets():
+    """The report judges each target from the rows (and leaves out what was not measured)."""
+    from virtio_pcie_tb.bench.report import targets
+    rows = [{"bench": "blk", "width": 128, "latency_ns": 1000, "op": "randread", "qd": 32,
+             "efficiency": 0.95, "iops": 900_000, "io_latency_ns": 30_000},
+            {"bench": "blk", "width": 128, "latency_ns": 1000, "op": "randread", "qd": 1,
+             "efficiency": 0.1, "iops": 200_000, "io_latency_ns": 4_200},
+            {"bench": "net", "width": 128, "latency_ns": 1000, "dir": "tx", "frame": 64,
+             "mpps": 10.0, "efficiency": 0.2},
+            {"bench": "notify", "width": 128, "latency_ns": 1000, "qd": 32, "event_idx": True,
+             "doorbells_per_req": 0.01, "interrupts_per_req": 0.06}]
+    met = [(t["target"].split()[0], t["met"]) for t in targets(rows)]
+    assert met == [("blk", True), ("blk", True), ("net", False), ("≤", False)], met

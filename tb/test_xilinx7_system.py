@@ -12,8 +12,9 @@ of the ``pcie_7x`` hard IP: what a board build contains, simulated.
                                   hits go to the DUT)                  │ medium ── DiskImage
                                                                        │ mac_tx/mac_rx, loopback
 
-The blk design runs ``tb/test_system_blk.py``'s cocotb tests unchanged, and the net design the
-one-pair subset of ``tb/test_system_net.py`` (:data:`NET_SYSTEM_TESTS`): ``SystemTB`` puts the
+The blk design (the project's main blk build, behind the adapter) runs ``tb/test_system_blk.py``'s
+cocotb tests unchanged (:data:`BLK_SYSTEM_TESTS`), and the net design the one-pair subset of
+``tb/test_system_net.py`` (:data:`NET_SYSTEM_TESTS`): ``SystemTB`` puts the
 hard-IP model in front of a design built with ``build_system(..., interface="xilinx7")``, so the
 adapter passes the same host-model system tests as the full function. This module adds what is
 particular to a hard IP: the capability walk from the core's own capabilities into the forwarded
@@ -36,7 +37,7 @@ from virtio_pcie.spec.virtio import (VIRTIO_PCI_VENDOR_ID, VirtioPciCap, VirtioP
                                      VirtioPciCfgCap, VirtioPciCommonCfg)
 from virtio_pcie_tb import harness
 from virtio_pcie_tb.host import VirtioBlkDriver, VirtioNetDriver
-from virtio_pcie_tb.system import SystemTB, build_system, design_params
+from virtio_pcie_tb.system import MAIN_DESIGNS, SystemTB, build_system, design_params
 
 NET = harness.dut_params().get("device") == "net"
 logging.getLogger("cocotb.pcie").setLevel(logging.WARNING)
@@ -108,7 +109,8 @@ async def run_capability_chain(dut):
                              common["offset"] + byte_offset(VirtioPciCommonCfg, "num_queues"))
     await pci.config_write32(cfg + byte_offset(VirtioPciCap, "length"), 2)
     num_queues = await pci.config_read16(cfg + byte_offset(VirtioPciCfgCap, "pci_cfg_data"))
-    assert num_queues == (3 if NET else 1), num_queues
+    queues = tb.params["queues"]
+    assert num_queues == (2 * queues + 1 if NET else queues), num_queues
 
     # Linux's probe finds the capabilities and binds.
     driver = VirtioNetDriver() if NET else VirtioBlkDriver()
@@ -174,9 +176,13 @@ async def run_net_mac(dut):
 # -- pytest launchers --------------------------------------------------------------------------
 
 def xilinx7_design(device, width):
-    # Only the top level's ports are touched (by the hard-IP model, the medium and the MAC):
-    # Verilator may optimise the inside, which builds and runs several times faster.
-    return build_system(design_params(device, width), interface="xilinx7", ports_only=True)
+    """blk: the project's main blk build (four queues, capacity input, 48-bit medium address),
+    as the full-function system tests use it; net: one queue pair. Only the top level's ports
+    are touched (by the hard-IP model, the medium and the MAC): Verilator may optimise the
+    inside, which builds and runs several times faster."""
+    params = (dict(MAIN_DESIGNS["blk"], data_width=width) if device == "blk"
+              else design_params(device, width))
+    return build_system(params, interface="xilinx7", ports_only=True)
 
 
 #: The full-function net system tests that also run behind the hard IP (one pair: the rest need
@@ -194,8 +200,16 @@ def run_modules(request, sim_dir, design, modules):
                     waves=request.config.getoption("--waves"))
 
 
+#: The full-function blk system tests that run behind the hard IP: those of the default
+#: launchers of ``tb/test_system_blk.py`` (not the two-simulation image test).
+BLK_SYSTEM_TESTS = ["run_probe_and_io", "run_request_types", "run_longest_request",
+                    "run_queue_depths", "run_intx_once_per_interrupt", "run_capacity_change",
+                    "run_config_generation", "run_random_mix"]
+
+
 def modules_for(device):
-    full = ["test_system_blk"] if device == "blk" else [("test_system_net", NET_SYSTEM_TESTS)]
+    full = [("test_system_blk", BLK_SYSTEM_TESTS) if device == "blk"
+            else ("test_system_net", NET_SYSTEM_TESTS)]
     return full + ["test_xilinx7_system"]
 
 

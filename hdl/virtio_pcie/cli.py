@@ -12,9 +12,26 @@ import sys
 __all__ = ["main"]
 
 
+#: ``demo`` options of the blk demo only (None when not given).
+_BLK_DEMO_OPTIONS = {"mib": 4, "qd": 16, "req_kib": 64, "seed": 1, "latency_ns": 500,
+                     "profile": "linux-6.12", "image": None}
+
+
 def _cmd_demo(args):
     from virtio_pcie_tb.demos import run_demo
-    return run_demo(device=args.device, data_width=args.width, verbose=args.verbose)
+    given = {k: getattr(args, k) for k in _BLK_DEMO_OPTIONS if getattr(args, k) is not None}
+    if args.device != "blk" and given:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        print(f"virtio-pcie demo: {names} apply to the blk demo only, not to --device "
+              f"{args.device}", file=sys.stderr)
+        return 2
+    options = {**_BLK_DEMO_OPTIONS, **given}
+    try:
+        return run_demo(device=args.device, data_width=args.width, verbose=args.verbose,
+                        **options)
+    except ValueError as e:
+        print(f"virtio-pcie demo: {e}", file=sys.stderr)
+        return 2
 
 
 def _cmd_build(args):
@@ -41,6 +58,45 @@ def _cmd_cosim(args):
     return run_cosim(args)
 
 
+def _bench_options(name, args):
+    """The keyword options of bench ``name``'s runner from the command line."""
+    options = {"widths": [args.width] if args.width else [64, 128, 256],
+               "clock_mhz": args.clock_mhz, "link": args.link}
+    if args.latency_ns is not None:
+        options["latencies_ns"] = [args.latency_ns]
+    if name == "dma":
+        if args.size is not None:
+            options["sizes"] = [args.size]
+        if args.dir in ("read", "write"):
+            options["dirs"] = [args.dir]
+        if args.host_offset or args.buffer_offset:
+            options["offsets"] = [(args.host_offset, args.buffer_offset)]
+    elif name == "blk":
+        if args.op is not None:
+            options["ops"] = [args.op]
+        if args.qd is not None:
+            options["qds"] = [args.qd]
+        if args.requests is not None:
+            options["requests"] = args.requests
+    elif name == "net":
+        if args.frame is not None:
+            options["frames"] = [args.frame]
+        if args.dir in ("tx", "rx"):
+            options["dirs"] = [args.dir]
+        if args.requests is not None:
+            options["count"] = args.requests
+    elif name == "notify":
+        # notify: the 128-bit device unless a width is asked for
+        options["widths"] = [args.width or 128]
+        if args.qd is not None:
+            options["qds"] = [args.qd]
+        if args.event_idx is not None:
+            options["event_idx"] = [args.event_idx == "on"]
+        if args.requests is not None:
+            options["requests"] = args.requests
+    return options
+
+
 def _cmd_bench(args):
     import json
 
@@ -54,26 +110,85 @@ def _cmd_bench(args):
             print(f"virtio-pcie bench: --{name.replace('_', '-')} must be from 0 to 4095",
                   file=sys.stderr)
             return 2
+    checks = [("--qd", args.qd, 1, 128), ("--frame", args.frame, 60, 1514),
+              ("--requests", args.requests, 8, 1_000_000),
+              ("--clock-mhz", args.clock_mhz, 1, 1000)]
+    for option, value, low, high in checks:
+        if value is not None and not low <= value <= high:
+            print(f"virtio-pcie bench: {option} must be from {low} to {high}, not {value}",
+                  file=sys.stderr)
+            return 2
+    if args.latency_ns is not None and not 0 <= args.latency_ns <= 100_000:
+        print(f"virtio-pcie bench: --latency-ns must be from 0 to 100000, not "
+              f"{args.latency_ns}", file=sys.stderr)
+        return 2
+    if args.link is not None:
+        from virtio_pcie_tb.models.pcie_bridge import PcieLink
+        try:
+            args.link = PcieLink.parse(args.link).name
+        except ValueError as e:
+            raise ValueError(f"--link {args.link}: {e}") from None
+    if args.dir is not None and args.name in ("dma", "net"):
+        valid = ("read", "write") if args.name == "dma" else ("tx", "rx")
+        if args.dir not in valid:
+            print(f"virtio-pcie bench {args.name}: --dir must be {' or '.join(valid)}, not "
+                  f"{args.dir}", file=sys.stderr)
+            return 2
     names = list(BENCHES) if args.name == "all" else [args.name]
-    widths = [args.width] if args.width else [64, 128, 256]
+    saved = None
+    synth_rows = []
+    if args.from_json:
+        saved = []
+        for path in args.from_json:
+            with open(path) as f:
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}:{number}: not a JSON row ({e})") from None
+                    if isinstance(row, dict) and "family" in row and "luts" in row:
+                        synth_rows.append(row)          # a `virtio-pcie synth --json` result
+                        continue
+                    if not isinstance(row, dict) or row.get("bench") not in BENCHES:
+                        raise ValueError(f"{path}:{number}: not a row of virtio-pcie bench "
+                                         f"or synth")
+                    saved.append(row)
+    all_rows = []
     for name in names:
         runner, table = BENCHES[name]()
-        options = {"widths": widths}
-        if args.latency_ns is not None:
-            options["latencies_ns"] = [args.latency_ns]
-        if args.size is not None:
-            options["sizes"] = [args.size]
-        if args.dir is not None:
-            options["dirs"] = [args.dir]
-        if args.host_offset or args.buffer_offset:
-            options["offsets"] = [(args.host_offset, args.buffer_offset)]
         rows = []
-        for row in runner(**options):
+        source = ([r for r in saved if r["bench"] == name] if saved is not None
+                  else runner(**_bench_options(name, args)))
+        if saved is not None and not source:
+            continue
+        for row in source:
             rows.append(row)
             if args.json:
                 print(json.dumps(row), flush=True)
         if not args.json:
             print(table(rows), flush=True)
+        all_rows += rows
+    if args.report:
+        from virtio_pcie_tb.bench.report import write_report
+        write_report(all_rows + synth_rows, args.report,
+                     command=" ".join(["virtio-pcie", *sys.argv[1:]]))
+        print(f"virtio-pcie bench: wrote {args.report} and its plots", file=sys.stderr)
+    return 0
+
+
+def _cmd_synth(args):
+    import json
+
+    from .synth import format_result, synthesize
+    out = args.out or f"sim_build/synth/{args.family}-{args.device}-{args.width}"
+    result = synthesize(family=args.family, device=args.device, width=args.width, out=out,
+                        place=not args.no_place)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "cells"}), flush=True)
+    else:
+        print(format_result(result), flush=True)
     return 0
 
 
@@ -84,10 +199,30 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("demo", help="build the device, enumerate it, do I/O and show the result")
-    p.add_argument("--device", choices=["blk", "net"], default="blk")
+    from virtio_pcie_tb.demos import DEMOS
+    p = sub.add_parser("demo", help="build the device, enumerate it, do I/O and show the result",
+                       description="Build the device, let a Linux-like host enumerate it "
+                                   "(lspci-like listing), bind its driver (feature "
+                                   "negotiation) and run verified I/O; print the report. Exits "
+                                   "1 if anything did not verify.")
+    p.add_argument("--device", choices=sorted(DEMOS), default="blk",
+                   help="which device (default blk); the options below are blk's")
     p.add_argument("--width", type=int, choices=[64, 128, 256], default=128,
                    help="TLP data path width in bits (default 128)")
+    p.add_argument("--mib", type=float,
+                   help="MiB written, then read back and verified (default 4)")
+    p.add_argument("--qd", type=int, help="requests in flight (default 16)")
+    p.add_argument("--req-kib", type=int, metavar="KIB",
+                   help="request size in KiB: 4 to 256 (default 64)")
+    p.add_argument("--seed", type=int, help="random data and placement (default 1)")
+    p.add_argument("--latency-ns", type=int, metavar="N",
+                   help="host memory read latency in ns (default 500)")
+    from virtio_pcie_tb.host import PROFILES
+    p.add_argument("--profile", choices=sorted(PROFILES),
+                   help="which Linux the host model behaves as (default linux-6.12)")
+    p.add_argument("--image", metavar="FILE",
+                   help="a raw disk image: its size is the disk's, and it keeps the writes "
+                        "(default: a zeroed 32 MiB disk in memory)")
     p.add_argument("-v", "--verbose", action="store_true", help="show the simulation log")
     p.set_defaults(func=_cmd_demo)
 
@@ -121,21 +256,66 @@ def build_parser():
                        description="Measure performance in clock cycles of cycle-accurate "
                                    "simulation (250 MHz core clock). Results go to standard "
                                    "output, progress to standard error.")
-    p.add_argument("name", choices=["dma", "all"], help="what to measure ('all': everything)")
+    p.add_argument("name", choices=["dma", "blk", "net", "notify", "all"],
+                   help="what to measure: the DMA engine alone; the whole device as virtio-blk "
+                        "(4 KiB IOPS, latency) or virtio-net (frames per second); notifications "
+                        "per request; 'all': everything")
     p.add_argument("--width", type=int, choices=[64, 128, 256],
-                   help="TLP data path width in bits (default: all three)")
+                   help="TLP data path width in bits (default: all three; notify: 128)")
     p.add_argument("--latency-ns", type=int, metavar="N",
-                   help="host completion latency in ns (default: 500 and 1000)")
+                   help="host completion latency L in ns (default: dma and blk 500 and 1000, "
+                        "net and notify 1000)")
+    p.add_argument("--clock-mhz", type=int, default=250, metavar="F",
+                   help="core clock the figures are given at (default 250); host times keep "
+                        "their length in ns")
+    p.add_argument("--link", metavar="genGxN",
+                   help="also limit the host side to a PCIe link, e.g. gen3x4 (default: the "
+                        "data path is the only limit)")
     p.add_argument("--size", type=int, metavar="BYTES",
                    help="dma only: one transfer size, 1 to 65535 (default: 64 B to 64 KiB)")
-    p.add_argument("--dir", choices=["read", "write"],
-                   help="dma only: one direction (default: both)")
+    p.add_argument("--dir", choices=["read", "write", "tx", "rx"],
+                   help="dma: read or write; net: tx or rx (default: both)")
     p.add_argument("--host-offset", type=int, default=0, metavar="BYTES",
                    help="dma only: host addresses this far past a page boundary (default 0)")
     p.add_argument("--buffer-offset", type=int, default=0, metavar="BYTES",
                    help="dma only: buffer addresses this far past a row boundary (default 0)")
+    p.add_argument("--op", choices=["randread", "randwrite"],
+                   help="blk only: one operation (default: both)")
+    p.add_argument("--qd", type=int, metavar="N",
+                   help="blk, notify: one queue depth (default: blk 1, 8 and 32; notify 32)")
+    p.add_argument("--frame", type=int, metavar="BYTES",
+                   help="net only: one frame size, 60 to 1514 (default: 64, 512 and 1514)")
+    p.add_argument("--event-idx", choices=["on", "off"],
+                   help="notify only: with or without VIRTIO_F_EVENT_IDX (default: both)")
+    p.add_argument("--requests", type=int, metavar="N",
+                   help="blk, notify: requests per point; net: frames per point "
+                        "(default: enough for a steady figure)")
     p.add_argument("--json", action="store_true", help="one JSON object per result line")
+    p.add_argument("--from-json", metavar="FILE", action="append",
+                   help="take the rows from FILE (the --json output of earlier bench or synth "
+                        "runs; may be repeated) instead of measuring")
+    p.add_argument("--report", metavar="PATH",
+                   help="also write the Markdown report (e.g. docs/performance.md) with its "
+                        "PNG plots next to it")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("synth", help="synthesise the core out of context and report its size "
+                                     "(and Fmax on ECP5)",
+                       description="Synthesise VirtioPcieDevice on its own (TLP streams as "
+                                   "ports, no PCIe hard IP) with Yosys from YoWASP; for ECP5 "
+                                   "also place and route with nextpnr-ecp5 for Fmax. Needs the "
+                                   "'synth' optional dependencies (pip install .[synth]).")
+    p.add_argument("--family", required=True, choices=["ecp5", "xilinx7"])
+    p.add_argument("--device", choices=["blk", "net"], default="blk")
+    p.add_argument("--width", type=int, choices=[64, 128, 256], default=128,
+                   help="TLP data path width in bits (default 128)")
+    p.add_argument("--no-place", action="store_true",
+                   help="ecp5: synthesis only, no place and route (no Fmax)")
+    p.add_argument("--out", metavar="DIR",
+                   help="directory for the netlist, logs and reports (default "
+                        "sim_build/synth/<family>-<device>-<width>)")
+    p.add_argument("--json", action="store_true", help="the figures as one JSON object")
+    p.set_defaults(func=_cmd_synth)
     return parser
 
 

@@ -18,7 +18,8 @@
 Only composition happens here: each block's behaviour is documented in its own module. The
 parameters choose the device type and its options; everything the blocks must agree on (queue
 count, offered features, device-configuration size, MSI-X vectors, which request port each queue
-uses) is derived once, from the device back-end, and handed to the others.
+uses, the longest descriptor chain the engine must accept) is derived once, from the device
+back-end, and handed to the others.
 
 Ports: the four TLP streams of :mod:`virtio_pcie.tlp.signature`; the device's own side (blk:
 ``medium``, an AXI4 master, unless the disk is in on-chip RAM, and ``capacity`` when the size
@@ -129,6 +130,12 @@ class VirtioPcieDevice(wiring.Component):
             port_of_queue = (0,) * queue_count
             pulled_ports = ()
             dma_clients = 2
+            # Linux builds a request of up to seg_max data segments and puts every request of
+            # more than one descriptor in an indirect table (virtio_ring.c): the engine must
+            # take the table's entries and, in the chain, the descriptor pointing to it.
+            request_chain = self._device.max_chain
+            engine_limits = {"max_indirect": max(64, request_chain),
+                             "max_chain": max(64, request_chain + 1)}
         else:
             self._device = VirtioNetDevice(data_width=data_width, queue_pairs=queues,
                                            **(net_options or {}))
@@ -139,6 +146,9 @@ class VirtioPcieDevice(wiring.Component):
             port_of_queue = tuple(port_names.index(port) for _role, port, _pulled in roles)
             pulled_ports = (port_names.index("rxq"),)
             dma_clients = 3
+            # Linux's longest chains are transmit ones: the header, the linear part and up to
+            # MAX_SKB_FRAGS (17) fragments; the engine's default limits cover them.
+            engine_limits = {}
         if transitional:
             # A transitional device MUST offer ANY_LAYOUT (virtio 1.2 §6.3); ours take any.
             features |= 1 << VirtioF.ANY_LAYOUT
@@ -165,7 +175,7 @@ class VirtioPcieDevice(wiring.Component):
         self._engine = VirtqueueEngine(data_width=data_width, queue_count=queue_count,
                                        max_queue_size=max_queue_size,
                                        port_of_queue=port_of_queue, pulled_ports=pulled_ports,
-                                       **(engine_options or {}))
+                                       **{**engine_limits, **(engine_options or {})})
 
         members = {
             "rx_req":   In(TlpSignature(data_width)),

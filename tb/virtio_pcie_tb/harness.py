@@ -84,9 +84,16 @@ def _setup_path():
             sys.path.append(tests)
 
 
+#: Modules of the gateware package that cannot change a design (the command line): editing
+#: them does not invalidate the builds.
+_NOT_GATEWARE = {"cli.py"}
+
+
 def _sources_fingerprint():
     digest = hashlib.sha256()
     for path in sorted(HDL_PACKAGE.rglob("*.py")):
+        if str(path.relative_to(HDL_PACKAGE)) in _NOT_GATEWARE:
+            continue
         digest.update(str(path.relative_to(HDL_PACKAGE)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -418,13 +425,14 @@ def _simulate(design, test_module, test_dir, cases, trace, env, timeout_s, seed)
 
 
 def run(design, test_module, *, test_dir, testcase=None, env=None, timeout_s=None, seed=None,
-        waves=False, quiet=False):
+        waves=False, quiet=False, waves_on_failure=True):
     """Run cocotb ``test_module`` against the :class:`Build` ``design``.
 
     ``test_dir`` receives ``results.xml``, ``sim.log`` and, on failure (or with ``waves``),
     ``dump.fst``. ``testcase`` limits the run to the named cocotb tests. ``env`` adds environment
     variables for the simulation process. Raises :class:`SimulationFailed` if a cocotb test fails
-    or none ran; returns the path of the results file.
+    or none ran; returns the path of the results file. ``waves_on_failure=False`` skips the
+    re-run of failed tests with a waveform (which needs a second, traced build).
     """
     _setup_path()
     test_dir = Path(test_dir)
@@ -447,7 +455,7 @@ def run(design, test_module, *, test_dir, testcase=None, env=None, timeout_s=Non
         _echo_log(log)
     if failed:
         wave_note = ""
-        if not waves and design.factory is not None:
+        if not waves and waves_on_failure and design.factory is not None:
             try:
                 _simulate(_traced(design), test_module, test_dir, failed, True, sim_env,
                           timeout_s, seed)

@@ -257,6 +257,13 @@ class VirtioBlkDevice(wiring.Component):
         """Bytes of the device configuration structure (for the DEVICE_CFG capability)."""
         return byte_size(VirtioBlkConfig)
 
+    @property
+    def max_chain(self):
+        """The longest descriptor chain a driver may make for a request: the header, ``seg_max``
+        data segments and the status byte (virtio 1.2 §5.2.4, §5.2.6). The virtqueue engine in
+        front of the device must accept it (plus the descriptor of an indirect table)."""
+        return self._config_fields["seg_max"] + 2
+
     def elaborate(self, platform):
         m = Module()
         dw, slots, regions = self._data_width, self._slots, self._regions

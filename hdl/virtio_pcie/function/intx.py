@@ -42,6 +42,10 @@ class IntxMessages(wiring.Component):
         The messages.
     asserted : Out(1)
         What the host was last told (1 after Assert_INTA went out).
+    pending : Out(1)
+        The effective level differs from what the host was told: a message is due or being
+        sent. The function holds its completions meanwhile (see
+        :class:`~virtio_pcie.function.pcie_function.PcieFunction`).
     """
 
     def __init__(self, *, data_width):
@@ -50,6 +54,7 @@ class IntxMessages(wiring.Component):
             "cfg":      In(FunctionConfig),
             "tx":       Out(TlpSignature(data_width)),
             "asserted": Out(1),
+            "pending":  Out(1),
         })
 
     def elaborate(self, platform):
@@ -60,7 +65,7 @@ class IntxMessages(wiring.Component):
                               & ~cfg.msix_enable)
 
         sending = Signal()     # the level carried by the message being sent
-        with m.FSM(name="intx"):
+        with m.FSM(name="intx") as fsm:
             with m.State("Idle"):
                 with m.If(wanted != self.asserted):
                     m.d.sync += sending.eq(wanted)
@@ -70,6 +75,7 @@ class IntxMessages(wiring.Component):
                 with m.If(self.tx.ready):
                     m.d.sync += self.asserted.eq(sending)
                     m.next = "Idle"
+        m.d.comb += self.pending.eq((wanted != self.asserted) | fsm.ongoing("Send"))
 
         hdr = Signal(TlpHeader)
         m.d.comb += [

@@ -3,7 +3,7 @@
 
 ::
 
-    rx_req ──► Completer ──────────────► tx_cpl
+    rx_req ──► Completer ──► TlpGate ──► tx_cpl   (held while an INTx message is due)
                  │ config      │ fabric (bar << bar_addr_bits | offset)
     cfg_port ──► ConfigArbiter │
                  ▼             ▼
@@ -139,10 +139,18 @@ class PcieFunction(wiring.Component):
         m.submodules.intx = intx = IntxMessages(data_width=width)
         m.submodules.tx_arbiter = tx_arbiter = TlpArbiter(data_width=width, inputs=3)
         m.submodules.dma_gate = dma_gate = TlpGate(data_width=width)
+        m.submodules.cpl_gate = cpl_gate = TlpGate(data_width=width)
 
         # --- requests from the host ---
         connect(m, host=flipped(self.rx_req), completer=completer.rx_req)
-        connect(m, completer=completer.tx_cpl, host=flipped(self.tx_cpl))
+        # A completion waits while an INTx message is due, so that the Deassert_INTA caused by
+        # a read-to-clear of the ISR goes out before that read's completion. A completion may
+        # not pass a posted request (PCIe Base 4.0 §2.4.1, ordering rules), so when the driver sees
+        # the ISR value the line is already low at the interrupt controller: no second,
+        # spurious interrupt (IRQ_NONE) after each real one. The wait is a few cycles.
+        connect(m, completer=completer.tx_cpl, gate=cpl_gate.i)
+        connect(m, gate=cpl_gate.o, host=flipped(self.tx_cpl))
+        m.d.comb += cpl_gate.open.eq(~intx.pending)
 
         # --- configuration space: TLPs and the adapter's port, one access at a time ---
         connect(m, completer=completer.config, arbiter=config_arbiter.initiator[0])

@@ -22,7 +22,6 @@ test it runs in the simulator, once per data width.
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import cocotb
@@ -48,41 +47,50 @@ def _points(sizes, latencies, dirs, offsets=((0, 0),)):
 
 
 def run_dma(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, sizes=DEFAULT_SIZES,
-            dirs=DIRECTIONS, offsets=((0, 0),), progress=None):
+            dirs=DIRECTIONS, offsets=((0, 0),), clock_mhz=CLOCK_MHZ, link=None, progress=None,
+            workers=2, **_ignored):
     """Measure every point; yields one result dict per point as each width finishes.
 
     ``offsets`` lists (host address offset, buffer address offset) pairs to measure
-    (misalignment, in bytes); ``progress(message)`` (default: print to stderr) reports builds
-    and runs.
+    (misalignment, in bytes); ``clock_mhz`` the core clock the host latency is measured
+    against; ``link`` (e.g. ``"gen3x4"``) adds the bridge's link model; ``progress(message)``
+    (default: print to stderr) reports builds and runs; ``workers`` widths run at once.
     """
     from virtio_pcie_tb import harness
     from virtio_pcie_tb.designs.dma_testbench import build_dma_testbench
 
-    if progress is None:
-        def progress(message):
-            print(message, file=sys.stderr, flush=True)
+    from .common import build_design, default_progress, parallel, sim_scale
+    progress = progress or default_progress
+    points = [dict(p, sim_latency_ns=p["latency_ns"] * sim_scale(clock_mhz), link=link)
+              for p in _points(list(sizes), list(latencies_ns), list(dirs), list(offsets))]
 
-    points = _points(list(sizes), list(latencies_ns), list(dirs), list(offsets))
-    for width in widths:
-        progress(f"dma: {width}-bit design (Verilator build, cached after the first run)")
-        design = build_dma_testbench(width)
-        progress(f"dma: {width} bits, {len(points)} points")
-        test_dir = harness.SIM_BUILD / "bench" / "dma" / str(width)
-        out = test_dir / "results.json"
-        out.unlink(missing_ok=True)
-        harness.run(design, "virtio_pcie_tb.bench.dma", test_dir=test_dir,
-                    testcase=["run_dma_bench"], quiet=True,
-                    env={"BENCH_POINTS": json.dumps(points), "BENCH_OUT": str(out),
-                         "COCOTB_LOG_LEVEL": "WARNING"})
-        results = json.loads(out.read_text())
+    def job(width):
+        def run():
+            progress(f"dma: {width}-bit design (Verilator build, cached after the first run)")
+            design = build_design(build_dma_testbench, width)
+            progress(f"dma: {width} bits, {len(points)} points")
+            test_dir = harness.SIM_BUILD / "bench" / "dma" / str(width)
+            out = test_dir / "results.json"
+            out.unlink(missing_ok=True)
+            harness.run(design, "virtio_pcie_tb.bench.dma", test_dir=test_dir,
+                        testcase=["run_dma_bench"], quiet=True,
+                        env={"BENCH_POINTS": json.dumps(points), "BENCH_OUT": str(out),
+                             "COCOTB_LOG_LEVEL": "WARNING"})
+            return width, json.loads(out.read_text())
+        return run
+
+    for width, results in parallel([job(w) for w in widths], workers):
         for r in results:
-            yield {"bench": "dma", "width": width, "latency_ns": r["latency_ns"],
-                   "clock_mhz": CLOCK_MHZ, "dir": r["dir"], "size": r["size"],
+            row = {"bench": "dma", "width": width, "latency_ns": r["latency_ns"],
+                   "clock_mhz": clock_mhz, "dir": r["dir"], "size": r["size"],
                    "bytes_per_cycle": r["bytes_per_cycle"],
                    "efficiency": r["bytes_per_cycle"] / (width // 8),
-                   "gbit_per_s": r["bytes_per_cycle"] * 8 * CLOCK_MHZ / 1000,
+                   "gbit_per_s": r["bytes_per_cycle"] * 8 * clock_mhz / 1000,
                    "host_offset": r["host_offset"], "ram_offset": r["ram_offset"],
                    "transfers": r["transfers"], "cycles": r["cycles"]}
+            if link:
+                row["link"] = link
+            yield row
 
 
 def format_table(rows):
@@ -124,14 +132,17 @@ async def run_dma_bench(dut):
     from virtio_pcie_tb.dma_env import CLOCK_NS, DmaEnv
 
     points = json.loads(os.environ["BENCH_POINTS"])
-    env = DmaEnv(dut, rc_max_payload_size=1, host_bytes=1 << 17)
+    link = points[0].get("link") if points else None
+    from .common import HOST_BRIDGE
+    env = DmaEnv(dut, rc_max_payload_size=1, host_bytes=1 << 17, **HOST_BRIDGE,
+                 **({"link": link} if link else {}))
     env.set_cfg(mps=1, mrrs=2, extended_tag=True, rcb_128=False)
     await env.reset()
     client = env.clients[0]
     base = env.host_base
     results = []
     for p in points:
-        env.dev.latency_ns = p["latency_ns"]
+        env.dev.latency_ns = p.get("sim_latency_ns", p["latency_ns"])
         size, n = p["size"], transfer_count(p["size"])
         submit = client.submit_read if p["dir"] == "read" else client.submit_write
         host, ram = base + p.get("host_offset", 0), p.get("ram_offset", 0)

@@ -8,12 +8,25 @@ the design registered for that device with :func:`register`; ``--design NAME`` o
 ``--design module:callable`` picks one explicitly. The top level must have the four TLP streams
 (``rx_req``, ``tx_cpl``, ``tx_req``, ``rx_cpl``) and ``clk``/``rst``.
 
-Registered here from the start: ``minimal``, the foundation's minimal endpoint (1af4:10ff, a
-bare type-0 header), which proves the whole path (QEMU → vfio-user → TLPs → RTL and back) before
-a virtio function exists. The virtio-blk and virtio-net tops register themselves as::
+Registered here:
 
-    register(CosimDesign("blk", "virtio_pcie.top:VirtioBlkTop", {"data_width": 128},
-                         device="blk", guest_script="blk.sh"), device="blk")
+* ``blk`` and ``net``: :class:`virtio_pcie.top.VirtioPcieDevice` as virtio-blk (the run's image
+  file on its AXI4 ``medium`` port, its size on the ``capacity`` input) and virtio-net (two
+  queue pairs; the testbench's network peer on ``mac_tx``/``mac_rx``), modern only; what
+  ``--device blk|net`` runs. They are built exactly as the system tests build them
+  (:func:`virtio_pcie_tb.system.build_system`), so a test run compiles each once.
+* ``blk-transitional`` and ``net-transitional``: with the legacy (virtio 0.9.5) I/O BAR and
+  transitional IDs (blk: a fixed 32 MiB); what ``--device blk|net --transitional`` runs.
+* ``minimal``: the foundation's minimal endpoint (1af4:10ff, a bare type-0 header), which proves
+  the path (QEMU → vfio-user → TLPs → RTL and back) with nothing else in the way.
+* ``model``: a Python endpoint behind RTL FIFOs (BARs of every kind, MSI-X, INTx, DMA).
+
+Another top plugs in with one call::
+
+    register(CosimDesign("myblk", "mypkg.top:MyBlk", {"data_width": 128}, device="blk",
+                         guest_script="blk.sh",
+                         testbench="virtio_pcie_tb.models.cosim_backends:attach_blk"),
+             device="blk")
 """
 
 import dataclasses
@@ -21,7 +34,8 @@ import importlib
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["CosimDesign", "DESIGNS", "register", "resolve", "load_factory", "DesignError"]
+__all__ = ["CosimDesign", "DESIGNS", "register", "resolve", "load_factory", "build_design",
+           "DesignError"]
 
 
 class DesignError(LookupError):
@@ -45,6 +59,11 @@ class CosimDesign:
         peer on the MAC streams, a model behind a test design); if what it returns has a
         ``reset()`` method, that is called whenever the RTL is reset.
     append : kernel command-line arguments the design needs.
+    builder : ``"module:callable"`` that builds the design as ``callable(params)`` and returns
+        the harness's :class:`~virtio_pcie_tb.harness.Build` (to share a build with other
+        tests); by default the launcher calls :func:`~virtio_pcie_tb.harness.build` with the
+        factory.
+    build_options : keyword arguments of the builder (e.g. ``ports_only``).
     """
     name: str
     factory: str
@@ -54,6 +73,8 @@ class CosimDesign:
     description: str = ""
     testbench: str | None = None
     append: str = ""
+    builder: str | None = None
+    build_options: dict = field(default_factory=dict)
 
     @property
     def build_name(self):
@@ -88,6 +109,23 @@ DESIGNS = {
 #: (device, transitional) -> design name
 DEVICE_DESIGNS = {}
 
+_TOP = "virtio_pcie.top:VirtioPcieDevice"
+_BUILDER = "virtio_pcie_tb.system:build_system"
+
+
+def _top_params(device, transitional):
+    """The system tests' builds, so that a test run compiles each design once: blk is the
+    project's main build (four request queues, the size from the image on the ``capacity``
+    input), blk-transitional the transitional system tests' (two queues, 32 MiB); net the modern
+    net system tests' (two queue pairs, so Linux also sets the pair count through the control
+    queue), net-transitional one pair at the standard MTU."""
+    from ..system import MAIN_DESIGNS, design_params
+    if device == "blk":
+        if transitional:
+            return design_params("blk", 128, transitional=True, queues=2)
+        return dict(MAIN_DESIGNS["blk"])
+    return design_params("net", 128, transitional=transitional, queues=1 if transitional else 2)
+
 
 def register(design, *, device=None, transitional=False):
     """Add ``design``; with ``device``, make it what ``--device device`` runs."""
@@ -95,6 +133,29 @@ def register(design, *, device=None, transitional=False):
     if device is not None:
         DEVICE_DESIGNS[(device, bool(transitional))] = design.name
     return design
+
+
+for _device, _what in (("blk", "virtio-blk, the disk image on the AXI4 medium"),
+                       ("net", "virtio-net, the testbench's peer on the MAC streams")):
+    for _transitional in (False, True):
+        register(CosimDesign(
+            _device + ("-transitional" if _transitional else ""), _TOP,
+            _top_params(_device, _transitional), device=_device, guest_script=f"{_device}.sh",
+            description=f"VirtioPcieDevice, {'transitional' if _transitional else 'modern'} "
+                        f"{_what}",
+            testbench=f"virtio_pcie_tb.models.cosim_backends:attach_{_device}",
+            builder=_BUILDER),
+            device=_device, transitional=_transitional)
+
+
+def build_design(design, **options):
+    """Build ``design`` (once; the harness caches) and return the harness's Build."""
+    if design.builder is not None:
+        return load_factory(design.builder)(design.params,
+                                            **{**design.build_options, **options})
+    from .. import harness
+    return harness.build(load_factory(design.factory), design.params, name=design.build_name,
+                         **options)
 
 
 def load_factory(spec):

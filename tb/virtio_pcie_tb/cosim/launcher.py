@@ -25,6 +25,7 @@ the guest environment, the guest scripts and the network peer against a referenc
 import argparse
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -38,7 +39,7 @@ import threading
 import time
 from pathlib import Path
 
-from .designs import DesignError, load_factory, resolve
+from .designs import DesignError, build_design, resolve
 from .guest import GuestEnvironment, SetupError, guest_file
 
 __all__ = ["run_cosim", "add_arguments", "GUEST_IP", "PEER_IP", "PEER_MAC", "GUEST_MAC"]
@@ -59,6 +60,9 @@ EXIT_PROTOCOL = 1
 _STATUS = re.compile(r"COSIM-EXIT-STATUS=(\d+)")
 _MARK = re.compile(r"COSIM-MARK (\w+) uptime=([\d.]+)")
 CONSOLE_LOG_LIMIT = 32 << 20
+SECTOR = 512
+#: Size of the fresh disk image when the design does not fix one (32 MiB).
+DEFAULT_IMAGE_SECTORS = 65536
 
 
 def add_arguments(p):
@@ -67,7 +71,8 @@ def add_arguments(p):
     p.add_argument("--transitional", action="store_true",
                    help="the legacy-capable (transitional) variant of the device")
     p.add_argument("--image", metavar="FILE",
-                   help="disk image for blk (default: a fresh 64 MiB image per run)")
+                   help="raw disk image for blk, used in place (default: a fresh image of the "
+                        "design's capacity, 32 MiB, per run)")
     p.add_argument("--kernel", default="6.12", metavar="6.12|7|PATH",
                    help="guest kernel: Debian trixie 6.12, trixie-backports 7.x, or a path to "
                         "a kernel image or an unpacked kernel package (default 6.12)")
@@ -76,8 +81,13 @@ def add_arguments(p):
                         "'virtio_pci.force_legacy=1')")
     p.add_argument("--guest-script", metavar="FILE",
                    help="busy-box sh script to run in the guest (default: the device's check)")
-    p.add_argument("--timeout", type=float, default=600, metavar="SECONDS",
-                   help="stop the guest after this many seconds (default 600)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a variable in the guest script's environment (repeatable), e.g. "
+                        "the default scripts' tunables PATTERN_KB=256, FS_TYPES=ext2, "
+                        "UDP_BYTES=262144")
+    p.add_argument("--timeout", type=float, default=1200, metavar="SECONDS",
+                   help="stop the guest after this many seconds (default 1200; the full blk "
+                        "check takes 3 to 7 minutes on a 2-core machine)")
     p.add_argument("--design", metavar="NAME|module:callable",
                    help="RTL top to simulate instead of the one registered for --device "
                         "('minimal' proves the path with the minimal endpoint)")
@@ -204,13 +214,11 @@ class Run:
                   f"ready in {self.timings['guest_environment_s']:.1f} s")
 
     def _gateware(self):
-        from .. import harness
         started = time.monotonic()
         d = self.design
         _progress(f"[2/4] gateware: {d.name} ({d.description or d.factory}), "
                   f"{d.params['data_width']}-bit TLP path")
-        build = harness.build(load_factory(d.factory), d.params, name=d.build_name,
-                              verbose=False)
+        build = build_design(d)
         self.build = build
         self.timings["gateware_s"] = time.monotonic() - started
         _progress(f"      built in {self.timings['gateware_s']:.1f} s ({build.directory})")
@@ -229,9 +237,11 @@ class Run:
             "connect_timeout_s": 300,
             "image": str(self.image) if self.image else None,
             "device": self.args.device,
+            "peer": {"mac": PEER_MAC, "ip": PEER_IP},
             "design": {"name": self.design.name, "factory": self.design.factory,
                        "params": self.design.params, "build_name": self.design.build_name,
-                       "testbench": self.design.testbench},
+                       "testbench": self.design.testbench, "builder": self.design.builder,
+                       "build_options": self.design.build_options},
             "sim_dir": str(sim_dir),
         }
         config_path = self.rundir / "sim-config.json"
@@ -271,6 +281,7 @@ class Run:
         if getattr(self, "function", None):
             ids = self.function["ids"]
             env["EXPECT_PCI_ID"] = f"{ids['vendor']:04x}:{ids['device']:04x}"
+        env.update(_guest_env(self.args.env))
         text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
         return {"cosim/guest.sh": script, "cosim/env": text}
 
@@ -316,9 +327,9 @@ class Run:
     def _disk_image(self):
         if self.args.image:
             path = Path(self.args.image).resolve()
-            if not path.exists():
-                raise SetupError("image", f"--image {path} does not exist")
+            size = _check_image(path)
             if not self.args.qemu_device:
+                self._fit_design_to(size // SECTOR)
                 return path
             # QEMU runs in the root: give it the image through a hard link or a copy.
             inside = self.rundir / "disk.img"
@@ -330,9 +341,22 @@ class Run:
                     from None
             return inside
         path = self.rundir / "disk.img"
+        capacity = self.design.params.get("capacity") if self.design is not None else None
         with open(path, "wb") as f:
-            f.truncate(64 << 20)
+            f.truncate((capacity or DEFAULT_IMAGE_SECTORS) * SECTOR)
         return path
+
+    def _fit_design_to(self, sectors):
+        """A blk design built for a fixed capacity takes only images of that size; any other
+        image is served by the same design built with ``capacity`` as an input (one more
+        build, shared by every image size)."""
+        d = self.design
+        if d is None or d.params.get("capacity") in (None, sectors):
+            return
+        if "capacity" in d.params:
+            _progress(f"      the image has {sectors} sectors, not the {d.params['capacity']} "
+                      f"the design is built for: using its variable-capacity build")
+            self.design = dataclasses.replace(d, params={**d.params, "capacity": None})
 
     # -- running ---------------------------------------------------------------------------
     def main(self):
@@ -342,6 +366,9 @@ class Run:
                 raise SetupError("arguments", f"--timeout must be positive, not {a.timeout}")
             if a.guest_script and not Path(a.guest_script).is_file():
                 raise SetupError("arguments", f"--guest-script {a.guest_script}: no such file")
+            if a.image:
+                _check_image(Path(a.image).resolve())
+            _guest_env(a.env)
             self.design = None
             if not a.qemu_device:
                 try:
@@ -555,12 +582,37 @@ def run_cosim(args):
 
 # -- the simulation process ------------------------------------------------------------------
 
+def _guest_env(assignments):
+    """``--env NAME=VALUE`` arguments as a dict (a SetupError names a malformed one)."""
+    env = {}
+    for item in assignments:
+        name, eq, value = item.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SetupError("arguments", f"--env {item!r}: expected NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def _check_image(path):
+    """The size of the raw disk image ``path``, or a SetupError saying what is wrong."""
+    if not path.is_file():
+        raise SetupError("image", f"--image {path} does not exist or is not a file")
+    size = path.stat().st_size
+    if size == 0 or size % SECTOR:
+        raise SetupError("image", f"--image {path} is {size} bytes, not a positive "
+                                  f"multiple of {SECTOR} (a raw disk image)")
+    return size
+
+
 def _simulate(config_path):
     """Entry of the child process: build (cached) and run the cosim cocotb module."""
     from .. import harness
+    from .designs import CosimDesign
     config = json.loads(Path(config_path).read_text())
     d = config["design"]
-    built = harness.build(load_factory(d["factory"]), d["params"], name=d["build_name"])
+    built = build_design(CosimDesign(d["name"], d["factory"], d["params"],
+                                     testbench=d.get("testbench"), builder=d.get("builder"),
+                                     build_options=d.get("build_options") or {}))
     # No factory: a failed co-simulation must not be re-run for a waveform (it would wait for
     # QEMU again).
     design = harness.Build(built.name, built.directory, built.params, built.toplevel)

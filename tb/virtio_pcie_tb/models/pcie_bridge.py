@@ -10,20 +10,37 @@ which owns its configuration space, and every TLP the RTL sends goes up into the
                                                          └─ completions ► (host model) ► rx_cpl
       RootComplex ◄──link── upstream_send ◄── tx_cpl, tx_req (Assert/Deassert_INTx kept here)
 
-Completions for the DUT's reads pass through a *host model* that behaves like a real root
-complex rather than cocotbext-pcie's idealised one:
+The traffic between the DUT and the host passes through a *host model* that behaves like a
+real root complex and link rather than cocotbext-pcie's idealised ones (which answer a read in
+zero time, at any rate):
 
-* ``latency_ns``: each completion is delivered no earlier than this long after its request
-  left the DUT (memory latency as seen from an endpoint).
+* ``latency_ns``: each completion is delivered no earlier than this long after its read request
+  reached the host (memory latency as an endpoint sees it, the round trip *L*).
+* ``max_reads_in_flight`` / ``max_read_bytes_in_flight``: the host works on at most this many
+  reads / bytes of reads at once; a read stays in its resources from the moment it is accepted
+  until its last completion has been delivered to the DUT. Further reads wait in the link, as
+  a root complex with finite read tracking and completion buffers (and the Non-Posted credits
+  it advertises) makes them. A read waiting there does not hold up posted writes, messages or
+  completions behind it: they pass it, as PCIe's ordering rules allow them to and as the
+  separate flow-control classes make them (PCIe Base 4.0 §2.4.1, Table 2-40); reads stay in
+  order among themselves and behind earlier writes.
+* ``link``: a :class:`PcieLink` (e.g. ``PcieLink.parse("gen3x4")``) limits each direction to
+  the link's byte rate, each TLP costing its header, payload and 8 bytes of framing, sequence
+  number and LCRC. The DUT's transmit side is held back (``ready`` low) once more than
+  ``tx_buffer_bytes`` wait for the link, as a hard IP's transmit buffer does; completions to
+  the DUT leave the link one after another. Without a link the DUT's data path is the only
+  limit. DLLPs (ACKs, flow-control updates) and SKP ordered sets are not modelled; they cost a
+  real link a few percent more.
 * ``reorder``: completions for different tags are delivered in random order (a seeded jitter
   of up to ``reorder_window_ns``); completions of one tag always stay in order, as PCIe requires.
 * ``rcb``: completions are split at every 64- or 128-byte read completion boundary, as root
   complexes that return cache lines do.
-* ``max_read_bytes_in_flight``: the host accepts at most this many bytes of outstanding read
-  requests; further reads wait in the link, as a root complex with finite completion buffers
-  makes them.
 * ``completion_hook(request, completions) -> completions``: tests inject errors by returning
   modified completions (UR/CA/poisoned) or none at all (a completion timeout).
+
+Not modelled: the host's posted-write latency (writes, MSI-X messages included, are visible to
+the host when they have crossed the link), the latency of the host's own requests to the DUT
+(MMIO), and memory bandwidth or cache effects on the host side.
 
 INTx messages (which cocotbext-pcie's TLP class cannot represent) are consumed here and shown as
 :attr:`intx_asserted` and :attr:`intx_event`. TLPs that break the stream or header rules are
@@ -33,6 +50,8 @@ logged as errors and counted in :attr:`errors`; they never hang the bridge.
 import heapq
 import logging
 import random
+import re
+from dataclasses import dataclass
 
 import cocotb
 from cocotb.triggers import Event, First, Timer
@@ -45,12 +64,62 @@ from virtio_pcie.spec.pcie import FmtType, MsgCode, CplStatus
 from .tlp import RawTlp, MalformedTlp
 from .tlp_stream import TlpSink, TlpSource
 
-__all__ = ["DutPcieDevice"]
+__all__ = ["DutPcieDevice", "PcieLink"]
 
 _MRD = (FmtType.MRD32.value, FmtType.MRD64.value)
 _CPL = (FmtType.CPL.value, FmtType.CPLD.value, FmtType.CPLLK.value, FmtType.CPLDLK.value)
 _INTX_ASSERT = {MsgCode.ASSERT_INTA.value + i: i for i in range(4)}
 _INTX_DEASSERT = {MsgCode.DEASSERT_INTA.value + i: i for i in range(4)}
+
+#: Data rate per lane after line coding, in Gbit/s: 8b/10b for Gen1/2, 128b/130b from Gen3
+#: (PCIe Base 4.0 §4.2; Gen5 from PCIe Base 5.0).
+LANE_GBPS = {1: 2.0, 2: 4.0, 3: 8.0 * 128 / 130, 4: 16.0 * 128 / 130, 5: 32.0 * 128 / 130}
+#: Bytes a TLP costs on a link besides its header and payload: Gen1/2 STP (1), sequence number
+#: (2), LCRC (4), END (1); Gen3+ STP token with the sequence number (4) and LCRC (4).
+TLP_FRAMING_BYTES = 8
+
+
+@dataclass(frozen=True)
+class PcieLink:
+    """A PCIe link of ``lanes`` lanes at generation ``gen``, as the host model sees it."""
+    gen:   int
+    lanes: int
+
+    def __post_init__(self):
+        if self.gen not in LANE_GBPS:
+            raise ValueError(f"PCIe generation must be one of {sorted(LANE_GBPS)}, not "
+                             f"{self.gen!r}")
+        if self.lanes not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"lanes must be 1, 2, 4, 8, 16 or 32, not {self.lanes!r}")
+
+    @classmethod
+    def parse(cls, text):
+        """``"gen3x4"`` -> PcieLink(3, 4)."""
+        m = re.fullmatch(r"gen(\d)x(\d+)", str(text).strip().lower())
+        if not m:
+            raise ValueError(f"a link is written like gen3x4, not {text!r}")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    @property
+    def name(self):
+        return f"gen{self.gen}x{self.lanes}"
+
+    @property
+    def bytes_per_ns(self):
+        """Raw bytes per ns in each direction, after line coding."""
+        return LANE_GBPS[self.gen] * self.lanes / 8
+
+    @staticmethod
+    def wire_bytes(raw):
+        """Bytes one TLP occupies on the link."""
+        return 4 * raw.header_dwords + len(raw.payload) + TLP_FRAMING_BYTES
+
+    def wire_ns(self, raw):
+        return self.wire_bytes(raw) / self.bytes_per_ns
+
+    def payload_efficiency(self, payload_bytes, header_bytes=12):
+        """Fraction of the link's bytes that are payload for TLPs of ``payload_bytes``."""
+        return payload_bytes / (payload_bytes + header_bytes + TLP_FRAMING_BYTES)
 
 
 def split_completion(cpl, rcb):
@@ -95,7 +164,8 @@ class DutPcieDevice(Device):
     def __init__(self, dut, clock, reset=None, *, data_width,
                  prefixes=("rx_req", "tx_cpl", "tx_req", "rx_cpl"), seed=0,
                  latency_ns=0, reorder=False, reorder_window_ns=200, rcb=None,
-                 max_read_bytes_in_flight=None, completion_hook=None, **kwargs):
+                 max_read_bytes_in_flight=None, max_reads_in_flight=None, link=None,
+                 tx_buffer_bytes=4096, completion_hook=None, **kwargs):
         super().__init__(**kwargs)
         self.log = logging.getLogger("cocotb.pcie.bridge")
         self.dut = dut
@@ -114,6 +184,9 @@ class DutPcieDevice(Device):
         self.reorder_window_ns = reorder_window_ns
         self.rcb = rcb
         self.max_read_bytes_in_flight = max_read_bytes_in_flight
+        self.max_reads_in_flight = max_reads_in_flight
+        self.link = PcieLink.parse(link) if isinstance(link, str) else link
+        self.tx_buffer_bytes = tx_buffer_bytes
         self.completion_hook = completion_hook
         self.rng = random.Random(seed)
 
@@ -126,9 +199,13 @@ class DutPcieDevice(Device):
 
         self._up_queue = []
         self._up_event = Event()
-        self._pending_reads = {}           # tag -> (request, issue time ns, bytes outstanding)
+        self._pending_reads = {}           # tag -> [request, time accepted (ns), bytes, accepted]
         self._read_bytes_in_flight = 0
+        self._reads_in_flight = 0
         self._read_wait = Event()
+        self._up_bytes_waiting = 0         # bytes from the DUT not yet across the link
+        self._down_free_ns = 0             # when the link towards the DUT is next free
+        self.max_seen = {"reads": 0, "read_bytes": 0}
         self._cpl_heap = []
         self._cpl_seq = 0
         self._cpl_event = Event()
@@ -136,6 +213,15 @@ class DutPcieDevice(Device):
         self.stats = {"mrd": 0, "mwr": 0, "cpl_in": 0, "msg": 0, "cpl_out": 0, "req_in": 0}
         cocotb.start_soon(self._run_upstream())
         cocotb.start_soon(self._run_completions())
+        if self.link is not None:
+            # The transmit buffer of a hard IP: hold the DUT back while it is full.
+            pause = self._tx_buffer_full()
+            self.tx_req.set_backpressure_generator(pause)
+            self.tx_cpl.set_backpressure_generator(self._tx_buffer_full())
+
+    def _tx_buffer_full(self):
+        while True:
+            yield self._up_bytes_waiting > self.tx_buffer_bytes
 
     # -- fabric → DUT ------------------------------------------------------------------------
     async def upstream_recv(self, tlp):
@@ -176,30 +262,65 @@ class DutPcieDevice(Device):
         if fmt_type in _MRD:
             self.stats["mrd"] += 1
             nbytes = 4 * raw.length_dw
-            self._pending_reads[raw.tag] = [raw, get_sim_time("ns"), nbytes]
+            if raw.tag in self._pending_reads:
+                # The DUT reused a tag whose read never ended (its completions were dropped
+                # by a hook): that read is over.
+                self._retire_read(raw.tag)
+            self._pending_reads[raw.tag] = [raw, get_sim_time("ns"), nbytes, False]
         elif fmt_type in (FmtType.MWR32.value, FmtType.MWR64.value):
             self.stats["mwr"] += 1
         elif fmt_type in _CPL:
             self.stats["cpl_out"] += 1
+        if self.link is not None:
+            self._up_bytes_waiting += self.link.wire_bytes(raw)
         self._up_queue.append(raw)
         self._up_event.set()
 
+    def _read_admissible(self, raw):
+        """Can the host take this read now (its read tracking and completion space)?"""
+        nbytes = 4 * raw.length_dw
+        if self.max_reads_in_flight and self._reads_in_flight >= self.max_reads_in_flight:
+            return False
+        if (self.max_read_bytes_in_flight and self._read_bytes_in_flight
+                and self._read_bytes_in_flight + nbytes > self.max_read_bytes_in_flight):
+            return False
+        return True
+
+    def _next_upstream(self):
+        """The TLP to send next: the oldest one, unless it is a read the host cannot take yet;
+        then the oldest TLP that is not a read may pass it (reads keep their order)."""
+        head = self._up_queue[0]
+        if head.fmt_type not in _MRD or self._read_admissible(head):
+            return self._up_queue.pop(0)
+        for i, raw in enumerate(self._up_queue):
+            if raw.fmt_type not in _MRD:
+                return self._up_queue.pop(i)
+        return None
+
     async def _run_upstream(self):
         while True:
-            while not self._up_queue:
+            raw = self._next_upstream() if self._up_queue else None
+            if raw is None:
+                # nothing to send, or only reads the host cannot take: wait for either to change
                 self._up_event.clear()
-                await self._up_event.wait()
-            raw = self._up_queue.pop(0)
-            if raw.fmt_type in _MRD and self.max_read_bytes_in_flight:
-                nbytes = 4 * raw.length_dw
-                while (self._read_bytes_in_flight
-                       and self._read_bytes_in_flight + nbytes > self.max_read_bytes_in_flight):
-                    self._read_wait.clear()
-                    await self._read_wait.wait()
-                self._read_bytes_in_flight += nbytes
-                # the latency clock starts when the host accepts the request
-                if raw.tag in self._pending_reads:
-                    self._pending_reads[raw.tag][1] = get_sim_time("ns")
+                self._read_wait.clear()
+                await First(self._up_event.wait(), self._read_wait.wait())
+                continue
+            if self.link is not None:
+                # The link carries one TLP after another at its rate.
+                await Timer(self.link.wire_ns(raw), "ns", round_mode="ceil")
+                self._up_bytes_waiting -= self.link.wire_bytes(raw)
+            if raw.fmt_type in _MRD:
+                pending = self._pending_reads.get(raw.tag)
+                if pending is not None:
+                    # the host takes the read: the latency clock starts, resources are held
+                    pending[1] = get_sim_time("ns")
+                    pending[3] = True
+                    self._reads_in_flight += 1
+                    self._read_bytes_in_flight += pending[2]
+                    self.max_seen["reads"] = max(self.max_seen["reads"], self._reads_in_flight)
+                    self.max_seen["read_bytes"] = max(self.max_seen["read_bytes"],
+                                                      self._read_bytes_in_flight)
             try:
                 tlp = raw.to_cocotbext()
             except Exception as e:    # noqa: BLE001
@@ -234,7 +355,7 @@ class DutPcieDevice(Device):
             # Not for an outstanding read (e.g. a test injects it); deliver as it is.
             self._schedule(cpl, get_sim_time("ns"), tag)
             return
-        request, issued, _ = pending
+        request, issued = pending[0], pending[1]
         cpls = [cpl]
         if self.completion_hook is not None:
             cpls = self.completion_hook(request, cpl)
@@ -245,10 +366,12 @@ class DutPcieDevice(Device):
         if self.rcb:
             cpls = [piece for c in cpls for piece in split_completion(c, self.rcb)]
         release = issued + self.latency_ns
-        for c in cpls:
-            self._schedule(c, release, tag)
-        if self._is_final(cpl):
-            self._retire_read(tag)
+        final = self._is_final(cpl)
+        if final and not cpls:
+            self._retire_read(tag)          # nothing will be delivered (a completion timeout)
+        for i, c in enumerate(cpls):
+            # the read leaves the host's resources when its last completion reaches the DUT
+            self._schedule(c, release, tag, retire=final and i == len(cpls) - 1)
 
     @staticmethod
     def _is_final(cpl):
@@ -259,11 +382,12 @@ class DutPcieDevice(Device):
 
     def _retire_read(self, tag):
         pending = self._pending_reads.pop(tag, None)
-        if pending is not None and self.max_read_bytes_in_flight:
+        if pending is not None and pending[3]:
+            self._reads_in_flight -= 1
             self._read_bytes_in_flight -= pending[2]
             self._read_wait.set()
 
-    def _schedule(self, cpl, release_ns, tag):
+    def _schedule(self, cpl, release_ns, tag, retire=False):
         now = get_sim_time("ns")
         release = max(release_ns, now)
         if self.reorder:
@@ -271,17 +395,23 @@ class DutPcieDevice(Device):
         # completions of one tag never pass one another
         release = max(release, self._tag_last_release.get(tag, 0))
         self._tag_last_release[tag] = release
-        if release <= now and not self._cpl_heap:
-            self._deliver(cpl)
+        retire_tag = tag if retire else None
+        if release <= now and not self._cpl_heap and self._down_free_ns <= now:
+            self._deliver(cpl, retire_tag)
             return
-        heapq.heappush(self._cpl_heap, (release, self._cpl_seq, cpl))
+        heapq.heappush(self._cpl_heap, (release, self._cpl_seq, cpl, retire_tag))
         self._cpl_seq += 1
         self._cpl_event.set()
 
-    def _deliver(self, cpl):
+    def _deliver(self, cpl, retire_tag=None):
         for monitor in self.rx_monitors:
             monitor(cpl)
-        self.rx_cpl.send_nowait(cpl)
+        if self.link is not None:
+            self._down_free_ns = get_sim_time("ns") + self.link.wire_ns(cpl)
+        on_sent = None
+        if retire_tag is not None:
+            on_sent = lambda _tlp, tag=retire_tag: self._retire_read(tag)   # noqa: E731
+        self.rx_cpl.send_nowait(cpl, on_sent=on_sent)
 
     async def _run_completions(self):
         while True:
@@ -289,7 +419,7 @@ class DutPcieDevice(Device):
                 self._cpl_event.clear()
                 await self._cpl_event.wait()
                 continue
-            release = self._cpl_heap[0][0]
+            release = max(self._cpl_heap[0][0], self._down_free_ns)
             now = get_sim_time("ns")
             if release > now:
                 self._cpl_event.clear()
@@ -297,8 +427,8 @@ class DutPcieDevice(Device):
                 timer = Timer(release - now, "ns", round_mode="ceil")
                 await First(timer, self._cpl_event.wait())
                 continue
-            _, _, cpl = heapq.heappop(self._cpl_heap)
-            self._deliver(cpl)
+            _, _, cpl, retire_tag = heapq.heappop(self._cpl_heap)
+            self._deliver(cpl, retire_tag)
 
     # -- misc ----------------------------------------------------------------------------------
     def _error(self, message):
