@@ -201,10 +201,15 @@ def run_modules(request, sim_dir, design, modules):
 
 
 #: The full-function blk system tests that run behind the hard IP: those of the default
-#: launchers of ``tb/test_system_blk.py`` (not the two-simulation image test).
+#: launchers of ``tb/test_system_blk.py`` but two. Left out: ``run_random_mix`` (two of its
+#: setups use the bridge's ``max_read_bytes_in_flight`` host throttle, which Xilinx7PcieModel
+#: does not model) and ``run_intx_once_per_interrupt``: behind the hard IP, Deassert_INTA goes
+#: through the ``cfg_interrupt`` handshake and reaches the host after the ISR read's completion,
+#: so the host model, which looks at the line the instant its handler returns, sees about one
+#: spurious interrupt per real one (Linux counts them as unhandled; it disables a line only
+#: past 99,900 of 100,000). Both are open work (docs/boards.md).
 BLK_SYSTEM_TESTS = ["run_probe_and_io", "run_request_types", "run_longest_request",
-                    "run_queue_depths", "run_intx_once_per_interrupt", "run_capacity_change",
-                    "run_config_generation", "run_random_mix"]
+                    "run_queue_depths", "run_capacity_change", "run_config_generation"]
 
 
 def modules_for(device):

@@ -575,7 +575,10 @@ class Xilinx7PcieModel(Device):
             for _ in range(self.rdy_delay):
                 await RisingEdge(clk)
                 if not req.value:
-                    self._error("cfg_interrupt released before cfg_interrupt_rdy")
+                    # A reset (user_reset_out) ends the handshake in the core as well: only a
+                    # release outside reset breaks the protocol.
+                    if self.reset is None or not self.reset.value:
+                        self._error("cfg_interrupt released before cfg_interrupt_rdy")
                     break
             else:
                 rdy.value = 1
