@@ -14,8 +14,8 @@ MSI-X capabilities into the forwarded virtio capabilities. Then MMIO through bot
 enables, DMA both ways through ``tx_req``/``rx_cpl``, MSI-X messages, INTx through the
 ``cfg_interrupt`` handshake, the configuration the host programs appearing on ``cfg``, and a
 stream of back-to-back writes (straddled at 128 bits) under idle cycles and back-pressure, with
-the cycles counted. Once ``virtio_pcie.top.VirtioPcieDevice`` exists, the same model carries the
-host-model system tests (see ``test_xilinx7_system.py``).
+the cycles counted. The same model carries the host-model system tests of the adapter with the
+real core (``test_xilinx7_system.py``).
 """
 
 import itertools
@@ -181,10 +181,10 @@ async def run_interrupts(dut):
     await dev.set_master()
     # INTx first (MSI-X off): a notify write asserts INTA, the ISR read deasserts it.
     await dev.bar_window[4].write(STANDIN_LAYOUT["windows"]["notify"][2], b"\x00\x00")
-    await with_timeout(tb.model.wait_intx(True), 50, "us")
+    await with_timeout(tb.model.wait_intx(asserted=True), 50, "us")
     assert tb.model.function.interrupt_status
     await dev.bar_window[4].read(STANDIN_LAYOUT["windows"]["isr"][2], 1)
-    await with_timeout(tb.model.wait_intx(False), 50, "us")
+    await with_timeout(tb.model.wait_intx(asserted=False), 50, "us")
     assert tb.model.intx_messages == ["assert", "deassert"]
     # MSI-X: enabling it in the core's capability shows on cfg; the message is a memory write.
     await dev.alloc_irq_vectors(1, 1)

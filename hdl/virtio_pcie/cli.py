@@ -47,7 +47,7 @@ def _cmd_build(args):
 def _cmd_generate(args):
     from .boards.generate import generate
     d = generate(device=args.device, width=args.width, interface=args.interface,
-                 legacy=args.legacy, out=args.out)
+                 legacy=args.legacy, onchip_sectors=args.onchip_sectors, out=args.out)
     print(f"{d['name']}.v ({d['interface']} interface, {d['data_width']} bits, core "
           f"{d['core']}), {d['name']}.json and README.md in {args.out}")
     return 0
@@ -237,6 +237,9 @@ def build_parser():
     p.add_argument("--width", type=int, choices=[64, 128, 256], default=128)
     p.add_argument("--interface", choices=["generic", "xilinx7"], default="generic")
     p.add_argument("--legacy", action="store_true", help="transitional device (legacy I/O BAR)")
+    p.add_argument("--onchip-sectors", type=int, metavar="N",
+                   help="blk: the disk in on-chip RAM of N 512-byte sectors (default: a "
+                        "'medium' AXI4 master port and a 'capacity' input)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_cmd_generate)
 

@@ -34,8 +34,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 __all__ = ["REPO", "SIM_BUILD", "HDL_PACKAGE", "Build", "SimulationFailed", "build", "run",
-           "dut_params", "verilator_bin_dir", "strip_debug_aliases", "fix_constant_always",
-           "component_ports"]
+           "dut_params", "dut_description", "verilator_bin_dir", "strip_debug_aliases",
+           "fix_constant_always", "component_ports"]
 
 import virtio_pcie
 
@@ -57,6 +57,9 @@ VERILATOR_ARGS = [
 LZ4_VERSION = "4.4.5"     # FST writer dependency, built from the PyPI sdist (see _lz4_dir)
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("VIRTIO_PCIE_SIM_TIMEOUT", 1800))
+
+#: Where :func:`build` keeps the value of its ``describe`` function, in the build directory.
+DESCRIPTION_FILE = "description.json"
 
 
 class SimulationFailed(AssertionError):
@@ -275,7 +278,7 @@ def fix_constant_always(text):
 
 
 def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, waves=False,
-          debug_aliases=True, ports_only=False):
+          debug_aliases=True, ports_only=False, describe=None):
     """Elaborate ``factory(**params)`` and compile it with Verilator, once per distinct design.
 
     ``factory`` is a :class:`~amaranth.lib.wiring.Component` class or any callable returning one;
@@ -286,7 +289,9 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
     as plain vectors. With ``ports_only``, only the top level's ports are visible to cocotb
     (VPI) instead of every signal: Verilator can then optimise the design's internals away,
     which makes large designs compile and run several times faster (waveforms still show
-    everything). Returns a :class:`Build`.
+    everything). With ``describe``, a function of the elaborated component returning a
+    JSON-serialisable value (e.g. the hard-IP plan of its layout), that value is kept with the
+    build and a cocotb module reads it with :func:`dut_description`. Returns a :class:`Build`.
     """
     _setup_path()
     params = dict(params or {})
@@ -299,10 +304,12 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
         lz4 = _lz4_dir()
         args += ["--trace-fst", "--trace-structs", "-CFLAGS", f"-I{lz4}",
                  "-LDFLAGS", f"-L{lz4}"]
-    key_src = json.dumps({"name": name, "factory": f"{factory.__module__}.{factory.__qualname__}",
-                          "params": _jsonable(params), "hdl": _fingerprint(),
-                          "args": args, "debug_aliases": debug_aliases, "fixups": 1},
-                         sort_keys=True)
+    key = {"name": name, "factory": f"{factory.__module__}.{factory.__qualname__}",
+           "params": _jsonable(params), "hdl": _fingerprint(),
+           "args": args, "debug_aliases": debug_aliases, "fixups": 1}
+    if describe is not None:
+        key["describe"] = f"{describe.__module__}.{describe.__qualname__}"
+    key_src = json.dumps(key, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
     directory = SIM_BUILD / "designs" / f"{name}-{key}{'-waves' if waves else ''}"
     stamp = directory / "build.stamp"
@@ -325,6 +332,9 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
             text = strip_debug_aliases(text)
         result.verilog.write_text(text)
         (directory / "params.json").write_text(json.dumps(_jsonable(params), indent=2))
+        if describe is not None:
+            (directory / DESCRIPTION_FILE).write_text(
+                json.dumps(_jsonable(describe(component)), indent=2))
         elaborated = time.monotonic()
 
         from cocotb_tools.runner import get_runner
@@ -480,3 +490,13 @@ def _failure_excerpt(log):
 def dut_params():
     """In a cocotb test module: the parameters the design under test was built with."""
     return json.loads(os.environ.get("DUT_PARAMS", "{}"))
+
+
+def dut_description():
+    """In a cocotb test module: what ``build(..., describe=...)`` said about the design under
+    test, or None if it was built without ``describe``."""
+    directory = os.environ.get("DUT_BUILD")
+    path = Path(directory) / DESCRIPTION_FILE if directory else None
+    if path is None or not path.exists():
+        return None
+    return json.loads(path.read_text())

@@ -7,13 +7,21 @@
     (virtio_pcie_tb.host)        (bridge: latency,             │ medium ── AxiRam (DiskImage)
                                   reorder, RCB split)          └ mac_tx / mac_rx ── peer
 
+    or, behind a hard IP (``build_system(..., interface="xilinx7")``):
+
+    host model ─► RootComplex ── Xilinx7PcieModel ══ pcie_7x ports ══ Xilinx7VirtioDevice
+                                 (header, BARs, PM/PCIe/MSI-X      (adapter + VirtioPcieDevice
+                                  caps; forwards ≥ 0xA8)            in "ext" mode)
+
 :func:`design_params` makes the parameters of a :class:`~virtio_pcie.top.VirtioPcieDevice` for
 a test, a benchmark, the demo or the fuzzer; :class:`SystemTB` is what a cocotb test creates
-first: clock, reset, root complex, bridge, and the device's back-end models (a disk image on the
-blk medium; for net, :class:`~.models.mac_port.MacPort` in :attr:`SystemTB.mac`: cocotbext-axi
-drivers on ``mac_rx`` / ``mac_tx`` and the ``link_up`` input, optionally answering as a peer).
-:meth:`SystemTB.bind` runs Linux's probe path and returns the bound driver. Shared by the
-system tests, ``virtio-pcie demo``, ``bench`` and ``fuzz``.
+first: clock, reset, root complex, bridge (or, for a design built behind the 7-series adapter,
+the model of the ``pcie_7x`` hard IP, configured from the design's hard-IP plan), and the
+device's back-end models (a disk image on the blk medium; for net,
+:class:`~.models.mac_port.MacPort` in :attr:`SystemTB.mac`: cocotbext-axi drivers on ``mac_rx``
+/ ``mac_tx`` and the ``link_up`` input, optionally answering as a peer). :meth:`SystemTB.bind`
+runs Linux's probe path and returns the bound driver. Shared by the system tests,
+``virtio-pcie demo``, ``bench`` and ``fuzz``.
 """
 
 import logging
@@ -21,9 +29,13 @@ import logging
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from .harness import dut_params
+from .harness import dut_description, dut_params
 
-__all__ = ["CLOCK_NS", "MAIN_DESIGNS", "design_params", "SystemTB", "build_system"]
+__all__ = ["CLOCK_NS", "INTERFACES", "MAIN_DESIGNS", "design_params", "SystemTB",
+           "build_system"]
+
+#: How the design meets the root complex: its own TLP streams, or the 7-series hard IP's ports.
+INTERFACES = ("generic", "xilinx7")
 
 CLOCK_NS = 4          # 250 MHz
 
@@ -51,20 +63,42 @@ MAIN_DESIGNS = {
 }
 
 
-def build_system(params, *, name=None, ports_only=True, **kwargs):
+def build_system(params, *, name=None, interface="generic", ports_only=True, **kwargs):
     """Build (once) the simulation of a :class:`~virtio_pcie.top.VirtioPcieDevice`.
 
     Only the top level's ports are visible to cocotb (``ports_only``; everything the system
     testbench touches is a port): the build is faster and the simulation about 2.5 times faster
     than with every internal signal public. Waveforms still show everything.
+
+    With ``interface="xilinx7"`` the device is built in "ext" configuration mode behind the
+    7-series adapter (:class:`~virtio_pcie.boards.xilinx7_device.Xilinx7VirtioDevice`, as the
+    board builds have it), and :class:`SystemTB` puts the ``pcie_7x`` model in front of it.
     """
-    from virtio_pcie.top import VirtioPcieDevice
     from .harness import build
+    if interface not in INTERFACES:
+        raise ValueError(f"interface must be one of {INTERFACES}, not {interface!r}")
+    prefix = "system" if interface == "generic" else f"system_{interface}"
     if name is None:
-        name = f"system_{params['device']}{'_legacy' if params.get('transitional') else ''}" \
+        name = f"{prefix}_{params['device']}{'_legacy' if params.get('transitional') else ''}" \
                f"_{params['data_width']}"
+    if interface == "xilinx7":
+        from virtio_pcie.boards.xilinx7_device import Xilinx7VirtioDevice
+        params = dict(params)
+        params["legacy"] = params.pop("transitional", False)
+        return build(Xilinx7VirtioDevice, params, name=name, debug_aliases=False,
+                     ports_only=ports_only, describe=_describe_xilinx7, **kwargs)
+    from virtio_pcie.top import VirtioPcieDevice
     return build(VirtioPcieDevice, params, name=name, debug_aliases=False,
                  ports_only=ports_only, **kwargs)
+
+
+def _describe_xilinx7(component):
+    """What the testbench needs to model the hard IP in front of a Xilinx7VirtioDevice, and
+    where the core placed its capabilities and windows."""
+    from virtio_pcie.boards.generate import register_map
+    registers = register_map(component.layout)
+    return {"interface": "xilinx7", "hard_ip_plan": component.hard_ip_plan(),
+            "capabilities": registers["capabilities"], "windows": registers["windows"]}
 
 
 class SystemTB:
@@ -77,7 +111,9 @@ class SystemTB:
         blk: the medium's contents (a fresh zeroed disk of the design's capacity by default).
     bridge_options : dict
         Keyword arguments of :class:`~.models.pcie_bridge.DutPcieDevice` (latency, reorder,
-        RCB splitting, error hooks).
+        RCB splitting, error hooks); behind a hard IP, those of
+        :class:`~.models.xilinx7_pcie.Xilinx7PcieModel` (the same host options, and the core's
+        own: ``straddle``, ``tx_buf_av``, ...).
     quiet : bool
         Keep cocotbext-pcie's per-access INFO logging off (warnings and errors still show).
     mac : "cocotbext" or "lean"
@@ -87,22 +123,38 @@ class SystemTB:
 
     A blk design built with ``capacity=None`` gets the image's size on its ``capacity`` input
     (:meth:`set_capacity` changes it, as a resized backing store would).
+
+    Members
+    -------
+    interface : "generic" or "xilinx7"
+        How the design was built (:func:`build_system`).
+    bridge
+        The :class:`~.models.pcie_bridge.DutPcieDevice`, or the
+        :class:`~.models.xilinx7_pcie.Xilinx7PcieModel` of a design behind the 7-series adapter.
     """
 
     def __init__(self, dut, *, image=None, bridge_options=None, seed=0, quiet=True,
                  mac="cocotbext"):
         from cocotbext.pcie.core import RootComplex
 
-        from .models.pcie_bridge import DutPcieDevice
         self.dut = dut
         self.params = dut_params()
         self.device = self.params.get("device", "blk")
         self.data_width = self.params["data_width"]
         self.log = logging.getLogger("cocotb.system")
+        description = dut_description() or {}
+        self.interface = description.get("interface", "generic")
         Clock(dut.clk, CLOCK_NS, unit="ns").start()
         self.rc = RootComplex()
-        self.bridge = DutPcieDevice(dut, dut.clk, dut.rst, data_width=self.data_width,
-                                    seed=seed, **(bridge_options or {}))
+        if self.interface == "xilinx7":
+            from .models.xilinx7_pcie import Xilinx7PcieModel
+            self.bridge = Xilinx7PcieModel.from_plan(
+                dut, dut.clk, dut.rst, data_width=self.data_width,
+                plan=description["hard_ip_plan"], seed=seed, **(bridge_options or {}))
+        else:
+            from .models.pcie_bridge import DutPcieDevice
+            self.bridge = DutPcieDevice(dut, dut.clk, dut.rst, data_width=self.data_width,
+                                        seed=seed, **(bridge_options or {}))
         self.rc.make_port().connect(self.bridge)
         self.image = None
         self.medium = None
@@ -190,7 +242,7 @@ class SystemTB:
                 for name in NET_COUNTERS}
 
     def check_bridge(self):
-        """Fail if the bridge saw malformed TLPs from the RTL."""
+        """Fail if the bridge (or the hard-IP model) saw malformed TLPs from the RTL."""
         errors = self.bridge.all_errors
         assert not errors, f"the bridge reported: {errors[:5]}"
 

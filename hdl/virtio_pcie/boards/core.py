@@ -1,52 +1,64 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The core that board builds and the generator put behind the hard IP.
+"""The device core that board builds and the generator put behind a hard IP.
 
-Until ``virtio_pcie.top.VirtioPcieDevice`` exists this is the bring-up
-:class:`~.standin.CoreStandIn` (virtio capabilities, no queues) with its plan; when it lands,
-:func:`make_core` returns it instead (see the marked line) and :func:`hard_ip_plan` comes from its
-``FunctionLayout``.
+It is :class:`~virtio_pcie.top.VirtioPcieDevice` in ``"ext"`` configuration mode: the hard IP
+owns the header, the BARs and its own capabilities, and forwards configuration requests from
+``ext_cap_pointer`` up, where the function places the virtio capabilities. The pointer is the
+lowest a 7-series core forwards from (``EXT_CFG_CAP_PTR`` = 0x2A, byte 0xA8), which leaves the
+88 bytes the five virtio capabilities need (see ``docs/boards.md``).
+
+The hard-IP plan (IDs, BARs, MSI-X table and PBA, forwarding pointer) is always read from the
+layout of the core that is actually built (``VirtioPcieDevice.layout.hard_ip_plan()``), never
+from a second copy.
 """
 
-from .standin import CoreStandIn, standin_plan
+from ..adapters.xilinx7_core import EXT_CFG_CAP_PTR_MIN
+from ..top import DEVICES, VirtioPcieDevice
 
-__all__ = ["DEVICES", "make_core", "hard_ip_plan", "core_is_stand_in"]
+__all__ = ["DEVICES", "EXT_CAP_POINTER", "core_params", "make_core"]
 
-DEVICES = ("blk", "net")
-
-
-def _top():
-    try:
-        from ..top import VirtioPcieDevice      # lands with the lead's integration
-    except ImportError:
-        return None
-    return VirtioPcieDevice
+#: First configuration byte the hard IP forwards to the function (7-series: the lowest legal
+#: ``EXT_CFG_CAP_PTR``, right after its MSI-X capability).
+EXT_CAP_POINTER = EXT_CFG_CAP_PTR_MIN * 4
 
 
-def core_is_stand_in():
-    return _top() is None
+def core_params(*, device, data_width, legacy=False, onchip_sectors=None, **extra):
+    """Keyword arguments of the :class:`~virtio_pcie.top.VirtioPcieDevice` behind a hard IP.
 
-
-def make_core(*, device, data_width, config_mode="ext", legacy=False):
-    """The device core with TLP streams of ``data_width`` bits."""
+    Parameters
+    ----------
+    device : "blk" or "net"
+    data_width : int
+        TLP data path width, in bits (the hard IP's interface width).
+    legacy : bool
+        A transitional device (legacy I/O BAR 0 as well as the modern interface).
+    onchip_sectors : int or None
+        blk only: keep the disk in on-chip RAM of this many 512-byte sectors (no ``medium``
+        port); ``None`` gives the ``medium`` AXI4 master and a ``capacity`` input.
+    **extra
+        Further :class:`~virtio_pcie.top.VirtioPcieDevice` parameters (``queues``, ...).
+    """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
-    top = _top()
-    if top is not None:
-        # The one line to adjust to the top's final parameters:
-        return top(device=device, data_width=data_width, config_mode=config_mode,
-                   transitional=legacy)
-    if legacy:
-        raise ValueError("the bring-up stand-in has no legacy interface; --legacy needs "
-                         "virtio_pcie.top.VirtioPcieDevice")
-    return CoreStandIn(data_width=data_width)
+    if not isinstance(legacy, bool):
+        raise ValueError(f"legacy must be True or False, not {legacy!r}")
+    for fixed in ("config_mode", "ext_cap_pointer"):
+        if fixed in extra:
+            raise ValueError(f"{fixed} is fixed by the hard IP; do not pass {fixed}="
+                             f"{extra[fixed]!r}")
+    params = {"device": device, "data_width": data_width, "transitional": legacy,
+              "config_mode": "ext", "ext_cap_pointer": EXT_CAP_POINTER}
+    if onchip_sectors is not None:
+        if device != "blk":
+            raise ValueError(f"onchip_sectors is for the blk device, not {device!r}")
+        if not isinstance(onchip_sectors, int) or onchip_sectors < 1:
+            raise ValueError(f"onchip_sectors must be a positive number of sectors, not "
+                             f"{onchip_sectors!r}")
+        params.update(capacity=onchip_sectors, onchip_medium=True)
+    params.update(extra)
+    return params
 
 
-def hard_ip_plan(*, device, legacy=False):
-    """What the hard IP must be configured with (``FunctionLayout.hard_ip_plan()``)."""
-    if core_is_stand_in():
-        return standin_plan(device)
-    core = make_core(device=device, data_width=64, legacy=legacy)
-    layout = getattr(core, "layout", None)
-    if layout is not None and hasattr(layout, "hard_ip_plan"):
-        return layout.hard_ip_plan()
-    return standin_plan(device)
+def make_core(**kwargs):
+    """The :class:`~virtio_pcie.top.VirtioPcieDevice` of :func:`core_params`."""
+    return VirtioPcieDevice(**core_params(**kwargs))

@@ -7,20 +7,24 @@
     PERST# ───────────────────┘  │ user_clk_out / user_reset_out ─► "sync" domain
     lanes ◄──────────────────────┤ m_axis_rx / s_axis_tx / cfg_*
                                  ▼
-                        Xilinx7PcieAdapter ◄──► core (TLP streams, ext_cfg)
+                  Xilinx7VirtioDevice: Xilinx7PcieAdapter ◄──► VirtioPcieDevice ("ext" mode)
+                                         blk: disk in on-chip RAM (board.disk_sectors)
+                                         net: loopback (transmitted frames are received)
     LEDs: 0 link up · 1 TLP activity (stretched) · 2 heartbeat (user clock alive) · 3 PERST#
 
 Everything runs in the core's user clock domain (``user_clk_out``: 125 or 250 MHz, see
 :class:`~virtio_pcie.adapters.xilinx7_core.LinkConfig`), reset by ``user_reset_out``.
+
+The core is built in the constructor, so that the build plan reads the hard IP's configuration
+from the very core that goes into the bitstream (:meth:`BoardTop.hard_ip_plan`).
 """
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
 from amaranth.lib import io
-from amaranth.lib.wiring import connect
 
-from ..adapters.xilinx7 import Xilinx7PcieAdapter, hard_ip_members
+from ..adapters.xilinx7 import hard_ip_members
 from ..adapters.xilinx7_core import core_ports
-from .core import make_core
+from .xilinx7_device import Xilinx7VirtioDevice
 
 __all__ = ["BoardTop", "HARD_IP_MODULE"]
 
@@ -56,6 +60,13 @@ class BoardTop(Elaboratable):
         self.board = board
         self.device = device
         self.link = board.link
+        onchip = board.disk_sectors if device == "blk" else None
+        self.core = Xilinx7VirtioDevice(data_width=board.link.data_width, device=device,
+                                        onchip_sectors=onchip)
+
+    def hard_ip_plan(self):
+        """The ``pcie_7x`` configuration this top's core needs."""
+        return self.core.hard_ip_plan()
 
     def elaborate(self, platform):
         m = Module()
@@ -81,20 +92,18 @@ class BoardTop(Elaboratable):
         m.domains.sync = ClockDomain("sync")
         m.d.comb += [ClockSignal("sync").eq(user_clk), ResetSignal("sync").eq(user_reset)]
 
-        # --- hard IP, adapter, core ---
-        m.submodules.adapter = adapter = Xilinx7PcieAdapter(data_width=width)
-        m.submodules.core = core = make_core(device=self.device, data_width=width)
-        connect(m, adapter=adapter.rx_req, core=core.rx_req)
-        connect(m, adapter=adapter.rx_cpl, core=core.rx_cpl)
-        connect(m, core=core.tx_cpl, adapter=adapter.tx_cpl)
-        connect(m, core=core.tx_req, adapter=adapter.tx_req)
-        m.d.comb += core.ext_cfg.eq(adapter.cfg)
+        # --- hard IP and the core behind its adapter ---
+        m.submodules.core = core = self.core
+        if self.device == "net":
+            # No Ethernet on these boards: the device's loopback returns transmitted frames to
+            # the receive queue, with the link reported up.
+            m.d.comb += [core.loopback.eq(1), core.link_up.eq(1), core.mac_tx.tready.eq(1)]
 
         ports = {}
-        adapter_ports = hard_ip_members(width)
+        core_side = hard_ip_members(width)
         for name, (direction, bits) in core_ports(width, lanes).items():
-            if name in adapter_ports:
-                ports[f"{direction}_{name}"] = getattr(adapter, name)
+            if name in core_side:
+                ports[f"{direction}_{name}"] = getattr(core, name)
             elif name in _TIE:
                 ports[f"i_{name}"] = _TIE[name]
             elif direction == "o":
@@ -115,12 +124,12 @@ class BoardTop(Elaboratable):
         stretch = Signal(22)
         heartbeat = Signal(27)
         m.d.sync += heartbeat.eq(heartbeat + 1)
-        with m.If(adapter.activity):
+        with m.If(core.pcie_activity):
             m.d.sync += stretch.eq(-1)
         with m.Elif(stretch != 0):
             m.d.sync += stretch.eq(stretch - 1)
         m.d.comb += [
-            leds[0].o.eq(adapter.link_up),
+            leds[0].o.eq(core.pcie_link_up),
             leds[1].o.eq(stretch != 0),
             leds[2].o.eq(heartbeat[-1]),
             leds[3].o.eq(perst.i),

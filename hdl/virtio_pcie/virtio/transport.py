@@ -402,20 +402,33 @@ class VirtioTransport(wiring.Component):
                                     m.next = "Access"
             with m.State("Access"):
                 for name, dec in decoded.items():
-                    with m.If(owner == _PORTS.index(name)):
-                        with m.If(dec.device):
-                            # Device configuration: forward to the device's register block.
-                            with m.If(~dec.stall):
-                                m.d.sync += [
-                                    dev_stb.eq(1), dev_addr.eq(dec.device_addr),
-                                    dev_we.eq(acc.we), dev_sel.eq(acc.sel),
-                                    dev_wdat.eq(acc.w_data),
-                                ]
-                                m.next = "Device"
-                        with m.Elif(~dec.stall):
-                            # The access completes: its side effects happen in this cycle.
-                            m.d.comb += [active[name].eq(1), acked.eq(1), r_data.eq(dec.r_data)]
-                            m.next = "Idle"
+                    def to_device(dec=dec):
+                        # Device configuration: forward to the device's register block.
+                        m.d.sync += [
+                            dev_stb.eq(1), dev_addr.eq(dec.device_addr),
+                            dev_we.eq(acc.we), dev_sel.eq(acc.sel),
+                            dev_wdat.eq(acc.w_data),
+                        ]
+                        m.next = "Device"
+
+                    def complete(name=name, dec=dec):
+                        # The access completes: its side effects happen in this cycle.
+                        m.d.comb += [active[name].eq(1), acked.eq(1), r_data.eq(dec.r_data)]
+                        m.next = "Idle"
+
+                    with m.If((owner == _PORTS.index(name)) & ~dec.stall):
+                        if isinstance(dec.device, Const):
+                            # Decided here for the ports that always (device) or never
+                            # (common, ISR, notify) address device configuration: an `If` on a
+                            # constant makes Yosys' Verilog writer emit an attribute on an empty
+                            # statement, which Yosys and Vivado reject as a syntax error
+                            # (amaranth-lang/amaranth#1648).
+                            (to_device if dec.device.value else complete)()
+                        else:
+                            with m.If(dec.device):
+                                to_device()
+                            with m.Else():
+                                complete()
             with m.State("Device"):
                 with m.If(dev_bus.ack):
                     m.d.sync += dev_stb.eq(0)

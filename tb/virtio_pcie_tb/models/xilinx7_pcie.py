@@ -27,17 +27,26 @@ configuration requests below the forwarded window, and its UR for requests that 
 cocotbext-pcie's. Not modelled: flow-control credit outputs (``fc_*``), ``rx_np_ok`` throttling,
 the configuration management port, power management messages, error reporting inputs.
 
+Completions for the DUT's reads pass through the same host behaviour as the TLP-stream bridge's
+(:mod:`.pcie_bridge`): ``latency_ns`` after the request left the DUT, ``reorder`` (a seeded jitter
+across tags; one tag's completions stay in order), ``rcb`` (split at every 64- or 128-byte
+boundary) and ``completion_hook`` (tests inject errors). That is what a host does upstream of the
+core; the core itself passes completions on in the order they arrive.
+
 Errors of the DUT's side of the interface (a TLP that is not whole dwords, ``tvalid`` dropped in a
 TLP, a completion with the wrong completer ID, ``cfg_interrupt`` released before ``rdy``) are
 logged and counted in :attr:`Xilinx7PcieModel.errors`; they never hang the model.
 """
 
 import collections
+import heapq
 import logging
+import random
 import struct
 
 import cocotb
-from cocotb.triggers import Event, RisingEdge
+from cocotb.triggers import Event, First, RisingEdge, Timer
+from cocotb.utils import get_sim_time
 
 from cocotbext.pcie.core import Device, Endpoint
 from cocotbext.pcie.core.caps import MsixCapability
@@ -45,9 +54,11 @@ from cocotbext.pcie.core.tlp import Tlp, TlpType
 
 from virtio_pcie.adapters.xilinx7_core import (EXT_CFG_CAP_PTR_MIN, HARD_IP_CAPABILITIES,
                                                RxTuser, TxTuser)
-from virtio_pcie.spec.pcie import (CONFIG_SPACE_SIZE, LEGACY_CONFIG_SPACE_SIZE, PciCommand,
-                                   PcieDeviceControl, PcieLinkControl)
+from virtio_pcie.spec.pcie import (CONFIG_SPACE_SIZE, LEGACY_CONFIG_SPACE_SIZE, CplStatus,
+                                   FmtType, InterruptPin, PciCommand, PcieDeviceControl,
+                                   PcieLinkControl)
 
+from .pcie_bridge import split_completion
 from .tlp import MalformedTlp, RawTlp
 
 __all__ = ["Xilinx7PcieFunction", "Xilinx7PcieModel"]
@@ -57,6 +68,7 @@ _FORWARD_END = LEGACY_CONFIG_SPACE_SIZE // 4       # legacy forwarding ends at d
 
 
 _DSC_BIT = TxTuser["src_dsc"].offset
+_MRD = (FmtType.MRD32.value, FmtType.MRD64.value)
 
 
 def _swap(dw):
@@ -181,7 +193,7 @@ class Xilinx7PcieFunction(Endpoint):
 
     async def handle_tlp(self, tlp):
         if tlp.is_completion():
-            await self.model.to_dut(tlp, bar_hit=0)
+            self.model.completion_from_host(tlp)
             return
         await super().handle_tlp(tlp)
 
@@ -205,12 +217,17 @@ class Xilinx7PcieModel(Device):
         Cycles from ``cfg_interrupt`` to ``cfg_interrupt_rdy``.
     ecrc_error_hook : callable(Tlp) -> bool, optional
         Flag ``rx_ecrc_err`` on the TLPs it returns True for.
+    latency_ns, reorder, reorder_window_ns, rcb, completion_hook, seed
+        The host's handling of the DUT's reads, as :class:`~.pcie_bridge.DutPcieDevice` has
+        them (``completion_hook(request, completion)`` gets and returns :class:`~.tlp.RawTlp`).
     **function_kwargs
         :class:`Xilinx7PcieFunction` parameters.
     """
 
     def __init__(self, dut, clock, reset=None, *, data_width, straddle=True, tx_buf_av=32,
-                 rdy_delay=3, ecrc_error_hook=None, **function_kwargs):
+                 rdy_delay=3, ecrc_error_hook=None, latency_ns=0, reorder=False,
+                 reorder_window_ns=200, rcb=None, completion_hook=None, seed=0,
+                 **function_kwargs):
         super().__init__()
         if data_width not in (64, 128):
             raise ValueError(f"data_width must be 64 or 128, not {data_width!r}")
@@ -226,11 +243,18 @@ class Xilinx7PcieModel(Device):
         self.function = Xilinx7PcieFunction(self, **function_kwargs)
         self.append_function(self.function)
 
+        self.latency_ns = latency_ns
+        self.reorder = reorder
+        self.reorder_window_ns = reorder_window_ns
+        self.rcb = rcb
+        self.completion_hook = completion_hook
+        self.rng = random.Random(seed)
+
         self.errors = []
         self.forwarded_config = 0
         self.rx_tlps = 0
         self.tx_tlps = 0
-        self.intx_asserted = False
+        self.intx_asserted = [False] * 4  # per pin, as the bridge has it; the core has INTA only
         self.intx_event = Event()
         self.intx_messages = []           # "assert"/"deassert", as the core would send them
         self.rx_idle = None               # generator: truthy = leave tvalid low this cycle
@@ -239,6 +263,11 @@ class Xilinx7PcieModel(Device):
 
         self._rx_queue = collections.deque()
         self._rx_wake = Event()
+        self._pending_reads = {}          # tag -> (request RawTlp, time it left the DUT, ns)
+        self._cpl_heap = []
+        self._cpl_seq = 0
+        self._cpl_event = Event()
+        self._tag_last_release = {}
         self._sig("m_axis_rx_tvalid").value = 0
         self._sig("s_axis_tx_tready").value = 0
         self._sig("tx_buf_av").value = tx_buf_av
@@ -250,6 +279,26 @@ class Xilinx7PcieModel(Device):
         cocotb.start_soon(self._run_rx())
         cocotb.start_soon(self._run_tx())
         cocotb.start_soon(self._run_interrupt())
+        cocotb.start_soon(self._run_completions())
+
+    @classmethod
+    def from_plan(cls, dut, clock, reset=None, *, data_width, plan, **kwargs):
+        """The core as the build plan configures it: ``plan`` is a function's
+        ``FunctionLayout.hard_ip_plan()`` (IDs, BARs, MSI-X, forwarding pointer and the patched
+        next pointer of the core's last capability)."""
+        forwarding = plan["config_forwarding"]
+        pin = plan["interrupt_pin"]
+        return cls(dut, clock, reset, data_width=data_width,
+                   vendor_id=plan["vendor_id"], device_id=plan["device_id"],
+                   revision_id=plan["revision_id"], class_code=plan["class_code"],
+                   subsystem_vendor_id=plan["subsystem_vendor_id"],
+                   subsystem_id=plan["subsystem_id"],
+                   interrupt_pin=InterruptPin[pin].value if pin else 0,
+                   bars=plan["bars"], msix=plan.get("msix"),
+                   ext_cfg_cap_ptr=forwarding["ext_cfg_cap_ptr_dword"],
+                   last_cap_next=forwarding["last_hard_ip_capability_next"],
+                   max_payload_size=plan["pcie"]["max_payload_size_supported"],
+                   extended_tag=plan["pcie"]["extended_tag"], **kwargs)
 
     def _sig(self, name):
         return getattr(self.dut, name)
@@ -286,12 +335,76 @@ class Xilinx7PcieModel(Device):
 
     # -- fabric → DUT ------------------------------------------------------------------------------
     async def to_dut(self, tlp, bar_hit):
-        raw = RawTlp.from_cocotbext(tlp)
+        """Queue a cocotbext TLP for ``m_axis_rx`` (its flow-control credits go back to the link
+        when the DUT takes its first beat)."""
         ecrc = bool(self.ecrc_error_hook and self.ecrc_error_hook(tlp))
+        self._enqueue(RawTlp.from_cocotbext(tlp), bar_hit, ecrc, tlp)
+
+    def _enqueue(self, raw, bar_hit, ecrc, tlp=None):
         words = [(raw.hdr >> (32 * i)) & 0xFFFFFFFF for i in range(raw.header_dwords)]
         words += [_swap(w) for w in struct.unpack(f"<{len(raw.payload) // 4}L", raw.payload)]
         self._rx_queue.append([words, bar_hit, ecrc, tlp, 0])
         self._rx_wake.set()
+
+    # -- the host's completions for the DUT's reads ------------------------------------------------
+    def completion_from_host(self, tlp):
+        tlp.release_fc()
+        ecrc = bool(self.ecrc_error_hook and self.ecrc_error_hook(tlp))
+        cpl = RawTlp.from_cocotbext(tlp)
+        now = get_sim_time("ns")
+        pending = self._pending_reads.get(cpl.tag)
+        if pending is None:
+            self._schedule(cpl, now, ecrc)          # not for a read we saw: deliver as it is
+            return
+        request, issued = pending
+        cpls = [cpl]
+        if self.completion_hook is not None:
+            cpls = self.completion_hook(request, cpl)
+            cpls = [] if cpls is None else [cpls] if isinstance(cpls, RawTlp) else cpls
+        if self.rcb:
+            cpls = [piece for c in cpls for piece in split_completion(c, self.rcb)]
+        for c in cpls:
+            self._schedule(c, issued + self.latency_ns, ecrc)
+        if self._is_final(cpl):
+            del self._pending_reads[cpl.tag]
+
+    @staticmethod
+    def _is_final(cpl):
+        if cpl["cpl.status"] != CplStatus.SC.value or not cpl.payload:
+            return True
+        remaining = cpl["cpl.byte_count"] or 4096
+        return remaining <= len(cpl.payload) - (cpl["cpl.lower_address"] & 3)
+
+    def _schedule(self, cpl, release_ns, ecrc):
+        now = get_sim_time("ns")
+        release = max(release_ns, now)
+        if self.reorder:
+            release += self.rng.uniform(0, self.reorder_window_ns)
+        # the completions of one request never pass one another (PCIe Base 4.0 §2.4.1)
+        release = max(release, self._tag_last_release.get(cpl.tag, 0))
+        self._tag_last_release[cpl.tag] = release
+        if release <= now and not self._cpl_heap:
+            self._enqueue(cpl, 0, ecrc)
+            return
+        heapq.heappush(self._cpl_heap, (release, self._cpl_seq, cpl, ecrc))
+        self._cpl_seq += 1
+        self._cpl_event.set()
+
+    async def _run_completions(self):
+        while True:
+            if not self._cpl_heap:
+                self._cpl_event.clear()
+                await self._cpl_event.wait()
+                continue
+            release = self._cpl_heap[0][0]
+            now = get_sim_time("ns")
+            if release > now:
+                self._cpl_event.clear()
+                await First(Timer(release - now, "ns", round_mode="ceil"),
+                            self._cpl_event.wait())
+                continue
+            _, _, cpl, ecrc = heapq.heappop(self._cpl_heap)
+            self._enqueue(cpl, 0, ecrc)
 
     def _paused(self, gen_name):
         gen = getattr(self, gen_name)
@@ -376,7 +489,8 @@ class Xilinx7PcieModel(Device):
                     break
             for tlp in started:
                 self.rx_tlps += 1
-                tlp.release_fc()
+                if tlp is not None:
+                    tlp.release_fc()
             valid.value = 0
 
     # -- DUT → fabric ------------------------------------------------------------------------------
@@ -441,6 +555,8 @@ class Xilinx7PcieModel(Device):
         if raw.is_completion and raw["cpl.completer_id"] != int(self.function.pcie_id):
             self._error(f"completion with completer ID 0x{raw['cpl.completer_id']:04x}, the "
                         f"core is {self.function.pcie_id}: {raw!r}")
+        if raw.fmt_type in _MRD:
+            self._pending_reads[raw.tag] = (raw, get_sim_time("ns"))
         self.tx_tlps += 1
         tlp = raw.to_cocotbext()
         cocotb.start_soon(self.upstream_send(tlp))
@@ -459,7 +575,10 @@ class Xilinx7PcieModel(Device):
             for _ in range(self.rdy_delay):
                 await RisingEdge(clk)
                 if not req.value:
-                    self._error("cfg_interrupt released before cfg_interrupt_rdy")
+                    # A reset (user_reset_out) ends the handshake in the core as well: only a
+                    # release outside reset breaks the protocol.
+                    if self.reset is None or not self.reset.value:
+                        self._error("cfg_interrupt released before cfg_interrupt_rdy")
                     break
             else:
                 rdy.value = 1
@@ -467,20 +586,25 @@ class Xilinx7PcieModel(Device):
                 rdy.value = 0
                 fn = self.function
                 fn.interrupt_status = level
-                if not fn.interrupt_disable and level != self.intx_asserted:
-                    self.intx_asserted = level
+                if not fn.interrupt_disable and level != self.intx_asserted[0]:
+                    self.intx_asserted[0] = level
                     self.intx_messages.append("assert" if level else "deassert")
                     self.intx_event.set()
                 await RisingEdge(clk)
 
-    async def wait_intx(self, asserted=True):
-        while self.intx_asserted != asserted:
+    async def wait_intx(self, pin=0, asserted=True):
+        while self.intx_asserted[pin] != asserted:
             self.intx_event.clear()
             await self.intx_event.wait()
 
     def _error(self, message):
         self.log.error("%s", message)
         self.errors.append(message)
+
+    @property
+    def all_errors(self):
+        """Everything wrong the model saw on the DUT's side (as the bridge's ``all_errors``)."""
+        return list(self.errors)
 
     @staticmethod
     def config_space_size():
