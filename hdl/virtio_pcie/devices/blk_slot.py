@@ -155,6 +155,7 @@ class BlkSlot(wiring.Component):
         # -- Request state ----------------------------------------------------------------------
         queue    = Signal.like(self.used.payload.queue)
         head     = Signal(16)
+        epoch    = Signal.like(self.used.payload.epoch)
         readable = Signal(SUM_WIDTH)
         writable = Signal(SUM_WIDTH)
         status   = Signal(VirtioBlkStatus)
@@ -313,6 +314,7 @@ class BlkSlot(wiring.Component):
         m.d.comb += [
             self.used.payload.queue.eq(queue),
             self.used.payload.head.eq(head),
+            self.used.payload.epoch.eq(epoch),
             self.used.payload.len.eq(Mux(writable == 0, 0,
                                          Mux(status == OK, wrote + 1, 1))),
             self.used.payload.batch_end.eq(1),
@@ -335,6 +337,7 @@ class BlkSlot(wiring.Component):
                     m.d.sync += [
                         queue.eq(info.queue),
                         head.eq(info.head),
+                        epoch.eq(info.epoch),
                         readable.eq(info.readable),
                         writable.eq(info.writable),
                         status.eq(OK),
