@@ -85,7 +85,7 @@ def build_parser():
     sub.required = True
 
     p = sub.add_parser("demo", help="build the device, enumerate it, do I/O and show the result")
-    p.add_argument("--device", choices=["blk"], default="blk")
+    p.add_argument("--device", choices=["blk", "net"], default="blk")
     p.add_argument("--width", type=int, choices=[64, 128, 256], default=128,
                    help="TLP data path width in bits (default 128)")
     p.add_argument("-v", "--verbose", action="store_true", help="show the simulation log")

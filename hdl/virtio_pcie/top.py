@@ -22,7 +22,8 @@ uses) is derived once, from the device back-end, and handed to the others.
 
 Ports: the four TLP streams of :mod:`virtio_pcie.tlp.signature`; the device's own side (blk:
 ``medium``, an AXI4 master, unless the disk is in on-chip RAM, and ``capacity`` when the size
-is not a parameter; net: ``mac_tx``/``mac_rx`` AXI-Stream, ``link_up``, ``loopback``); in
+is not a parameter; net: ``mac_tx``/``mac_rx`` AXI-Stream, ``link_up``, ``loopback`` and the
+device's drop and frame counters ``net_stats``); in
 ``"ext"`` configuration mode (a vendor hard IP owns the header) ``ext_cfg`` and ``cfg_port``;
 and ``counters`` for benchmarks and bring-up.
 """
@@ -107,6 +108,13 @@ class VirtioPcieDevice(wiring.Component):
             raise ValueError(f"queues must be a positive integer, not {queues!r}")
         if onchip_medium and (device != "blk" or capacity is None):
             raise ValueError("onchip_medium needs device='blk' and a capacity")
+        if device == "net" and transitional and not (net_options or {}).get("mrg_rxbuf", True):
+            # A legacy driver that does not negotiate MRG_RXBUF uses the 10-byte header
+            # (virtio 1.2 §5.1.6.1, legacy interface); the net device serves only the 12-byte
+            # one, and a legacy driver cannot be refused. Every Linux version negotiates
+            # MRG_RXBUF when it is offered.
+            raise ValueError("a transitional net device must offer mrg_rxbuf (legacy drivers "
+                             "without it use the 10-byte virtio_net_hdr, which is not served)")
         self._device_name = device
         self._data_width = data_width
         self._onchip = onchip_medium
@@ -179,6 +187,7 @@ class VirtioPcieDevice(wiring.Component):
             members["mac_rx"]   = In(self._device.mac_rx.signature.flip())
             members["link_up"]  = In(1)
             members["loopback"] = In(1)
+            members["net_stats"] = Out(self._device.stats.signature)
         super().__init__(members)
 
     # -- what users of the core need to know -----------------------------------------------------
@@ -306,6 +315,7 @@ class VirtioPcieDevice(wiring.Component):
                 device.link_up.eq(self.link_up),
                 device.loopback.eq(self.loopback),
             ]
+            connect(m, device=device.stats, host=flipped(self.net_stats))
 
         # --- counters -----------------------------------------------------------------------------
         m.d.comb += [

@@ -10,9 +10,10 @@
 :func:`design_params` makes the parameters of a :class:`~virtio_pcie.top.VirtioPcieDevice` for
 a test, a benchmark, the demo or the fuzzer; :class:`SystemTB` is what a cocotb test creates
 first: clock, reset, root complex, bridge, and the device's back-end models (a disk image on the
-blk medium; MAC-side stream drivers for net). :meth:`SystemTB.bind` runs Linux's probe path and
-returns the bound driver. Shared by the system tests, ``virtio-pcie demo``, ``bench`` and
-``fuzz``.
+blk medium; for net, :class:`~.models.mac_port.MacPort` in :attr:`SystemTB.mac`: cocotbext-axi
+drivers on ``mac_rx`` / ``mac_tx`` and the ``link_up`` input, optionally answering as a peer).
+:meth:`SystemTB.bind` runs Linux's probe path and returns the bound driver. Shared by the
+system tests, ``virtio-pcie demo``, ``bench`` and ``fuzz``.
 """
 
 import logging
@@ -79,13 +80,14 @@ class SystemTB:
         self.rc.make_port().connect(self.bridge)
         self.image = None
         self.medium = None
+        self.mac = None
         if self.device == "blk":
             from .models.disk_image import DiskImage, attach_axi_ram
             self.image = image or DiskImage(sectors=self.params["capacity"])
             self.medium = attach_axi_ram(dut, "medium", dut.clk, dut.rst, self.image)
         elif self.device == "net":
-            dut.link_up.value = 1
-            dut.loopback.value = 0
+            from .models.mac_port import MacPort
+            self.mac = MacPort(dut, dut.clk, dut.rst)
         self.pci = None
 
     async def reset(self, cycles=8):
@@ -127,6 +129,12 @@ class SystemTB:
         from .models.bitfields import BitFields
         layout = data.Layout.cast(VirtioPcieDevice.counters_layout())
         return BitFields(layout).decode(int(self.dut.counters.value))
+
+    def net_stats(self):
+        """net: the device's frame and drop counters (``net_stats``), as a dict of ints."""
+        from virtio_pcie.devices.net_interface import NET_COUNTERS
+        return {name: int(getattr(self.dut, f"net_stats__{name}").value)
+                for name in NET_COUNTERS}
 
     def check_bridge(self):
         """Fail if the bridge saw malformed TLPs from the RTL."""

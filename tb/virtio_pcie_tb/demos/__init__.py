@@ -15,6 +15,9 @@ __all__ = ["run_demo"]
 
 
 def run_demo(*, device="blk", data_width=128, verbose=False):
+    if device == "net":
+        from .net import run_net_demo
+        return run_net_demo(data_width=data_width, verbose=verbose)
     from ..designs.minimal_endpoint import MinimalEndpoint
     started = time.monotonic()
     print(f"virtio-pcie demo: building the design ({data_width}-bit TLP path)...",

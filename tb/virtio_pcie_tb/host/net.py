@@ -136,6 +136,11 @@ class VirtioNetDriver(VirtioDriver):
         The "random" MAC used when the device does not offer VIRTIO_NET_F_MAC.
     cvq_timeout_ns : int
         Linux spins forever on a control command the device never completes; the model gives up.
+    without : tuple of VirtioNetF
+        Test knob: feature bits the driver refuses although it knows them (cleared in
+        ``validate``, then the features are written again, as Linux does when ``virtnet_validate``
+        drops VIRTIO_NET_F_MTU). E.g. ``(VirtioNetF.MRG_RXBUF,)`` gives "small" receive buffers
+        on a device that offers mergeable ones.
     """
 
     name = "virtio_net"
@@ -153,8 +158,13 @@ class VirtioNetDriver(VirtioDriver):
 
     def __init__(self, *, irq_mode=None, num_cpus=4, tx_header="push", promisc=False,
                  allmulti=False, uc_addrs=(), mc_addrs=(), mac=None, cvq_timeout_ns=10_000_000,
-                 cvq_poll_ns=50, seed=0):
+                 cvq_poll_ns=50, seed=0, without=()):
         super().__init__()
+        known = {int(b) for b in self.feature_table_legacy}
+        for bit in without:
+            if int(bit) not in known:
+                raise ValueError(f"without: {bit!r} is not a feature this driver knows")
+        self.without = tuple(without)
         if tx_header not in ("push", "separate"):
             raise ValueError(f"tx_header must be 'push' or 'separate', not {tx_header!r}")
         self.irq_mode = irq_mode
@@ -194,6 +204,8 @@ class VirtioNetDriver(VirtioDriver):
         if not vdev.transport.has_config:
             vdev.dmesg("error", "virtnet_validate failure: config access disabled")
             raise ProbeError("EINVAL", "virtnet_validate failure: config access disabled")
+        for bit in self.without:
+            vdev.clear_feature(bit)
         offered = vdev.device_features
         for bit in _NOT_MODELLED:
             if offered & (1 << bit):
