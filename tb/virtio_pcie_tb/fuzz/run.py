@@ -275,7 +275,7 @@ class FuzzContext:
             result.fuzzer_errors.append(traceback.format_exc(limit=8))
         # Recovery: whatever happened, the device must come back for a clean driver.
         try:
-            await with_timeout(self._recover(rng, result), RUN_BOUND_NS, "ns")
+            await with_timeout(self._recover(rng, result, driver), RUN_BOUND_NS, "ns")
         except SimTimeoutError:
             result.hangs.append(f"recovery did not finish in {RUN_BOUND_NS} ns")
         except RunFailure as f:
@@ -357,9 +357,13 @@ class FuzzContext:
         await pdev.config_write16(self.msix_pos + _MSIX_CTRL, ctrl & 0x3FFF)
         await pdev.config_write16(_CMD, self.command)
 
-    async def _recover(self, rng, result):
+    async def _recover(self, rng, result, driver):
         self.log.info("%.0f ns: recovery", get_sim_time("ns"))
         await self.healthy_host()
+        # The hostile driver's requests still outstanding end with this reset: a write among
+        # them may or may not have reached the medium (the device owes nothing for them).
+        await self.reset_modern()
+        driver.after_reset()
         await self.workload.recover(rng, result)
         self.log.info("%.0f ns: recovered", get_sim_time("ns"))
         result.recovered = True
