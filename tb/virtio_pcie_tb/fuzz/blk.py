@@ -214,7 +214,7 @@ class BlkWorkload:
         if not queues:
             return
         indirect_ok = driver.has(VirtioF.INDIRECT_DESC)
-        touched = set()
+        touched = {}                # queues in first-use order (a set would follow id())
         for _ in range(n):
             q = self.rng.choice(queues)
             made = self._make(indirect_ok)
@@ -247,8 +247,8 @@ class BlkWorkload:
             self.ctx.log.info("  q%d head %d: %s sector %d count %d, %d descs %s: %s", q.index,
                               chain.head, kind, req.sector, req.count, len(chain.descs),
                               chain.descs, [(hex(s.addr), s.len, int(s.write)) for s in segs])
-            touched.add(q)
-        for q in touched:
+            touched[q.index] = q
+        for q in touched.values():
             q.publish()
             if self.rng.random() < 0.9:
                 await driver.kick(q)

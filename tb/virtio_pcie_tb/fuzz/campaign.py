@@ -119,7 +119,7 @@ def run_campaign(device, *, runs, seed=1, first=0, batch=200, waves=False, out_d
         results = out_dir / f"runs-{start}-{start + n - 1}.jsonl"
         if results.exists():
             results.unlink()
-        test_dir = out_dir / (f"run-{start}" if waves else "sim")
+        test_dir = out_dir / (f"run-{start}" if waves else f"sim-{start}")
         env = {"FUZZ_SEED": str(seed), "FUZZ_FIRST": str(start), "FUZZ_RUNS": str(n),
                "FUZZ_RESULTS": str(results),
                "COCOTB_LOG_LEVEL": "INFO" if os.environ.get("FUZZ_VERBOSE") else "WARNING"}

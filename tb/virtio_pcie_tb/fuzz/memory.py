@@ -77,6 +77,9 @@ class FuzzMemory:
         self.rng = rng
         self.high_share = high_share
         for block in self.blocks:
+            # Zeroed whole: a device reading past what was allocated (a descriptor index out of
+            # range, a huge length) must see the same bytes whatever the earlier runs left.
+            block.mem[:] = bytes(len(block.mem))
             block.next = 64
         self._free = {}
         self.allocated_bytes = 0

@@ -225,7 +225,7 @@ class NetWorkload:
         self.driver = driver
         live = {self._role(q): q for q in driver.queues.values() if not q.broken}
         indirect_ok = driver.has(VirtioF.INDIRECT_DESC)
-        touched = set()
+        touched = {}                # queues in first-use order (a set would follow id())
         for _ in range(n):
             role = self.rng.choices(["tx", "rx", "ctrl"], [50, 35, 15])[0]
             q = live.get(role)
@@ -242,10 +242,10 @@ class NetWorkload:
             if role == "tx" and token.sent:
                 self.sent[token.frame] += 1
             self.stats["requests"] += 1
-            touched.add(q)
+            touched[q.index] = q
             self.ctx.log.info("  q%d head %d: %s %s, %d descs", q.index, chain.head, role,
                               token.kind, len(chain.descs))
-        for q in touched:
+        for q in touched.values():
             q.publish()
             if self.rng.random() < 0.9:
                 await driver.kick(q)
