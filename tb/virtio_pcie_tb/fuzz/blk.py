@@ -259,13 +259,15 @@ class BlkWorkload:
                 if problem:
                     self.result.corruptions.append(problem)
                     continue
-                self._complete(chain.token, length)
+                if chain is not None:       # (None: a raw head's chain, nothing to check)
+                    self._complete(chain.token, length)
         for q in list(self.limbo):
             for chain, length, problem in q.reap():
                 if problem:
                     self.result.corruptions.append(f"deactivated {problem}")
                     continue
-                self._complete(chain.token, length)
+                if chain is not None:
+                    self._complete(chain.token, length)
 
     def _read_status(self, req):
         mem = self.ctx.memory

@@ -259,6 +259,8 @@ class NetWorkload:
                 if problem:
                     self.result.corruptions.append(problem)
                     continue
+                if chain is None:           # a raw head's chain: nothing to check
+                    continue
                 token = chain.token
                 if role == "tx" or isinstance(token, _Tx):
                     if length:

@@ -24,7 +24,7 @@ from virtio_pcie.spec.virtio import (legacy_vring_layout, virtq_avail_size, virt
                                      virtq_used_size)
 
 from ..models.virtq_ring import (DESC_BYTES, INDIRECT, NEXT, WRITE, DescAllocator,
-                                 SplitRing, malformed_chain, pack_desc)
+                                 SplitRing, malformed_chain, pack_desc, unpack_desc)
 
 __all__ = ["Segment", "Chain", "RawQueue"]
 
@@ -78,6 +78,7 @@ class RawQueue:
             self.pfn = None
         self.alloc = DescAllocator(size, rng, shuffle=rng.random() < 0.7)
         self.outstanding = {}       # head -> Chain
+        self.raw_heads = {}         # head -> writable bytes, of raw heads (add_raw_head)
         self.broken = False         # a malformed chain was published: the queue is dead
         self.used_grant = ("used", index, id(self))
 
@@ -160,8 +161,43 @@ class RawQueue:
         return True
 
     def add_raw_head(self, head):
-        """Put any index in the avail ring (a head out of range, a reused or free head)."""
-        self.ring.add(head & 0xFFFF, publish=False)
+        """Put any index in the avail ring (a head out of range, a reused or free head).
+
+        A head inside the table starts whatever chain the table holds there (zeros: one empty
+        readable buffer; or a chain used before): the driver handed it over, so the device may
+        use it, writing into its writable buffers (granted here) and returning the head."""
+        head &= 0xFFFF
+        self.ring.add(head, publish=False)
+        if head < self.size and head not in self.raw_heads:
+            writable = 0
+            for addr, length in self._walk(head):
+                self.monitor.grant(("raw", self.index, id(self), head), addr, length)
+                writable += length
+            self.raw_heads[head] = writable
+
+    def _walk(self, head):
+        """The writable (addr, len) buffers of the chain at ``head``, read as a device would
+        (direct descriptors, then one level of indirect table); stops at a loop."""
+        out, seen, i = [], set(), head
+        while i < self.size and i not in seen:
+            seen.add(i)
+            addr, length, flags, nxt = self.ring.read_desc(i)
+            if flags & INDIRECT:
+                count = min(length // DESC_BYTES, 4096)
+                for k in range(count):
+                    if not self.memory.contains(addr + k * DESC_BYTES, DESC_BYTES):
+                        break
+                    a, n, f, _ = unpack_desc(self.memory.read(addr + k * DESC_BYTES,
+                                                              DESC_BYTES))
+                    if f & WRITE and n:
+                        out.append((a, n))
+                break
+            if flags & WRITE and length:
+                out.append((addr, length))
+            if not flags & NEXT:
+                break
+            i = nxt
+        return out
 
     def publish(self):
         self.ring.publish()
@@ -181,6 +217,14 @@ class RawQueue:
             head, length = ring.read_used_elem(ring.last_used)
             ring.last_used = (ring.last_used + 1) & 0xFFFF
             chain = self.outstanding.pop(head, None) if head < self.size else None
+            if chain is None and head in self.raw_heads:
+                # A raw head's chain (see add_raw_head): legal to use, once.
+                writable = self.raw_heads.pop(head)
+                self.monitor.revoke(("raw", self.index, id(self), head))
+                out.append((None, length, None if length <= writable else
+                            f"queue {self.index}: used len {length} > {writable} writable "
+                            f"bytes of raw head {head}"))
+                continue
             if chain is None:
                 out.append((None, length, f"queue {self.index}: used id {head} is not an "
                                           f"outstanding head"))
