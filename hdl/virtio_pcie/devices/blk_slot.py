@@ -383,9 +383,13 @@ class BlkSlot(wiring.Component):
 
             with m.State("WAIT_HEADER"):
                 produce_readable()
-                # The header and, if there is readable data, its first chunk have landed.
+                # The header and, if there is readable data, its first chunk have landed; or
+                # a read failed, after which no chunk is produced (``may_produce``), so the
+                # first one may never come: decode goes on to IOERR (STATUS waits for the
+                # reads still in flight). Found by the fuzzer: a header in many small buffers,
+                # the first unreadable, hung the slot.
                 with m.If(~hdr_pend & (rd_cnt[0] == 0) &
-                          ((length == 0) | (landed != 0))):
+                          ((length == 0) | (landed != 0) | err)):
                     m.next = "DECODE"
                 on_reset()
 
