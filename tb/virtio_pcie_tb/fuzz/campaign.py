@@ -42,18 +42,23 @@ def build_fuzz_design(device, *, verbose=False):
     return build_system(fuzz_params(device), name=f"fuzz_{device}_128", verbose=verbose)
 
 
-def replay_command(device, seed, index):
-    return (f"virtio-pcie fuzz --device {device} --seed {seed} --first {index} --runs 1 "
-            f"--waves")
+def replay_command(device, seed, index, *, batch_first=None):
+    """The command that replays run ``index`` with a waveform; with ``batch_first``, the one
+    that replays the runs of its simulator process up to it (for a failure that depends on
+    what the device went through before: state a reset leaves, such as RAM contents)."""
+    first = index if batch_first is None else batch_first
+    return (f"virtio-pcie fuzz --device {device} --seed {seed} --first {first} "
+            f"--runs {index - first + 1} --batch {index - first + 1} --waves")
 
 
 class Summary:
     """What a campaign found; :meth:`as_dict` is the ``--json`` object."""
 
-    def __init__(self, device, seed, first):
+    def __init__(self, device, seed, first, batch=1):
         self.device = device
         self.seed = seed
         self.first = first
+        self.batch = batch
         self.results = []
         self.wall_s = 0.0
 
@@ -96,6 +101,11 @@ class Summary:
         for r in self.failed[:limit]:
             lines.append(f"run {r['run']} (run seed {r['seed']}) FAILED; replay with a waveform:"
                          f"\n    {replay_command(self.device, self.seed, r['run'])}")
+            start = self.first + (r["run"] - self.first) // self.batch * self.batch
+            if start != r["run"]:
+                again = replay_command(self.device, self.seed, r["run"], batch_first=start)
+                lines.append(f"  or, if it passes alone, with the runs before it in its "
+                             f"process:\n    {again}")
             for key in ("hangs", "dma_violations", "corruptions", "protocol", "fuzzer_errors"):
                 for item in r[key][:4]:
                     lines.append(f"    {key}: {item}")
@@ -110,7 +120,7 @@ def run_campaign(device, *, runs, seed=1, first=0, batch=200, waves=False, out_d
     design = build_fuzz_design(device, verbose=progress is not None)
     out_dir = Path(out_dir or harness.SIM_BUILD / "fuzz" / f"{device}-seed{seed}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = Summary(device, seed, first)
+    summary = Summary(device, seed, first, batch)
     started = time.monotonic()
     done = 0
     while done < runs:
