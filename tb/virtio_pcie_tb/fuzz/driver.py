@@ -469,6 +469,11 @@ class HostileDriver:
             new.grant_used()
             await self._lw("queue_sel", q.index)
             await self._lw("queue_pfn", new.pfn)
+            if await self._lr("queue_pfn") != new.pfn:
+                # The device refused the new ring (it does once DRIVER_OK is set, as it
+                # refuses queue_enable then): nothing on it is owed.
+                new.broken = True
+                self.stats["refused_rings"] = self.stats.get("refused_rings", 0) + 1
             # Chains of the old ring keep their buffers (the device may finish them) but can
             # never be completed into the new ring.
             self.workload.replaced(q, new)
