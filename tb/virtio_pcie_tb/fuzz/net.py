@@ -264,6 +264,7 @@ class NetWorkload:
                     continue
                 token = chain.token
                 if role == "tx" or isinstance(token, _Tx):
+                    self.stats["tx"] += 1
                     if length:
                         self.result.corruptions.append(f"transmit chain used with length "
                                                        f"{length}")
