@@ -172,7 +172,8 @@ class NetWorkload:
             frame = frame[:rng.randrange(0, 14)]
             sent = False
         elif kind == "long":
-            frame = frame + rng.randbytes(rng.randint(1, 3000))
+            # Longer than any frame the device sends (a few bytes over could be a VLAN tag).
+            frame = frame + rng.randbytes(MAX_FRAME - len(frame) + rng.randint(64, 3000))
             sent = False
         data = hdr + frame
         if rng.random() < 0.7:
