@@ -541,7 +541,14 @@ class HostileDriver:
         """End of the hostile part: host memory healthy, bus mastering on, used rings read."""
         self.ctx.faults.stop()
         await self.ctx.set_bus_master(True)
-        await self.workload.drain(self)
+        try:
+            await self.workload.drain(self)
+        except Exception as e:     # noqa: BLE001
+            if str(e) not in ("Timeout", "Unsuccessful completion"):
+                raise
+            # The function refuses register accesses (a random configuration write put it
+            # in D3hot, say): nothing can be drained; the recovery repairs the function.
+            self.stats["access_errors"] += 1
 
 
 #: Actions and their weights (a run scales them by its own mood).
