@@ -18,7 +18,7 @@ import random
 
 import cocotb
 import pytest
-from cocotb.triggers import ClockCycles
+from cocotb.triggers import ClockCycles, SimTimeoutError
 
 from blk_tb import IOERR, OK, UNSUPP, BlkTB, dwz_segment, header
 from virtio_pcie.devices.blk import VirtioBlkDevice, blk_features
@@ -284,6 +284,49 @@ async def run_malformed(dut):
         tb.req_raw(header(T.GET_ID) + bytes(3), 21, status=OK, written=20, what="GET_ID"),
     ], serial())
     await tb.check_disk()
+    tb.finish()
+
+
+@cocotb.test()
+async def run_dwz_split(dut):
+    """DISCARD and WRITE_ZEROES with header, segment and status cut into many small buffers,
+    negotiated or not, and with a DMA error on each buffer in turn: every request completes,
+    with the right status (found by the fuzzer: such a request was left hanging)."""
+    tb = await started(dut)
+    rng = tb.rng
+    splits = ([3, 1, 3, 2, 13, 1, 3, 1, 5], [1] * 32, [16, 1, 1, 1, 13], [8, 8, 16])
+    for negotiated_dwz in (False, True):
+        if not negotiated_dwz:
+            tb.set_features(negotiated() & ~((1 << VirtioBlkF.DISCARD) |
+                                             (1 << VirtioBlkF.WRITE_ZEROES)))
+        for rtype in (T.DISCARD, T.WRITE_ZEROES):
+            for pieces in splits:
+                for bad in [None] + list(range(len(pieces) + 1)):
+                    sector = rng.randrange(0, 64) * 8
+                    req = tb.chain(header(rtype) + dwz_segment(sector, 8), 1,
+                                   rsplit=list(pieces), wsplit="one")
+                    ok = OK if negotiated_dwz and writable() else UNSUPP
+                    if bad is None:
+                        req.expect.update(what=T(rtype).name, sector=sector, count=8,
+                                          status=ok, written=0)
+                        await tb.run(req, timeout_cycles=50000)
+                        tb.check(req)
+                        continue
+                    buffers = req.readable + req.writable
+                    addr, n = buffers[bad]
+                    tb.dma.bad_ranges = [(addr, addr + n)]
+                    try:
+                        await tb.run(req, timeout_cycles=50000)
+                    except SimTimeoutError:
+                        raise AssertionError(f"{T(rtype).name} (negotiated {negotiated_dwz}) "
+                                             f"in buffers {pieces}, buffer {bad} unreadable: "
+                                             f"never completed") from None
+                    tb.dma.bad_ranges = []
+                    assert req.used_len == 1, req.used_len       # the status byte
+                    if bad < len(pieces):
+                        assert req.status(tb.mem) in (IOERR, ok), (pieces, bad)
+                    tb.shadow.forget(sector, 8)
+        tb.set_features(negotiated())
     tb.finish()
 
 
@@ -669,7 +712,7 @@ FUNCTIONAL = ["run_smoke", "run_config_space", "run_request_types", "run_malform
 def test_blk_128(simulate):
     """The full set at 128 bits: 8 slots, 4 queues, an external medium."""
     simulate(build(128), "test_blk",
-             testcase=FUNCTIONAL + ["run_medium_errors", "run_throughput"])
+             testcase=FUNCTIONAL + ["run_medium_errors", "run_throughput", "run_dwz_split"])
 
 
 @pytest.mark.sim

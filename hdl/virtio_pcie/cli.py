@@ -192,6 +192,39 @@ def _cmd_synth(args):
     return 0
 
 
+def _cmd_fuzz(args):
+    import json
+    import os
+
+    from virtio_pcie_tb.fuzz import run_campaign
+    for name in ("runs", "batch"):
+        if getattr(args, name) < 1:
+            print(f"virtio-pcie fuzz: --{name} must be at least 1", file=sys.stderr)
+            return 2
+    if args.first < 0:
+        print("virtio-pcie fuzz: --first must not be negative", file=sys.stderr)
+        return 2
+    if args.verbose:
+        os.environ["FUZZ_VERBOSE"] = "1"
+    progress = (lambda line: print(line, file=sys.stderr, flush=True))
+    summary = run_campaign(args.device, runs=args.runs, seed=args.seed, first=args.first,
+                           batch=args.batch, waves=args.waves, progress=progress)
+    for line in summary.report():
+        print(line, file=sys.stderr)
+    result = summary.as_dict()
+    if args.json:
+        print(json.dumps(result), flush=True)
+    else:
+        print(f"fuzz {args.device} seed {args.seed}: {result['runs']} runs, "
+              f"{len(result['failed_runs'])} failed; hangs {result['hangs']}, DMA violations "
+              f"{result['dma_violations']}, corruptions {result['corruptions']}, protocol "
+              f"errors {result['protocol_errors']}; errors reported {result['errors_reported']}"
+              f", recovered {result['recovered']}; {result['requests']} requests, "
+              f"{result['faults_injected']} faults injected, {result['sim_us']} us simulated "
+              f"in {result['wall_s']} s")
+    return 1 if result["failed_runs"] else 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="virtio-pcie",
@@ -316,6 +349,30 @@ def build_parser():
                         "sim_build/synth/<family>-<device>-<width>)")
     p.add_argument("--json", action="store_true", help="the figures as one JSON object")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("fuzz", help="seeded runs of a hostile driver and faulty host memory",
+                       description="Robustness fuzzing (docs/robustness.md): each run resets "
+                                   "the device, lets a misbehaving driver loose on it with "
+                                   "faulty host memory, checks the invariants (writes only "
+                                   "where allowed, no DMA without bus mastering, every request "
+                                   "answered, reset completes, data right) and has a clean "
+                                   "driver bind and do verified I/O. A failed run prints its "
+                                   "seed and the command that replays it with a waveform. "
+                                   "Exit status 1 if any run failed.")
+    p.add_argument("--device", choices=["blk", "net"], default="blk")
+    p.add_argument("--runs", type=int, default=100, metavar="N", help="runs (default 100)")
+    p.add_argument("--seed", type=int, default=1, metavar="S", help="campaign seed (default 1)")
+    p.add_argument("--first", type=int, default=0, metavar="K",
+                   help="index of the first run (replay run K with --first K --runs 1)")
+    p.add_argument("--batch", type=int, default=200, metavar="N",
+                   help="runs per simulator process (default 200)")
+    p.add_argument("--waves", action="store_true",
+                   help="record a waveform (dump.fst; rebuilds the design with tracing)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log every action of the runs (in the simulation log)")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object on the last line")
+    p.set_defaults(func=_cmd_fuzz)
     return parser
 
 

@@ -98,6 +98,7 @@ class BlkIntake(wiring.Component):
         seen_w  = Signal()
         queue   = Signal.like(self.start.payload.queue)
         head    = Signal(16)
+        epoch   = Signal.like(seg.epoch)
         info    = self.start.payload
 
         def saturating_add(total, amount):
@@ -128,6 +129,7 @@ class BlkIntake(wiring.Component):
                         slot.eq(lowest),
                         queue.eq(seg.queue),
                         head.eq(seg.head),
+                        epoch.eq(seg.epoch),
                         n_r.eq(0), n_w.eq(0), sum_r.eq(0), sum_w.eq(0),
                         bad.eq(0), started.eq(0), seen_w.eq(0),
                     ]
@@ -176,6 +178,7 @@ class BlkIntake(wiring.Component):
                     info.slot.eq(slot),
                     info.queue.eq(queue),
                     info.head.eq(head),
+                    info.epoch.eq(epoch),
                     info.readable.eq(sum_r),
                     info.writable.eq(sum_w),
                     info.bad.eq(bad),

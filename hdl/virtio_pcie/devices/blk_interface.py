@@ -22,7 +22,7 @@ Every job carries the slot it belongs to; the engines send their answers back ta
 from amaranth.lib import data, enum
 
 from ..spec.virtio import VirtioBlkStatus
-from ..virtio.interface import queue_index_width
+from ..virtio.interface import EPOCH_BITS, queue_index_width
 
 __all__ = ["BlkOp", "SegEntry", "SlotStart", "DecodeRequest", "DecodeResult", "DmaReadJob",
            "DmaWriteJob", "MediumJob", "ReadIssued", "ReadDone", "WriteDone", "MediumDone",
@@ -66,6 +66,7 @@ def SlotStart(queue_count, slots):
         "slot":     slot_index_width(slots),
         "queue":    queue_index_width(queue_count),
         "head":     16,
+        "epoch":    EPOCH_BITS,  # the chain's queue epoch (returned in its used entry)
         "readable": SUM_WIDTH,   # bytes in the device-readable buffers
         "writable": SUM_WIDTH,   # bytes in the device-writable buffers
         "bad":      1,           # malformed chain: readable after writable, too many segments

@@ -155,6 +155,7 @@ class BlkSlot(wiring.Component):
         # -- Request state ----------------------------------------------------------------------
         queue    = Signal.like(self.used.payload.queue)
         head     = Signal(16)
+        epoch    = Signal.like(self.used.payload.epoch)
         readable = Signal(SUM_WIDTH)
         writable = Signal(SUM_WIDTH)
         status   = Signal(VirtioBlkStatus)
@@ -313,6 +314,7 @@ class BlkSlot(wiring.Component):
         m.d.comb += [
             self.used.payload.queue.eq(queue),
             self.used.payload.head.eq(head),
+            self.used.payload.epoch.eq(epoch),
             self.used.payload.len.eq(Mux(writable == 0, 0,
                                          Mux(status == OK, wrote + 1, 1))),
             self.used.payload.batch_end.eq(1),
@@ -335,6 +337,7 @@ class BlkSlot(wiring.Component):
                     m.d.sync += [
                         queue.eq(info.queue),
                         head.eq(info.head),
+                        epoch.eq(info.epoch),
                         readable.eq(info.readable),
                         writable.eq(info.writable),
                         status.eq(OK),
@@ -380,9 +383,13 @@ class BlkSlot(wiring.Component):
 
             with m.State("WAIT_HEADER"):
                 produce_readable()
-                # The header and, if there is readable data, its first chunk have landed.
+                # The header and, if there is readable data, its first chunk have landed; or
+                # a read failed, after which no chunk is produced (``may_produce``), so the
+                # first one may never come: decode goes on to IOERR (STATUS waits for the
+                # reads still in flight). Found by the fuzzer: a header in many small buffers,
+                # the first unreadable, hung the slot.
                 with m.If(~hdr_pend & (rd_cnt[0] == 0) &
-                          ((length == 0) | (landed != 0))):
+                          ((length == 0) | (landed != 0) | err)):
                     m.next = "DECODE"
                 on_reset()
 

@@ -190,6 +190,7 @@ class NetControl(wiring.Component):
         ]
         queue = Signal.like(beat.queue)
         head = Signal(16)
+        epoch = Signal.like(beat.epoch)
         stored = Signal(range(buf + 1))         # bytes in the buffer
         total = Signal(DMA_LEN_WIDTH + 1)       # readable bytes, saturating
         ack_addr = Signal(64)
@@ -298,7 +299,8 @@ class NetControl(wiring.Component):
                     m.next = "ABORT"
                 with m.Elif(beat_valid & beat_ready):
                     with m.If(beat.first):
-                        m.d.sync += [queue.eq(beat.queue), head.eq(beat.head)]
+                        m.d.sync += [queue.eq(beat.queue), head.eq(beat.head),
+                                     epoch.eq(beat.epoch)]
                     with m.If(~beat.write):
                         sum_ = total + beat.len
                         m.d.sync += [
@@ -481,6 +483,7 @@ class NetControl(wiring.Component):
                     self.used.valid.eq(~self.reset),
                     self.used.payload.queue.eq(queue),
                     self.used.payload.head.eq(head),
+                    self.used.payload.epoch.eq(epoch),
                     self.used.payload.len.eq(used_len),
                     self.used.payload.batch_end.eq(1),
                 ]

@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..spec.ethernet import ETH_ALEN, ETH_HLEN, VLAN_HLEN
 from ..spec.virtio import VirtioNetHdr, byte_size
-from ..virtio.interface import queue_index_width
+from ..virtio.interface import EPOCH_BITS, queue_index_width
 
 __all__ = ["AxiStreamSignature", "NET_COUNTERS", "NetStatsSignature", "NetFilterState",
            "mac_to_int", "mac_to_str", "MAC_BITS", "NET_HDR_BYTES", "GENERATION_BITS",
@@ -101,6 +101,7 @@ def TxFrame(queue_count, geometry):
     return data.StructLayout({
         "queue":    queue_index_width(queue_count),
         "head":     16,
+        "epoch":    EPOCH_BITS,           # the chain's queue epoch (returned in its used entry)
         "base_row": geometry.ptr_bits,    # first header row
         "end_row":  geometry.ptr_bits,    # first row after the frame (what it frees)
         "len":      16,                   # frame bytes after the virtio_net_hdr

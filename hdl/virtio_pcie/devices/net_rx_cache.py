@@ -28,7 +28,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..dma.interface import DMA_LEN_WIDTH
-from ..virtio.interface import VirtqSegment, VirtqUsed, queue_index_width
+from ..virtio.interface import EPOCH_BITS, VirtqSegment, VirtqUsed, queue_index_width
 from .net_checksum import named
 
 __all__ = ["NetRxCache", "RxCacheAccessSignature", "RxCacheGeometry", "HOLD_OFF_CYCLES"]
@@ -66,6 +66,7 @@ class RxCacheGeometry:
             "addr": 64,
             "len":  DMA_LEN_WIDTH,          # saturated: more than a frame is never needed
             "head": 16,
+            "epoch": EPOCH_BITS,            # the chain's queue epoch (for its used entry)
             "last": 1,
         })
 
@@ -279,6 +280,7 @@ class NetRxCache(wiring.Component):
         m.d.comb += [
             give.queue.eq(seg.queue),
             give.head.eq(seg.head),
+            give.epoch.eq(seg.epoch),
             give.len.eq(0),
             give.batch_end.eq(1),
         ]
@@ -298,6 +300,7 @@ class NetRxCache(wiring.Component):
             seg_w.data.addr.eq(seg.addr),
             seg_w.data.len.eq(seg_len),
             seg_w.data.head.eq(seg.head),
+            seg_w.data.epoch.eq(seg.epoch),
             seg_w.data.last.eq(seg.last),
             chain_w.addr.eq(entry(idx, first)),
             chain_w.en.eq(took & commit),

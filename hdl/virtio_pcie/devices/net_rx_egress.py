@@ -191,6 +191,7 @@ class NetRxEgress(wiring.Component):
         m.d.comb += [
             to_cfifo.used.queue.eq(pair << 1),
             to_cfifo.used.head.eq(entry.head),
+            to_cfifo.used.epoch.eq(entry.epoch),
             to_cfifo.used.len.eq(chain_written + take),
             to_cfifo.used.batch_end.eq(chains_left == 1),
             to_cfifo.gen.eq(gen),

@@ -117,6 +117,7 @@ class NetTxFetch(wiring.Component):
         base_row = Signal(g.ptr_bits)
         queue    = Signal.like(seg.queue)
         head     = Signal(16)
+        epoch    = Signal.like(seg.epoch)
         gen      = Signal(GENERATION_BITS)
         write_row = Signal(g.ptr_bits)  # first free row after the last frame
 
@@ -166,6 +167,7 @@ class NetTxFetch(wiring.Component):
                     base_row.eq(write_row),
                     queue.eq(seg.queue),
                     head.eq(seg.head),
+                    epoch.eq(seg.epoch),
                     gen.eq(self.generation),
                 ]
             m.d.sync += [
@@ -196,6 +198,7 @@ class NetTxFetch(wiring.Component):
             rec_w.en.eq(close),
             rec_w.data.queue.eq(Mux(start, seg.queue, queue)),
             rec_w.data.head.eq(Mux(start, seg.head, head)),
+            rec_w.data.epoch.eq(Mux(start, seg.epoch, epoch)),
             rec_w.data.base_row.eq(Mux(start, write_row, base_row)),
             rec_w.data.end_row.eq(close_row),
             rec_w.data.len.eq(close_len),

@@ -15,16 +15,13 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..dma.interface import DmaReadRequest, DmaStatus, DmaWriteRequest
-from .interface import VirtqSegment, queue_index_width
+from .interface import EPOCH_BITS, VirtqSegment, queue_index_width
 
 __all__ = [
     "EPOCH_BITS", "VirtqErrorCode", "VirtqErrorReport", "VirtqCounters", "COUNTER_WIDTH",
     "QueueRestore", "QueueOpKind", "QueueOp", "QueueConfigWord", "ChainEntry",
     "DmaRequesterSignature", "ChainWriteSignature",
 ]
-
-#: Bits of the per-queue epoch that marks chains built before a queue was reset or re-enabled.
-EPOCH_BITS = 2
 
 COUNTER_WIDTH = 32
 

@@ -34,12 +34,16 @@
 **Engine → device** (:class:`VirtqRequestSignature`, device side is ``In``): each request (a
 descriptor chain) arrives as one :data:`VirtqSegment` beat per non-empty buffer: all readable
 buffers first, then all writable ones, in chain order, indirect tables expanded; ``first`` and
-``last`` mark the chain. A device asking for a buffer of a *pulled* queue (see ``fetch``) gets
-either a chain or a single beat with ``empty`` set. Zero-length descriptors are skipped.
+``last`` mark the chain; ``epoch`` tags the queue's incarnation (see :data:`EPOCH_BITS`). A
+device asking for a buffer of a *pulled* queue (see ``fetch``) gets either a chain or a single
+beat with ``empty`` set. Zero-length descriptors are skipped.
 
 **Device → engine** (:class:`VirtqCompletionSignature`): one :data:`VirtqUsed` beat per
-finished chain: its queue, head id and the number of bytes the device wrote to its writable
-buffers. Entries with ``batch_end`` clear are held and published (``used.idx``) together with the
+finished chain: its queue, head id, the number of bytes the device wrote to its writable
+buffers and the chain's ``epoch`` (from its segments). The engine drops a completion whose queue
+is disabled or whose epoch is not the queue's current one (the queue was reset or re-enabled
+while the device held the chain: virtio 1.2 §2.6.1, the device must not use the new ring for
+it). Entries with ``batch_end`` clear are held and published (``used.idx``) together with the
 next entry that has it set, all of the same queue: virtio-net's mergeable receive buffers must
 appear together (virtio 1.2 §5.1.6.4). The device sends a completion only after the statuses of
 its own DMA writes for that chain came back, so the used entry follows the data on the link.
@@ -57,10 +61,17 @@ from amaranth.lib.wiring import In, Out
 from ..function.register_bus import RegisterBusSignature
 
 __all__ = [
-    "queue_index_width", "QueueConfig", "VirtqSegment", "VirtqUsed",
+    "queue_index_width", "EPOCH_BITS", "QueueConfig", "VirtqSegment", "VirtqUsed",
     "QueueControlSignature", "VirtqRequestSignature", "VirtqCompletionSignature",
     "DeviceConfigSignature", "FEATURE_BITS",
 ]
+
+#: Bits of a queue's epoch: the engine advances it whenever the queue is reset, disabled or
+#: re-enabled, and tags each chain with it (``VirtqSegment.epoch``); the device returns the tag
+#: in the chain's ``VirtqUsed.epoch``, and a completion of an earlier epoch is dropped, so that a
+#: chain the device held across a queue reset is never published in the queue's new ring. A
+#: queue reset and re-enable advance it by 2, so a chain held across 8 of them would alias.
+EPOCH_BITS = 4
 
 #: Feature bits the transport can negotiate (two 32-bit windows; Linux also writes selects 2-3,
 #: which read zero and are ignored).
@@ -94,6 +105,7 @@ def VirtqSegment(queue_count):
         "first": 1,
         "last":  1,
         "empty": 1,        # pulled queue had nothing; the only beat of this answer
+        "epoch": EPOCH_BITS,   # the queue's incarnation: copy it into the chain's VirtqUsed
     })
 
 
@@ -103,6 +115,7 @@ def VirtqUsed(queue_count):
         "head":      16,
         "len":       32,   # bytes written into the chain's writable buffers
         "batch_end": 1,
+        "epoch":     EPOCH_BITS,   # the chain's VirtqSegment.epoch
     })
 
 

@@ -775,6 +775,10 @@ class RingWalker(wiring.Component):
                 answer_fetch()
                 m.next = "REST"
 
+        # Every chain carries the epoch of its queue when it was walked (the device copies it
+        # into the chain's completion; see interface.EPOCH_BITS).
+        m.d.comb += ch_data.segment.epoch.eq(job_epoch)
+
         # --- scanner: hands pending pushed queues to idle sessions -------------------------------
         scan_q = Signal(range(qc))
         m.d.sync += scan_q.eq(Mux(scan_q == qc - 1, 0, scan_q + 1))

@@ -13,8 +13,8 @@ from ..dma.interface import DmaError, DmaRamReadSignature, DmaRamWriteSignature
 from ..spec.virtio import (VirtqAvailFlags, VirtqAvailHeader, VirtqUsedElem, VirtqUsedHeader,
                            byte_offset, byte_size, virtq_used_event_offset,
                            virtq_used_ring_offset)
-from .engine_signatures import (DmaRequesterSignature, QueueOp, QueueOpKind, VirtqErrorCode,
-                                VirtqErrorReport)
+from .engine_signatures import (EPOCH_BITS, DmaRequesterSignature, QueueOp, QueueOpKind,
+                                VirtqErrorCode, VirtqErrorReport)
 from .interface import VirtqCompletionSignature, queue_index_width
 
 __all__ = ["UsedWriter", "UsedCounts", "USED_EVENT_ADDR"]
@@ -55,8 +55,9 @@ class UsedWriter(wiring.Component):
     interrupt decision is ``vring_need_event(used_event, new, old)`` over the whole batch
     (rule 93) or "NO_INTERRUPT clear" (rule 92). The interrupt request goes out on ``irq``.
 
-    Completions for disabled queues are dropped. Queues stopped by a ring error keep their used
-    side: their chains were valid.
+    Completions for disabled queues, and completions of chains walked before the queue was last
+    reset or re-enabled (``VirtqUsed.epoch``), are dropped. Queues stopped by a ring error keep
+    their used side: their chains were valid.
 
     Interrupt moderation (``irq_holdoff`` above 0): a notification due while ``more_expected`` is
     high (the device holds chains not yet completed) is held for up to ``irq_holdoff`` cycles;
@@ -89,6 +90,8 @@ class UsedWriter(wiring.Component):
         No DMA in flight (a gathered batch may be waiting for more entries).
     reset, driver_ok, event_idx : In(1)
     enabled : In(queue_count)
+    epoch : In(queue_count * EPOCH_BITS)
+        Each queue's current epoch; completions of another epoch are dropped.
     stop : Out(stream.Signature(queue_index_width(queue_count), always_ready=True))
         A DMA error on this queue's used ring or event read.
     error : Out(stream.Signature(VirtqErrorReport(queue_count), always_ready=True))
@@ -119,6 +122,7 @@ class UsedWriter(wiring.Component):
             "driver_ok":  In(1),
             "event_idx":  In(1),
             "enabled":    In(queue_count),
+            "epoch":      In(queue_count * EPOCH_BITS),
             "stop":       Out(stream.Signature(qw, always_ready=True)),
             "error":      Out(stream.Signature(VirtqErrorReport(queue_count), always_ready=True)),
             "counts":     Out(UsedCounts),
@@ -181,7 +185,11 @@ class UsedWriter(wiring.Component):
 
         used = self.completion.used
         c = used.payload
-        c_live = (c.queue < qc) & self.enabled.bit_select(c.queue, 1)
+        # A completion for a disabled queue, or of a chain walked before the queue was last
+        # reset or re-enabled (its epoch is not the queue's), is dropped: it must not be
+        # published in the queue's new ring (virtio 1.2 §2.6.1).
+        c_live = ((c.queue < qc) & self.enabled.bit_select(c.queue, 1) &
+                  (self.epoch.bit_select(c.queue * EPOCH_BITS, EPOCH_BITS) == c.epoch))
 
         def put(index):
             elem = Signal(VirtqUsedElem)

@@ -289,7 +289,8 @@ class VirtqueueEngine(wiring.Component):
                 block.event_idx.eq(ctl.event_idx),
                 block.enabled.eq(enabled),
             ]
-        m.d.comb += [walker.indirect_desc.eq(ctl.indirect_desc), walker.epoch.eq(epoch)]
+        m.d.comb += [walker.indirect_desc.eq(ctl.indirect_desc), walker.epoch.eq(epoch),
+                     used.epoch.eq(epoch)]
 
         # --- control: configuration, queue reset, restore ------------------------------------
         # Each change waits until both blocks are held with no DMA in flight, then takes one

@@ -155,6 +155,7 @@ class VirtioPciDevice:
         self.config_interrupts = 0
         self.ring_alloc_limit = None  # emulate dma_alloc_coherent failures (bytes)
         self.start_index = 0          # test back door: first ring index of new queues
+        self.vq_observer = None       # test instrumentation: see Virtqueue(observer=...)
         self.device_id = None         # virtio device type
         self.has_config = False
 
@@ -353,7 +354,7 @@ class VirtioPciDevice:
             indirect=features & (1 << VirtioF.INDIRECT_DESC), notify=notify,
             callback=callback, name=name, ctx=ctx, may_reduce_num=may_reduce_num,
             ring_alloc_limit=self.ring_alloc_limit, page_size=self.profile.page_size,
-            start_index=self.start_index)
+            start_index=self.start_index, observer=self.vq_observer)
 
     # -- transport operations (per interface) ---------------------------------------------------
     async def read_isr(self):

@@ -111,7 +111,7 @@ class Virtqueue:
 
     def __init__(self, *, index, num, memory, vring_align, event_idx, indirect, notify,
                  callback=None, name="", ctx=False, may_reduce_num=True, ring_alloc_limit=None,
-                 page_size=4096, start_index=0):
+                 page_size=4096, start_index=0, observer=None):
         if not num or num & (num - 1) or num > VIRTQ_MAX_SIZE:
             raise LinuxError("EINVAL", f"virtqueue {name}: bad ring size {num}")
         self.log = logging.getLogger(f"cocotb.virtio.vq.{name or index}")
@@ -128,6 +128,10 @@ class Virtqueue:
         self.broken_reason = None
         self.event_triggered = False
         self.stats = VirtqueueStats()
+        # Test instrumentation (not Linux): told what the device may write, and when it may no
+        # longer (the fuzzer's link monitor). ring_added/ring_freed(vq),
+        # buffers_added(vq, head, [(addr, length)] of writable elements), buffers_used(vq, head).
+        self.observer = observer
 
         # vring_alloc_queue_split: halve num while the allocation "fails"
         while num and vring_size(num, vring_align) > page_size:
@@ -144,6 +148,8 @@ class Virtqueue:
         self.desc_addr, self.avail_addr, self.used_addr = desc, avail, used
         self._avail_off = avail - desc
         self._used_off = used - desc
+        if observer is not None:
+            observer.ring_added(self)
 
         self.free_head = 0
         self.num_free = num
@@ -252,6 +258,9 @@ class Virtqueue:
             self.free_head = i
             self.desc_state[head] = (data, ctx)
         self.num_free -= descs_used
+        if self.observer is not None:
+            self.observer.buffers_added(self, head, [(sg.addr, sg.length)
+                                                     for sg, writable in elements if writable])
 
         # Put entry in available array (but don't update avail->idx until they do sync).
         slot = self.avail_idx_shadow & (self.num - 1)
@@ -322,6 +331,8 @@ class Virtqueue:
 
     def _detach_buf(self, head):
         data, extra = self.desc_state[head]
+        if self.observer is not None:
+            self.observer.buffers_used(self, head)
         self.desc_state[head] = None
         i = head
         self.num_free += 1
@@ -444,6 +455,8 @@ class Virtqueue:
 
     def free_ring(self):
         """``vring_del_virtqueue()``: give the ring (and outstanding indirect tables) back."""
+        if self.observer is not None:
+            self.observer.ring_freed(self)
         for head, state in enumerate(self.desc_state):
             if state is not None and self.desc_extra[head][2] & _F_INDIRECT:
                 self.memory.free(state[1])

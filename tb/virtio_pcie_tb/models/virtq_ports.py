@@ -168,6 +168,7 @@ class Chain:
     segments: list
     time_ns: float
     empty: bool = False
+    epoch: int = 0          # the queue's epoch when the engine walked the chain
 
     @property
     def readable(self):
@@ -202,6 +203,7 @@ class VirtqDevicePorts:
         self.errors = []
         self.on_chain = None
         self._partial = [None] * ports
+        self.epochs = {}                # queue -> epoch of the last chain seen
         self.sinks = []
         self.fetch_src = {}
         qw = queue_index_width(queue_count)
@@ -223,7 +225,10 @@ class VirtqDevicePorts:
         if beat["first"]:
             if partial is not None:
                 self.errors.append(f"port {port}: chain {partial.head} had no last beat")
-            partial = Chain(port, beat["queue"], beat["head"], [], now, bool(beat["empty"]))
+            partial = Chain(port, beat["queue"], beat["head"], [], now, bool(beat["empty"]),
+                            beat["epoch"])
+            if not beat["empty"]:
+                self.epochs[beat["queue"]] = beat["epoch"]
         elif partial is None:
             self.errors.append(f"port {port}: beat without first outside a chain: {beat}")
             return
@@ -260,9 +265,13 @@ class VirtqDevicePorts:
                     from None
         return self.answers[port].popleft()
 
-    def complete(self, queue, head, length, batch_end=True):
+    def complete(self, queue, head, length, batch_end=True, epoch=None):
+        """Send a used entry; ``epoch`` defaults to that of the queue's last chain seen (pass
+        a chain's own :attr:`Chain.epoch` to complete a chain walked before a queue reset)."""
+        if epoch is None:
+            epoch = self.epochs.get(queue, 0)
         self.completion.send_nowait({"queue": queue, "head": head, "len": length,
-                                     "batch_end": int(batch_end)})
+                                     "batch_end": int(batch_end), "epoch": epoch})
 
     async def wait_completions_sent(self):
         await self.completion.wait_idle()

@@ -1,0 +1,308 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Invariant monitors on the TLP streams of a fuzzed device.
+
+:class:`LinkMonitor` is attached to the bridge's ``tx_monitors`` (every TLP the device sends)
+and ``rx_monitors`` (every TLP delivered to it). It judges the device by what crosses the link,
+and it learns the host's side of the rules from the same traffic, so that a driver's write is
+accounted for however it reached the device (the fuzzer's own accesses, the Linux-faithful
+driver's, a random access that happened to hit a register):
+
+* **Write legality.** Every memory write of the device must land inside a region the driver
+  made writable to it: a *grant* (:meth:`LinkMonitor.grant`, made by the drivers for used rings
+  and for the writable buffers of chains they published, withdrawn with :meth:`revoke`), or the
+  address of an MSI-X table entry while MSI-X is enabled and neither the function nor the entry
+  is masked (PCIe Base 4.0 §6.1.4; the table is shadowed from the writes delivered to it,
+  through its BAR or the virtio PCI_CFG window).
+* **Bus mastering.** No memory request (read, write, MSI-X message) while the Command
+  register's Bus Master Enable is clear (PCIe Base 4.0 §7.5.1.1.3), shadowed from delivered
+  configuration writes.
+* **Completions.** Every non-posted request delivered to the device (configuration, memory and
+  I/O reads, I/O and configuration writes) is answered within :data:`COMPLETION_BOUND_NS`.
+
+A change that takes a permission away (Bus Master Enable cleared, a vector masked, a grant
+revoked) applies :data:`GRACE_NS` after the TLP that made it was delivered: a TLP the device
+had already started may still finish.
+"""
+
+from cocotb.utils import get_sim_time
+
+from virtio_pcie.spec.pcie import (CapId, FmtType, MsixCap, MsixTableEntry, PciCommand,
+                                   PciType0Header, byte_offset, byte_size)
+from virtio_pcie.spec.virtio import VirtioPciCap, VirtioPciCfgCap
+
+__all__ = ["LinkMonitor", "COMPLETION_BOUND_NS", "GRACE_NS"]
+
+#: A non-posted request must be answered within this (the transport holds accesses for at most
+#: 10 000 cycles while a device reset completes; 40 us at 250 MHz, plus margin).
+COMPLETION_BOUND_NS = 50_000
+#: A permission taken away still covers TLPs the device sends this soon after (a TLP already
+#: started finishes: at most a few hundred bytes at the data path's rate).
+GRACE_NS = 400
+
+_NON_POSTED = {FmtType.MRD32.value, FmtType.MRD64.value, FmtType.IORD.value,
+               FmtType.IOWR.value, FmtType.CFGRD0.value, FmtType.CFGWR0.value}
+_MEM_READ = {FmtType.MRD32.value, FmtType.MRD64.value}
+_MEM_WRITE = {FmtType.MWR32.value, FmtType.MWR64.value}
+_CPL = {FmtType.CPL.value, FmtType.CPLD.value}
+
+_CMD = byte_offset(PciType0Header, "command")
+_BME = PciCommand.BUS_MASTER.value
+_MSIX_CTRL = byte_offset(MsixCap, "message_control")
+_MSIX_ENABLE = 1 << 15
+_MSIX_MASKALL = 1 << 14
+_ENTRY = byte_size(MsixTableEntry)
+_CAP_BAR = byte_offset(VirtioPciCap, "bar")
+_CAP_OFFSET = byte_offset(VirtioPciCap, "offset")
+_CAP_LENGTH = byte_offset(VirtioPciCap, "length")
+_CFG_DATA = byte_offset(VirtioPciCfgCap, "pci_cfg_data")
+
+
+def _be_bytes(tlp):
+    """(byte offset from the dword-aligned address, byte) pairs a write request carries."""
+    first, last = tlp["req.first_be"], tlp["req.last_be"]
+    n = len(tlp.payload)
+    out = []
+    for i in range(n):
+        dw, lane = divmod(i, 4)
+        if dw == 0:
+            on = first >> lane & 1
+        elif dw == n // 4 - 1:
+            on = last >> lane & 1
+        else:
+            on = 1
+        if on:
+            out.append((i, tlp.payload[i]))
+    return out
+
+
+class LinkMonitor:
+    """Checks the device's TLPs against the permissions the host gave it.
+
+    Parameters
+    ----------
+    bridge : :class:`~virtio_pcie_tb.models.pcie_bridge.DutPcieDevice`
+    bars : dict
+        BAR index -> (bus address, size) of the enumerated function.
+    msix : dict
+        ``pos`` (capability offset), ``bir``, ``table`` (offset in the BAR), ``vectors``.
+    pci_cfg_pos : int or None
+        Offset of the virtio PCI_CFG capability.
+    """
+
+    def __init__(self, bridge, *, bars, msix, pci_cfg_pos):
+        self.bars = dict(bars)
+        self.msix = msix
+        self.pci_cfg_pos = pci_cfg_pos
+        self.config = bytearray(4096)        # configuration space as last written
+        self.table = bytearray(_ENTRY * msix["vectors"])
+        self.table_unknown = False           # written through a path the shadow cannot follow
+        self.grants = {}                     # owner -> [(start, end)]
+        self._ending = []                    # (start, end, until_ns) of revoked grants
+        self._bme_off_since = None
+        self._msi_closed = []                # (entry or None, since_ns): masked / disabled
+        self.pending = {}                    # (requester, tag) -> (time_ns, tlp)
+        self.violations = []                 # (kind, message)
+        self.counts = {"mwr": 0, "mrd": 0, "msi": 0}
+        self.enabled = True
+        bridge.tx_monitors.append(self._from_device)
+        bridge.rx_monitors.append(self._to_device)
+
+    # -- what the host grants -------------------------------------------------------------------
+    def grant(self, owner, start, length):
+        if length > 0:
+            self.grants.setdefault(owner, []).append((start, start + length))
+
+    def revoke(self, owner, *, grace=True):
+        regions = self.grants.pop(owner, ())
+        if grace:
+            until = get_sim_time("ns") + GRACE_NS
+            self._ending.extend((s, e, until) for s, e in regions)
+
+    def revoke_all(self, *, grace=False, match=None):
+        for owner in [o for o in self.grants if match is None or match(o)]:
+            self.revoke(owner, grace=grace)
+
+    def initialise(self, config_bytes, table_bytes):
+        """Set the shadows from what was read back at the start of a run."""
+        self.config[:len(config_bytes)] = config_bytes
+        self.table[:] = table_bytes[:len(self.table)]
+        self.table_unknown = False
+        self._bme_off_since = None if self._bme() else 0
+        self._msi_closed = []
+        self._refresh_msi(0)
+
+    def reset_run(self):
+        self.grants = {}
+        self._ending = []
+        self.pending = {}
+        self.violations = []
+        self.counts = {"mwr": 0, "mrd": 0, "msi": 0}
+
+    # -- shadows --------------------------------------------------------------------------------
+    def _bme(self):
+        return bool(int.from_bytes(self.config[_CMD:_CMD + 2], "little") & _BME)
+
+    def _msix_control(self):
+        at = self.msix["pos"] + _MSIX_CTRL
+        return int.from_bytes(self.config[at:at + 2], "little")
+
+    def _entry(self, i):
+        raw = self.table[i * _ENTRY:(i + 1) * _ENTRY]
+        addr = int.from_bytes(raw[0:8], "little")
+        data = int.from_bytes(raw[8:12], "little")
+        masked = bool(raw[12] & 1)
+        return addr, data, masked
+
+    def _refresh_msi(self, now):
+        """Record when each vector stopped being allowed to send (closed) or reopened."""
+        ctrl = self._msix_control()
+        function_open = bool(ctrl & _MSIX_ENABLE) and not ctrl & _MSIX_MASKALL
+        closed = []
+        for i in range(self.msix["vectors"]):
+            is_closed = not function_open or self._entry(i)[2]
+            if is_closed:
+                prev = next((t for e, t in self._msi_closed if e == i), None)
+                closed.append((i, now if prev is None else prev))
+        self._msi_closed = closed
+
+    def _apply_config_write(self, tlp):
+        reg = (tlp["cfg.ext_register"] << 6) | tlp["cfg.register"]
+        base = 4 * reg
+        be = tlp["cfg.first_be"]
+        now = get_sim_time("ns")
+        bme_before = self._bme()
+        written = {}
+        for lane in range(4):
+            if be >> lane & 1 and lane < len(tlp.payload):
+                self.config[base + lane] = tlp.payload[lane]
+                written[base + lane] = tlp.payload[lane]
+        if bme_before and not self._bme():
+            self._bme_off_since = now
+        elif not bme_before and self._bme():
+            self._bme_off_since = None
+        self._refresh_msi(now)
+        pos = self.pci_cfg_pos
+        if pos is not None and any(pos + _CFG_DATA <= a < pos + _CFG_DATA + 4 for a in written):
+            bar = self.config[pos + _CAP_BAR]
+            if bar == self.msix["bir"]:
+                offset = int.from_bytes(self.config[pos + _CAP_OFFSET:pos + _CAP_OFFSET + 4],
+                                        "little")
+                table = self.msix["table"]
+                if offset < table + len(self.table) and offset + 4 > table:
+                    # A window write into the table: follow it as the window would, but the
+                    # exact bytes depend on cap.length; stop judging messages by the table.
+                    self.table_unknown = True
+
+    def _apply_table_write(self, tlp):
+        addr = tlp.address
+        bir = self.msix["bir"]
+        base, size = self.bars[bir]
+        start = base + self.msix["table"]
+        end = start + len(self.table)
+        if not (addr < end and addr + len(tlp.payload) > start and base <= addr < base + size):
+            return
+        for off, value in _be_bytes(tlp):
+            a = addr + off
+            if start <= a < end:
+                self.table[a - start] = value
+        self._refresh_msi(get_sim_time("ns"))
+
+    # -- traffic --------------------------------------------------------------------------------
+    def _to_device(self, tlp):
+        ft = tlp.fmt_type
+        if ft in _CPL:
+            return
+        if ft in _NON_POSTED:
+            key = (tlp["req.requester_id"], tlp.tag)
+            self.pending[key] = (get_sim_time("ns"), tlp)
+        if ft == FmtType.CFGWR0.value:
+            self._apply_config_write(tlp)
+        elif ft in _MEM_WRITE:
+            self._apply_table_write(tlp)
+
+    def _from_device(self, tlp):
+        ft = tlp.fmt_type
+        now = get_sim_time("ns")
+        if ft in _CPL:
+            self.pending.pop((tlp["cpl.requester_id"], tlp.tag), None)
+            return
+        if not self.enabled or tlp.is_message:
+            return
+        if ft in _MEM_READ or ft in _MEM_WRITE:
+            if self._bme_off_since is not None and now - self._bme_off_since > GRACE_NS:
+                self._violation("bus_master", f"{tlp!r} while Bus Master Enable is clear "
+                                              f"(since {self._bme_off_since} ns)")
+        if ft in _MEM_READ:
+            self.counts["mrd"] += 1
+            return
+        if ft not in _MEM_WRITE:
+            return
+        self.counts["mwr"] += 1
+        start = tlp.address + next((off for off, _ in _be_bytes(tlp)), 0)
+        nbytes = sum(1 for _ in _be_bytes(tlp))
+        if self._is_msi(tlp, now):
+            return
+        if self._covered(start, start + nbytes, now):
+            return
+        self._violation("write", f"{tlp!r}: {nbytes} bytes at {start:#x} outside every region "
+                                 f"the driver made writable")
+
+    def _is_msi(self, tlp, now):
+        """An MSI-X message: a 4-byte write of an entry's data to its address. Judged here."""
+        if len(tlp.payload) != 4 or tlp["req.first_be"] != 0xF:
+            return False
+        data = int.from_bytes(tlp.payload, "little")
+        matches = [i for i in range(self.msix["vectors"])
+                   if self._entry(i)[0] == tlp.address and self._entry(i)[1] == data]
+        if not matches:
+            return self.table_unknown
+        self.counts["msi"] += 1
+        closed = dict(self._msi_closed)
+        if any(i not in closed or now - closed[i] <= GRACE_NS for i in matches):
+            return True
+        self._violation("msix", f"MSI-X message {tlp!r} while vector(s) {matches} are masked "
+                                f"or MSI-X is disabled")
+        return True
+
+    def _covered(self, start, end, now):
+        spans = [(s, e) for regions in self.grants.values() for s, e in regions]
+        self._ending = [x for x in self._ending if x[2] >= now]
+        spans += [(s, e) for s, e, _ in self._ending]
+        # the union of the spans must cover [start, end)
+        pos = start
+        for s, e in sorted(spans):
+            if s > pos:
+                break
+            if e > pos:
+                pos = e
+                if pos >= end:
+                    return True
+        return pos >= end
+
+    def _violation(self, kind, message):
+        self.violations.append((kind, f"{get_sim_time('ns'):.0f} ns: {message}"))
+
+    # -- checks at the end of a run ------------------------------------------------------------
+    def overdue(self, now=None):
+        """Non-posted requests not answered within the bound."""
+        now = get_sim_time("ns") if now is None else now
+        return [(t, tlp) for t, tlp in self.pending.values() if now - t > COMPLETION_BOUND_NS]
+
+    def forget_pending(self):
+        self.pending = {}
+
+
+def find_capability_offsets(config_bytes):
+    """{cap id: [offsets]} of the capability list in a configuration-space image."""
+    out = {}
+    pos = config_bytes[byte_offset(PciType0Header, "capabilities_pointer")]
+    seen = set()
+    while pos >= 0x40 and pos not in seen:
+        seen.add(pos)
+        out.setdefault(config_bytes[pos], []).append(pos)
+        pos = config_bytes[pos + 1] & ~3
+    return out
+
+
+__all__.append("find_capability_offsets")
+_ = CapId

@@ -1,0 +1,514 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""One fuzz process: many seeded runs against one simulated device.
+
+::
+
+    FuzzContext ── SystemTB (clock, RootComplex, bridge, disk image / loopback MAC)
+       │  monitor: LinkMonitor on the bridge's TLP hooks (write legality, bus mastering, MSI-X,
+       │           completions)          faults: FaultInjector (the bridge's completion_hook)
+       │  memory: FuzzMemory (host memory below and above 4 GiB)
+       │  modern / legacy: the host model's transports, probed once
+       └─ run_one(seed):  power-on reset + configuration restore
+                           → HostileDriver: bring-up, random actions, tidy   (workload checks)
+                           → recovery: device reset, a clean Linux-faithful driver binds and does
+                             verified I/O, removes itself
+                           → RunResult (hangs, DMA violations, corruptions, errors reported, ...)
+
+Every run starts from a power-on reset of the device (the root complex's enumeration is replayed
+as the configuration writes it made), so a run depends on its seed alone and can be replayed by
+itself (``virtio-pcie fuzz --first K --runs 1 --seed S --waves``).
+"""
+
+import dataclasses
+import logging
+import os
+import random
+import traceback
+
+import cocotb
+from cocotb.triggers import ClockCycles, SimTimeoutError, Timer, with_timeout
+from cocotb.utils import get_sim_time
+
+from virtio_pcie.spec.pcie import (CapId, MsixCap, MsixTableEntry, PciCommand, PciType0Header,
+                                   byte_offset, byte_size)
+from virtio_pcie.spec.virtio import VirtioPciCapType, VirtioPciCap
+
+from ..host import PciFunction, VirtioDevice
+from ..host.pci import Resource
+from ..host.profiles import get_profile
+from ..host.legacy import VirtioPciLegacy
+from ..host.transport import VirtioPciModern
+from ..system import SystemTB
+from .driver import ACTIONS, HostileDriver, RESET_BOUND_NS, RunFailure
+from .faults import FaultInjector
+from .memory import FuzzMemory
+from .monitors import LinkMonitor
+
+__all__ = ["FuzzContext", "RunResult", "run_seed", "RUN_BOUND_NS"]
+
+#: A run (hostile part and recovery) must finish within this much simulated time.
+RUN_BOUND_NS = 2_000_000
+
+_CMD = byte_offset(PciType0Header, "command")
+_MSIX_CTRL = byte_offset(MsixCap, "message_control")
+_ENTRY = byte_size(MsixTableEntry)
+_PM_CTRL = 4          # PMCSR, from the power-management capability (PCI PM 1.2 §3.2.4)
+
+#: Configuration dwords the root complex's enumeration leaves set up, restored after each
+#: power-on reset: the BARs, then the command register.
+_HEADER_RESTORE = [byte_offset(PciType0Header, "bar") + 4 * i for i in range(6)] + \
+    [byte_offset(PciType0Header, "cache_line_size"), byte_offset(PciType0Header, "interrupt_line")]
+
+
+def run_seed(seed, index):
+    """The seed of run ``index`` of a campaign with seed ``seed`` (independent of other runs)."""
+    return (seed * 1_000_003 + index * 7919 + 12345) & 0xFFFF_FFFF_FFFF
+
+
+class RunResult:
+    def __init__(self, index, seed):
+        self.index = index
+        self.seed = seed
+        self.hangs = []
+        self.dma_violations = []
+        self.corruptions = []
+        self.protocol = []
+        self.fuzzer_errors = []
+        self.errors_reported = 0
+        self.recovered = False
+        self.stats = {}
+        self.sim_ns = 0
+
+    @property
+    def failed(self):
+        return bool(self.hangs or self.dma_violations or self.corruptions or self.protocol or
+                    self.fuzzer_errors or not self.recovered)
+
+    def as_dict(self):
+        return {"run": self.index, "seed": self.seed, "failed": self.failed,
+                "hangs": self.hangs, "dma_violations": self.dma_violations,
+                "corruptions": self.corruptions, "protocol": self.protocol,
+                "fuzzer_errors": self.fuzzer_errors, "errors_reported": self.errors_reported,
+                "recovered": self.recovered, "sim_ns": self.sim_ns, "stats": self.stats}
+
+
+class _VqObserver:
+    """Tells the monitor what the clean (host model) driver lets the device write."""
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+
+    def ring_added(self, vq):
+        from virtio_pcie.spec.virtio import virtq_used_size
+        self.monitor.grant(("clean-used", id(vq)), vq.used_addr, virtq_used_size(vq.num))
+
+    def ring_freed(self, vq):
+        self.monitor.revoke(("clean-used", id(vq)))
+
+    def buffers_added(self, vq, head, regions):
+        for addr, length in regions:
+            self.monitor.grant(("clean-buf", id(vq), head), addr, length)
+
+    def buffers_used(self, vq, head):
+        self.monitor.revoke(("clean-buf", id(vq), head))
+
+
+class FuzzContext:
+    """Everything one simulator process shares between runs.
+
+    Parameters
+    ----------
+    dut : cocotb handle
+    workload_factory : callable(ctx) -> workload
+    """
+
+    def __init__(self, dut, workload_factory):
+        self.dut = dut
+        self.log = logging.getLogger("cocotb.fuzz")
+        self.tb = SystemTB(dut)
+        self.bridge = self.tb.bridge
+        self.rc = self.tb.rc
+        self.params = self.tb.params
+        self.device = self.tb.device
+        self.transitional = bool(self.params.get("transitional"))
+        self.faults = FaultInjector(self.bridge)
+        self.workload = workload_factory(self)
+        self.msi_hits = 0
+
+    # -- once per process ---------------------------------------------------------------------
+    async def start(self):
+        for name in ("cocotb.pcie", "cocotb.virtio", "cocotb.system"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.log.setLevel(logging.INFO if os.environ.get("FUZZ_VERBOSE") else logging.WARNING)
+        self.rc.log.setLevel(logging.WARNING)
+        await self.tb.reset()
+        if self.device == "net":
+            self.dut.loopback.value = 1
+        pdev = self.pdev = await self.tb.enumerate()
+        self.dev = pdev.dev
+        self.restore = []
+        for addr in _HEADER_RESTORE:
+            self.restore.append((addr, await pdev.config_read32(addr)))
+        self.pcie_pos = await pdev.find_capability(CapId.PCIE)
+        for off in (8, 0x10):          # Device Control, Link Control (PCIe Base 4.0 §7.5.3)
+            self.restore.append((self.pcie_pos + off, await pdev.config_read32(self.pcie_pos +
+                                                                               off)))
+        self.pm_pos = await pdev.find_capability(CapId.PM)
+        pos = self.msix_pos = await pdev.find_capability(CapId.MSIX)
+        ctrl = await pdev.config_read16(pos + _MSIX_CTRL)
+        self.msix_vectors = (ctrl & 0x7FF) + 1
+        table = await pdev.config_read32(pos + byte_offset(MsixCap, "table"))
+        self.msix_bir, self.msix_table = table & 7, table & ~7
+        self.pci_cfg_pos = None
+        vpos = await pdev.find_capability(CapId.VNDR)
+        while vpos:
+            typ = await pdev.config_read8(vpos + byte_offset(VirtioPciCap, "cfg_type"))
+            if typ == VirtioPciCapType.PCI_CFG.value:
+                self.pci_cfg_pos = vpos
+            vpos = await pdev.find_next_capability(vpos, CapId.VNDR)
+        bars = {i: (pdev.resource_start(i), pdev.resource_len(i))
+                for i in range(6) if pdev.resource_len(i)}
+        self.bars = bars
+        self.monitor = LinkMonitor(self.bridge, bars=bars, pci_cfg_pos=self.pci_cfg_pos,
+                                   msix={"pos": pos, "bir": self.msix_bir,
+                                         "table": self.msix_table,
+                                         "vectors": self.msix_vectors})
+        self.memory = FuzzMemory(self.rc)
+        self.msi = self.rc.msi_alloc_vectors(self.msix_vectors)
+        for vec in self.msi:
+            vec.cb.append(self._msi_hit)
+        # The host model's transports, probed once (their BAR mappings stay valid).
+        await pdev.enable_device()
+        # Linux 6.12's register traffic; its reset poll (msleep(1)) shortened to 200 ns so a
+        # device reset costs simulated time in proportion to how long the device takes.
+        profile = dataclasses.replace(get_profile("linux-6.12"), reset_poll_ns=200)
+        self.modern = VirtioPciModern(pdev, memory=self.memory, profile=profile)
+        await self.modern.probe()
+        self.modern.reset_timeout_ns = RESET_BOUND_NS
+        self.modern.vq_observer = _VqObserver(self.monitor)
+        self.legacy = None
+        if self.transitional:
+            self.legacy = VirtioPciLegacy(pdev, memory=self.memory, profile=profile)
+            await self.legacy.probe()
+        await pdev.set_master()
+        self.command = await pdev.config_read16(_CMD)
+        self.queue_count = await self.modern.common.read("num_queues")
+        self.device_type = self.modern.device_id
+        self.notify_mult = self.modern.notify_offset_multiplier
+        engine = self.params.get("engine_options") or {}
+        self.max_chain = engine.get("max_chain", 64)
+        self.max_indirect = engine.get("max_indirect", self.max_chain)
+        # The MSI-X table's reset state (PCIe Base 4.0 §7.7.2: every vector masked).
+        self.table_reset = bytearray(_ENTRY * self.msix_vectors)
+        for i in range(self.msix_vectors):
+            self.table_reset[i * _ENTRY + 12] = 1
+        await self.workload.start()
+
+    async def _msi_hit(self):
+        self.msi_hits += 1
+
+    # -- once per run ---------------------------------------------------------------------------
+    async def hw_reset(self, rng):
+        """Power-on reset of the device, then the configuration the enumeration left."""
+        self.faults.stop()
+        bridge = self.bridge
+        for _ in range(200):
+            if not bridge._cpl_heap and bridge.rx_cpl.empty() and bridge.rx_req.empty():
+                break
+            await Timer(100, "ns")
+        self.monitor.enabled = False
+        await self.tb.reset()
+        bridge._cpl_heap.clear()
+        bridge._pending_reads.clear()
+        bridge._tag_last_release.clear()
+        bridge._read_bytes_in_flight = 0
+        bridge.intx_asserted = [False] * 4
+        self.rc.tag_active = [False] * len(self.rc.tag_active)
+        self.monitor.reset_run()
+        self.monitor.initialise(bytes(64), bytes(self.table_reset))
+        self.monitor.enabled = True
+        for addr, value in self.restore:
+            await self.pdev.config_write32(addr, value)
+        await self.pdev.config_write16(_CMD, self.command)
+        # The host model's view of the function and the transport: as freshly probed.
+        pdev = self.pdev
+        pdev.msix_enabled = False
+        pdev.msix_vectors = []
+        pdev._msix_table = None
+        if pdev.irq is not None:
+            pdev.irq.handlers = []
+            pdev.irq.stop()
+        for t in (self.modern, self.legacy):
+            if t is None:
+                continue
+            t.vqs, t.virtqueues, t.slow_virtqueues = {}, [], []
+            t.msix_enabled, t.msix_vectors, t.msix_used_vectors = False, 0, 0
+            t.per_vq_vectors = t.intx_enabled = False
+            t.irq_mode, t.find_vqs_attempts, t.features = None, [], 0
+        # The host's completion behaviour for this run.
+        bridge.latency_ns = rng.choice([0, 0, 100, 400, 1000])
+        bridge.reorder = rng.random() < 0.4
+        bridge.rcb = rng.choice([None, 64, 128])
+        bridge.rng = random.Random(rng.getrandbits(32))
+        self.faults.reset_counts()
+        self.msi_hits = 0
+        self._counters0 = self.tb.counters()
+
+    async def run_one(self, index, seed):
+        rng = random.Random(seed)
+        result = RunResult(index, seed)
+        started = get_sim_time("ns")
+        await self.hw_reset(rng)
+        self.memory.reset(rng, high_share=rng.choice([0.0, 0.5, 1.0]))
+        self.workload.begin_run(rng, result)
+        legacy = self.transitional and rng.random() < 0.15
+        driver = HostileDriver(self, rng, self.workload, legacy=legacy)
+        deadline = RUN_BOUND_NS
+        try:
+            await with_timeout(self._hostile(driver, rng), deadline, "ns")
+        except SimTimeoutError:
+            result.hangs.append(f"the hostile part did not finish in {deadline} ns "
+                                f"(pending: {self._pending_summary()})")
+        except RunFailure as f:
+            (result.hangs if f.kind in ("reset", "hang") else result.protocol).append(f.message)
+        except Exception:     # noqa: BLE001 - a bug of the fuzzer or a crash of a model
+            result.fuzzer_errors.append(traceback.format_exc(limit=8))
+        # Recovery: whatever happened, the device must come back for a clean driver.
+        try:
+            await with_timeout(self._recover(rng, result, driver), RUN_BOUND_NS, "ns")
+        except SimTimeoutError:
+            result.hangs.append(f"recovery did not finish in {RUN_BOUND_NS} ns")
+        except RunFailure as f:
+            (result.hangs if f.kind in ("reset", "hang") else result.protocol).append(
+                f"recovery: {f.message}")
+        except Exception:     # noqa: BLE001
+            result.fuzzer_errors.append("recovery: " + traceback.format_exc(limit=8))
+        mon = self.monitor
+        for kind, message in mon.violations:
+            result.dma_violations.append(f"{kind}: {message}")
+        for t, tlp in mon.overdue():
+            result.hangs.append(f"no completion for {tlp!r} (delivered at {t:.0f} ns)")
+        mon.forget_pending()
+        for err in self.bridge.all_errors:
+            result.protocol.append(f"link: {err}")
+        self.bridge.errors.clear()
+        self.bridge.tx_cpl.errors.clear()
+        self.bridge.tx_req.errors.clear()
+        result.protocol.extend(m for _, m in driver.problems)
+        self.workload.end_run(result)
+        result.stats.update(driver.stats)
+        c, c0 = self.tb.counters(), self._counters0
+        delta = {k: (c[k] - c0[k]) & 0xFFFFFFFF for k in c}
+        result.stats["engine"] = {k: delta[f"virtq.{k}"]
+                                  for k in ("chains", "completed", "dropped", "errors")}
+        result.stats["dma_errors"] = {k[4:]: v for k, v in delta.items()
+                                      if k.startswith("dma.") and v and
+                                      ("err" in k or "timeout" in k or "malformed" in k or
+                                       "unexpected" in k)}
+        result.stats.update({"faults": self.faults.injected, "msi": self.msi_hits,
+                             "mwr": mon.counts["mwr"], "mrd": mon.counts["mrd"],
+                             "legacy": legacy})
+        result.sim_ns = get_sim_time("ns") - started
+        return result
+
+    def _pending_summary(self):
+        return ", ".join(repr(tlp) for _, tlp in list(self.monitor.pending.values())[:3])
+
+    async def _hostile(self, driver, rng):
+        await driver.bring_up()
+        if rng.random() < 0.4:
+            # A busy driver with occasional mischief: most runs should move real data.
+            mood = {name: weight * (1 if name in ("io", "reap", "wait") else 0.15)
+                    for name, weight in ACTIONS.items()}
+        else:
+            mood = {name: weight * rng.choice([0, 0.5, 1, 1, 2, 4]) for name, weight in
+                    ACTIONS.items()}
+        mood["io"] = max(mood["io"], 10)
+        mood["reap"] = max(mood["reap"], 8)
+        mood["wait"] = max(mood["wait"], 3)
+        names = list(mood)
+        weights = [mood[n] for n in names]
+        for _ in range(rng.randint(8, 40)):
+            name = rng.choices(names, weights)[0]
+            driver.stats["actions"] += 1
+            self.log.info("%.0f ns: %s", get_sim_time("ns"), name)
+            try:
+                await getattr(driver, f"act_{name}")()
+            except Exception as e:     # noqa: BLE001
+                if str(e) in ("Timeout", "Unsuccessful completion", "Bus mastering not enabled"):
+                    # The device refused an access (UR in D3hot, a decode it does not claim):
+                    # allowed; a missing answer is caught by the completion monitor.
+                    driver.stats["access_errors"] += 1
+                    continue
+                raise
+        self.log.info("%.0f ns: tidy", get_sim_time("ns"))
+        await driver.tidy()
+
+    # -- recovery ---------------------------------------------------------------------------------
+    async def healthy_host(self):
+        """Undo what the hostile driver did to the function's configuration."""
+        self.faults.stop()
+        pdev = self.pdev
+        if self.pm_pos:
+            await pdev.config_write16(self.pm_pos + _PM_CTRL, 0)         # D0
+        for addr, value in self.restore[-2:]:
+            await pdev.config_write32(addr, value)
+        ctrl = await pdev.config_read16(self.msix_pos + _MSIX_CTRL)
+        await pdev.config_write16(self.msix_pos + _MSIX_CTRL, ctrl & 0x3FFF)
+        await pdev.config_write16(_CMD, self.command)
+
+    async def _recover(self, rng, result, driver):
+        self.log.info("%.0f ns: recovery", get_sim_time("ns"))
+        await self.healthy_host()
+        # The hostile driver's requests still outstanding end with this reset: a write among
+        # them may or may not have reached the medium (the device owes nothing for them).
+        await self.reset_modern()
+        driver.after_reset()
+        await self.workload.recover(rng, result)
+        self.log.info("%.0f ns: recovered", get_sim_time("ns"))
+        result.recovered = True
+
+    async def reset_modern(self):
+        """Write 0 and poll ``device_status`` until 0, within :data:`RESET_BOUND_NS`."""
+        c = self.modern.common
+        await c.write("device_status", 0)
+        started = get_sim_time("ns")
+        while (value := await c.read("device_status")) != 0:
+            if get_sim_time("ns") - started > RESET_BOUND_NS:
+                raise RunFailure("reset", f"device_status still {value:#x} after "
+                                          f"{RESET_BOUND_NS} ns")
+            await Timer(200, "ns")
+        self.monitor.revoke_all(grace=False)
+
+    def new_vdev(self):
+        return VirtioDevice(self.modern)
+
+    # -- services for the hostile driver ---------------------------------------------------------
+    async def notify(self, index, *, raw=False):
+        """A doorbell write for queue ``index`` (``raw``: any value, size and place in the
+        notification region)."""
+        window = self.modern.notify_base
+        if window is None:
+            return
+        if raw:
+            import random as _r
+            rng = _r.Random(index)
+            size = rng.choice([s for s in (1, 2, 4) if s <= window.length])
+            offset = rng.randrange(0, window.length - size + 1) // size * size
+            await window.write(offset, size, rng.getrandbits(8 * size))
+            return
+        offset = (index * self.notify_mult) if self.notify_mult else 0
+        if offset + 2 > window.length:
+            offset = 0
+        await window.write(offset, 2, index & 0xFFFF)
+
+    async def random_mmio(self, rng):
+        """One read or write of 0 to 8 (sometimes 16 or 64) bytes anywhere in a BAR, biased
+        towards the register windows."""
+        bar = rng.choice(list(self.bars))
+        base, size = self.bars[bar]
+        window = self.dev.bar_window[bar]
+        nbytes = rng.choice([0, 1, 1, 2, 2, 3, 4, 4, 4, 5, 6, 7, 8, 8, 16, 64])
+        if rng.random() < 0.7:
+            page = rng.randrange(0, max(1, size // 4096)) * 4096
+            offset = page + rng.randrange(0, min(size, 0x80))
+        else:
+            offset = rng.randrange(0, size)
+        if rng.random() < 0.6 and nbytes in (2, 4, 8):
+            offset -= offset % nbytes
+        offset = max(0, min(offset, size - max(nbytes, 1)))
+        if rng.random() < 0.5:
+            await window.read(offset, nbytes, timeout=COMPLETION_TIMEOUT_NS)
+            return False
+        await window.write(offset, rng.randbytes(nbytes))
+        return bool(self.pdev.resource_flags(bar) & Resource.IO)
+
+    async def random_config(self, rng):
+        """A configuration read or write of 1 to 4 bytes (BARs and expansion ROM left alone;
+        the Command register keeps its decode bits)."""
+        caps_end = 0x100
+        addr = rng.choice([rng.randrange(0, caps_end), rng.randrange(0, caps_end),
+                           rng.randrange(0x40, caps_end),
+                           (self.pci_cfg_pos or 0x40) + rng.randrange(0, 20),
+                           rng.randrange(caps_end, 0x1000)])
+        size = rng.choice([1, 2, 4])
+        addr = min(addr, 0x1000 - size)
+        if rng.random() < 0.4:
+            await self.rc.config_read(self.dev.pcie_id, addr, size,
+                                      timeout=COMPLETION_TIMEOUT_NS, timeout_unit="ns")
+            return
+        if addr < 0x40:
+            lo = addr & ~3
+            if 0x10 <= lo < 0x28 or lo == 0x30 or lo in (0x18, 0x1C):
+                return
+            if lo == _CMD:
+                value = rng.getrandbits(8 * size)
+                raw = bytearray(value.to_bytes(size, "little"))
+                if addr == _CMD:
+                    raw[0] |= (PciCommand.MEMORY_SPACE | PciCommand.IO_SPACE).value & 0xFF
+                await self.rc.config_write(self.dev.pcie_id, addr, bytes(raw),
+                                           timeout=COMPLETION_TIMEOUT_NS, timeout_unit="ns")
+                return
+        if self.pci_cfg_pos is not None and rng.random() < 0.5:
+            # Aim the PCI_CFG window at a real structure now and then.
+            await self._aim_pci_cfg(rng)
+        await self.rc.config_write(self.dev.pcie_id, addr, rng.randbytes(size),
+                                   timeout=COMPLETION_TIMEOUT_NS, timeout_unit="ns")
+
+    async def _aim_pci_cfg(self, rng):
+        pos = self.pci_cfg_pos
+        bar = rng.choice(list(self.bars) + [rng.randrange(8)])
+        await self.pdev.config_write8(pos + byte_offset(VirtioPciCap, "bar"), bar)
+        await self.pdev.config_write32(pos + byte_offset(VirtioPciCap, "offset"),
+                                       rng.choice([0, 0x14, 0x1000, 0x2000, 0x3000,
+                                                   rng.randrange(0x4000)]))
+        await self.pdev.config_write32(pos + byte_offset(VirtioPciCap, "length"),
+                                       rng.choice([1, 2, 4, 4, 3, 8, 0]))
+
+    async def random_device_config(self, rng):
+        window = self.modern.device
+        if window is None:
+            return
+        size = rng.choice([1, 2, 4])
+        offset = rng.randrange(0, window.length) // size * size
+        offset = min(offset, window.length - size)
+        if rng.random() < 0.5:
+            await window.read(offset, size)
+        else:
+            await window.write(offset, size, rng.getrandbits(8 * size))
+
+    async def random_msix(self, rng, driver):
+        """Program, mask and unmask MSI-X vectors; toggle the function mask and the enable."""
+        pdev = self.pdev
+        choice = rng.random()
+        ctrl_addr = self.msix_pos + _MSIX_CTRL
+        window = self.dev.bar_window[self.msix_bir]
+        if choice < 0.25:
+            ctrl = await pdev.config_read16(ctrl_addr)
+            enable = rng.random() < 0.7
+            mask = rng.random() < 0.3
+            ctrl = (ctrl & 0x3FFF) | (enable << 15) | (mask << 14)
+            await pdev.config_write16(ctrl_addr, ctrl)
+            driver.msix_enabled = enable
+            return
+        i = rng.randrange(self.msix_vectors)
+        entry = self.msix_table + i * _ENTRY
+        if choice < 0.6:
+            vec = self.msi[rng.randrange(len(self.msi))]
+            await window.write_dword(entry, vec.addr & 0xFFFFFFFF)
+            await window.write_dword(entry + 4, vec.addr >> 32)
+            await window.write_dword(entry + 8, vec.data)
+        await window.write_dword(entry + 12, rng.random() < 0.4)
+        # Linux flushes table writes with a read (__pci_write_msi_msg).
+        await window.read_dword(entry + 8)
+
+    async def set_bus_master(self, on):
+        cmd = await self.pdev.config_read16(_CMD)
+        bit = PciCommand.BUS_MASTER.value
+        await self.pdev.config_write16(_CMD, (cmd | bit) if on else (cmd & ~bit))
+
+
+#: Accesses the fuzzer makes with an explicit timeout wait this long for the answer.
+COMPLETION_TIMEOUT_NS = 100_000
+
+_ = (cocotb, ClockCycles, PciFunction)
