@@ -385,7 +385,10 @@ PCIe hard IP or soft PCIe core is not in it) with Yosys from YoWASP; for ECP5, n
 places and routes it out of context on a LFE5UM5G-85F (speed 8) for Fmax of the 250 MHz clock.
 7-series figures have no timing (there is no open 7-series place and route on PyPI). ECP5 LUTs
 count a carry cell (CCU2C) as two LUT4s; ECP5 block RAMs are DP16KD (18 kbit), 7-series block
-RAMs are counted in RAMB36 (36 kbit) units.
+RAMs are counted in RAMB36 (36 kbit) units. The rows are kept in `docs/synth.jsonl`
+(`virtio-pcie synth ... --json >> docs/synth.jsonl`) and given to the report command with a
+second `--from-json`. The 7-series core has `config_mode="ext"` (the hard IP owns the
+configuration header), the ECP5 core its own configuration space.
 """
 
 
