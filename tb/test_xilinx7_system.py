@@ -21,7 +21,7 @@ particular to a hard IP: the capability walk from the core's own capabilities in
 virtio capabilities, which configuration accesses reach the RTL and which do not, BAR access
 through the forwarded PCI_CFG capability; and, for net, frames through the loopback and through
 the MAC side. The default launchers build blk at 128 bits (the boards' interface) and net at 64
-bits (about 1 and 1.5 minutes with their builds cached); the ``slow`` one the other two.
+bits (about 45 and 40 seconds with their builds cached); the ``slow`` one the other two.
 """
 
 import logging
