@@ -184,8 +184,11 @@ async def run_interrupts(dut):
     await with_timeout(tb.model.wait_intx(asserted=True), 50, "us")
     assert tb.model.function.interrupt_status
     await dev.bar_window[4].read(STANDIN_LAYOUT["windows"]["isr"][2], 1)
-    await with_timeout(tb.model.wait_intx(asserted=False), 50, "us")
-    assert tb.model.intx_messages == ["assert", "deassert"]
+    # The function hands over Deassert_INTA and the ISR read's completion together: the
+    # adapter holds the completion until the core has the message, so the host has the line
+    # low by the time the read returns (no spurious interrupt).
+    assert not tb.model.intx_asserted[0], "the ISR read completed before Deassert_INTA"
+    assert [kind for _, kind, _ in tb.model.intx_messages] == ["assert", "deassert"]
     # MSI-X: enabling it in the core's capability shows on cfg; the message is a memory write.
     await dev.alloc_irq_vectors(1, 1)
     await ClockCycles(dut.clk, 2)
@@ -195,7 +198,7 @@ async def run_interrupts(dut):
     await dev.bar_window[4].write(STANDIN_LAYOUT["windows"]["notify"][2], b"\x00\x00")
     await with_timeout(event.wait(), 50, "us")
     assert tb.fn.msix_sent == 1
-    assert tb.model.intx_messages == ["assert", "deassert"]
+    assert [kind for _, kind, _ in tb.model.intx_messages] == ["assert", "deassert"]
     tb.check_clean()
 
 

@@ -5,7 +5,7 @@
 
     m_axis_rx ──► Xilinx7RxPath ──┬──► rx_req   (requests, forwarded config requests, bar_id)
                                   └──► rx_cpl   (completions)
-    s_axis_tx ◄── Xilinx7TxPath ◄── TxMerge ◄──┬── tx_cpl
+    s_axis_tx ◄── Xilinx7TxPath ◄── TxMerge ◄──┬── TlpGate ◄── tx_cpl   (held while INTx is due)
                    (tx_buf_av gates new TLPs)  └── IntxHandshake ◄── tx_req
                                                     └──► cfg_interrupt / _assert / _rdy
     cfg_* status ──► registers ──► cfg (FunctionConfig, for the function's "ext" mode)
@@ -34,7 +34,14 @@ input for them).
 
 INTx: the core generates Assert_INTA/Deassert_INTA itself from the ``cfg_interrupt`` handshake,
 so the function's INTx message TLPs are taken out of ``tx_req`` and turned into that handshake
-(:class:`~virtio_pcie.adapters.intx_handshake.IntxHandshake`).
+(:class:`~virtio_pcie.adapters.intx_handshake.IntxHandshake`). The function holds a completion
+until its INTx message has left (so that the Deassert_INTA of an ISR read-to-clear goes before
+that read's completion: no spurious interrupt at the host); here the message leaves ``tx_req`` at
+once but reaches the link only after the handshake, when the core sends it. So the adapter holds
+completions too, from the message's arrival until the core has it waiting
+(``IntxHandshake.busy``): the core sends its own TLPs first at a TLP boundary (``tx_cfg_gnt``
+high, PG054), so the Deassert_INTA precedes the completion on the link, as the function's order
+has it.
 """
 
 from amaranth import Module, Signal
@@ -43,6 +50,7 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 
 from ..function.interface import FunctionConfig
 from ..spec.pcie import PciCommand, PcieDeviceControl, PcieLinkControl
+from ..tlp.gate import TlpGate
 from ..tlp.signature import TlpSignature
 from .intx_handshake import IntxHandshake
 from .tx_merge import TxMerge
@@ -149,6 +157,7 @@ class Xilinx7PcieAdapter(wiring.Component):
         m.submodules.tx = tx = Xilinx7TxPath(data_width=width)
         m.submodules.merge = merge = TxMerge(data_width=width, inputs=2)
         m.submodules.intx = intx = IntxHandshake(data_width=width)
+        m.submodules.cpl_gate = cpl_gate = TlpGate(data_width=width)
 
         # --- receive: AXI4-Stream → requests and completions ---
         m.d.comb += [
@@ -163,7 +172,13 @@ class Xilinx7PcieAdapter(wiring.Component):
         connect(m, rx=rx.rx_cpl, function=flipped(self.rx_cpl))
 
         # --- transmit: completions first in the round robin, INTx out of the requests ---
-        connect(m, function=flipped(self.tx_cpl), merge=merge.i[0])
+        # A completion waits while an INTx message is on its way into the core: the function
+        # sent the message first (it holds completions while one is due), and a completion may
+        # not pass a posted request (PCIe Base 4.0 §2.4.1), so the core must send the message
+        # first. The wait is the handshake plus a few cycles.
+        connect(m, function=flipped(self.tx_cpl), gate=cpl_gate.i)
+        connect(m, gate=cpl_gate.o, merge=merge.i[0])
+        m.d.comb += cpl_gate.open.eq(~intx.busy)
         connect(m, function=flipped(self.tx_req), intx=intx.i)
         connect(m, intx=intx.o, merge=merge.i[1])
         connect(m, merge=merge.o, tx=tx.i)

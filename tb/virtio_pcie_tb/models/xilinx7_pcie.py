@@ -21,8 +21,8 @@ values, payload dwords with the lowest-address byte in bits [31:24]); at 64 bits
 0x0F/0xFF and ``tlast``; at 128 bits, ``is_sof``/``is_eof`` in ``tuser`` with TLPs straddling a
 beat (a TLP may start in dword 2 of the beat that ends the previous one) when ``straddle`` is on;
 ``rx_bar_hit`` (both bits of a 64-bit BAR pair); ``rx_ecrc_err`` on request; ``tx_buf_av``; the
-discontinue bit ``src_dsc``; the legacy interrupt handshake (``cfg_interrupt_rdy`` a few cycles
-after ``cfg_interrupt``; no message while Interrupt Disable is set). The core's own answers to
+discontinue bit ``src_dsc``; the legacy interrupt handshake and where its message goes (below).
+The core's own answers to
 configuration requests below the forwarded window, and its UR for requests that hit no BAR, are
 cocotbext-pcie's. Not modelled: flow-control credit outputs (``fc_*``), ``rx_np_ok`` throttling,
 the configuration management port, power management messages, error reporting inputs.
@@ -30,8 +30,21 @@ the configuration management port, power management messages, error reporting in
 Completions for the DUT's reads pass through the same host behaviour as the TLP-stream bridge's
 (:mod:`.pcie_bridge`): ``latency_ns`` after the request left the DUT, ``reorder`` (a seeded jitter
 across tags; one tag's completions stay in order), ``rcb`` (split at every 64- or 128-byte
-boundary) and ``completion_hook`` (tests inject errors). That is what a host does upstream of the
-core; the core itself passes completions on in the order they arrive.
+boundary) and ``completion_hook`` (tests inject errors), and ``max_read_bytes_in_flight`` (the
+host takes a read only while the bytes of the reads it works on stay within it; a read holds its
+bytes from the moment the host takes it until its last completion is handed to the core's receive
+side; a waiting read holds up neither posted requests, nor messages, nor completions behind it,
+which pass it, as the bridge has it). That is what a host does upstream of the core; the core
+itself passes completions on in the order they arrive.
+
+Legacy interrupts (PG054, "Legacy Interrupt Mode"): ``cfg_interrupt_rdy`` comes ``rdy_delay``
+cycles after ``cfg_interrupt``; the core then makes the Assert_INTA/Deassert_INTA message itself
+(none while Interrupt Disable is set, or when the level does not change), ``msg_delay`` cycles
+later. Like the core's other TLPs it is announced on ``tx_cfg_req`` and, while ``tx_cfg_gnt`` is
+high (the adapter ties it high: the core's TLPs first), sent at the next TLP boundary of
+``s_axis_tx``, ``tready`` held low meanwhile: a TLP the user finishes before that goes to the link
+before the message, one it finishes after goes after it. The host sees the message in that order
+among the TLPs (:attr:`Xilinx7PcieModel.intx_asserted`, :attr:`Xilinx7PcieModel.intx_messages`).
 
 Errors of the DUT's side of the interface (a TLP that is not whole dwords, ``tvalid`` dropped in a
 TLP, a completion with the wrong completer ID, ``cfg_interrupt`` released before ``rdy``) are
@@ -215,9 +228,12 @@ class Xilinx7PcieModel(Device):
         Value of ``tx_buf_av`` (free transmit buffers).
     rdy_delay : int
         Cycles from ``cfg_interrupt`` to ``cfg_interrupt_rdy``.
+    msg_delay : int
+        Cycles from ``cfg_interrupt_rdy`` to the INTx message waiting for ``s_axis_tx`` (PG054:
+        the core sends it after the handshake).
     ecrc_error_hook : callable(Tlp) -> bool, optional
         Flag ``rx_ecrc_err`` on the TLPs it returns True for.
-    latency_ns, reorder, reorder_window_ns, rcb, completion_hook, seed
+    latency_ns, reorder, reorder_window_ns, rcb, completion_hook, max_read_bytes_in_flight, seed
         The host's handling of the DUT's reads, as :class:`~.pcie_bridge.DutPcieDevice` has
         them (``completion_hook(request, completion)`` gets and returns :class:`~.tlp.RawTlp`).
     **function_kwargs
@@ -225,9 +241,9 @@ class Xilinx7PcieModel(Device):
     """
 
     def __init__(self, dut, clock, reset=None, *, data_width, straddle=True, tx_buf_av=32,
-                 rdy_delay=3, ecrc_error_hook=None, latency_ns=0, reorder=False,
-                 reorder_window_ns=200, rcb=None, completion_hook=None, seed=0,
-                 **function_kwargs):
+                 rdy_delay=3, msg_delay=1, ecrc_error_hook=None, latency_ns=0, reorder=False,
+                 reorder_window_ns=200, rcb=None, completion_hook=None,
+                 max_read_bytes_in_flight=None, seed=0, **function_kwargs):
         super().__init__()
         if data_width not in (64, 128):
             raise ValueError(f"data_width must be 64 or 128, not {data_width!r}")
@@ -239,6 +255,7 @@ class Xilinx7PcieModel(Device):
         self.dwords = data_width // 32
         self.straddle = straddle and data_width == 128
         self.rdy_delay = rdy_delay
+        self.msg_delay = msg_delay
         self.ecrc_error_hook = ecrc_error_hook
         self.function = Xilinx7PcieFunction(self, **function_kwargs)
         self.append_function(self.function)
@@ -248,6 +265,7 @@ class Xilinx7PcieModel(Device):
         self.reorder_window_ns = reorder_window_ns
         self.rcb = rcb
         self.completion_hook = completion_hook
+        self.max_read_bytes_in_flight = max_read_bytes_in_flight
         self.rng = random.Random(seed)
 
         self.errors = []
@@ -256,14 +274,21 @@ class Xilinx7PcieModel(Device):
         self.tx_tlps = 0
         self.intx_asserted = [False] * 4  # per pin, as the bridge has it; the core has INTA only
         self.intx_event = Event()
-        self.intx_messages = []           # "assert"/"deassert", as the core would send them
+        self.intx_messages = []           # (time_ns, "assert"/"deassert", pin), as the bridge
+        self.max_seen = {"read_bytes": 0}
         self.rx_idle = None               # generator: truthy = leave tvalid low this cycle
         self.tx_backpressure = None       # generator: truthy = tready low this cycle
         self.tx_monitors = []             # callables(RawTlp) for every TLP the DUT sends
 
         self._rx_queue = collections.deque()
         self._rx_wake = Event()
-        self._pending_reads = {}          # tag -> (request RawTlp, time it left the DUT, ns)
+        self._pending_reads = {}          # tag -> [request RawTlp, time the host took it, ns]
+        self._up_queue = []               # RawTlp, or ("intx", level): in s_axis_tx order
+        self._up_event = Event()
+        self._read_bytes_in_flight = 0
+        self._read_bytes = {}             # tag -> bytes held by a read the host took
+        self._core_intx = False           # the level of the core's last INTx message
+        self._intx_due = collections.deque()  # messages waiting for s_axis_tx: their levels
         self._cpl_heap = []
         self._cpl_seq = 0
         self._cpl_event = Event()
@@ -280,6 +305,7 @@ class Xilinx7PcieModel(Device):
         cocotb.start_soon(self._run_tx())
         cocotb.start_soon(self._run_interrupt())
         cocotb.start_soon(self._run_completions())
+        cocotb.start_soon(self._run_upstream())
 
     @classmethod
     def from_plan(cls, dut, clock, reset=None, *, data_width, plan, **kwargs):
@@ -357,16 +383,20 @@ class Xilinx7PcieModel(Device):
             self._schedule(cpl, now, ecrc)          # not for a read we saw: deliver as it is
             return
         request, issued = pending
+        final = self._is_final(cpl)
         cpls = [cpl]
         if self.completion_hook is not None:
             cpls = self.completion_hook(request, cpl)
             cpls = [] if cpls is None else [cpls] if isinstance(cpls, RawTlp) else cpls
         if self.rcb:
             cpls = [piece for c in cpls for piece in split_completion(c, self.rcb)]
-        for c in cpls:
-            self._schedule(c, issued + self.latency_ns, ecrc)
-        if self._is_final(cpl):
+        for i, c in enumerate(cpls):
+            last = final and i == len(cpls) - 1
+            self._schedule(c, issued + self.latency_ns, ecrc, retire=cpl.tag if last else None)
+        if final:
             del self._pending_reads[cpl.tag]
+            if not cpls:                        # a hook dropped them all: the read is over
+                self._retire(cpl.tag)
 
     @staticmethod
     def _is_final(cpl):
@@ -375,7 +405,17 @@ class Xilinx7PcieModel(Device):
         remaining = cpl["cpl.byte_count"] or 4096
         return remaining <= len(cpl.payload) - (cpl["cpl.lower_address"] & 3)
 
-    def _schedule(self, cpl, release_ns, ecrc):
+    def _retire(self, tag):
+        """The last completion of read ``tag`` reached the core: the host frees its bytes."""
+        self._read_bytes_in_flight -= self._read_bytes.pop(tag, 0)
+        self._up_event.set()
+
+    def _deliver(self, cpl, ecrc, retire):
+        self._enqueue(cpl, 0, ecrc)
+        if retire is not None:
+            self._retire(retire)
+
+    def _schedule(self, cpl, release_ns, ecrc, retire=None):
         now = get_sim_time("ns")
         release = max(release_ns, now)
         if self.reorder:
@@ -384,9 +424,9 @@ class Xilinx7PcieModel(Device):
         release = max(release, self._tag_last_release.get(cpl.tag, 0))
         self._tag_last_release[cpl.tag] = release
         if release <= now and not self._cpl_heap:
-            self._enqueue(cpl, 0, ecrc)
+            self._deliver(cpl, ecrc, retire)
             return
-        heapq.heappush(self._cpl_heap, (release, self._cpl_seq, cpl, ecrc))
+        heapq.heappush(self._cpl_heap, (release, self._cpl_seq, cpl, ecrc, retire))
         self._cpl_seq += 1
         self._cpl_event.set()
 
@@ -403,8 +443,8 @@ class Xilinx7PcieModel(Device):
                 await First(Timer(release - now, "ns", round_mode="ceil"),
                             self._cpl_event.wait())
                 continue
-            _, _, cpl, ecrc = heapq.heappop(self._cpl_heap)
-            self._enqueue(cpl, 0, ecrc)
+            _, _, cpl, ecrc, retire = heapq.heappop(self._cpl_heap)
+            self._deliver(cpl, ecrc, retire)
 
     def _paused(self, gen_name):
         gen = getattr(self, gen_name)
@@ -498,13 +538,23 @@ class Xilinx7PcieModel(Device):
         clk = self.clock
         valid = self._sig("s_axis_tx_tvalid")
         ready = self._sig("s_axis_tx_tready")
+        gnt = self._sig("tx_cfg_gnt")
+        cfg_req = self._sig("tx_cfg_req")
         words = []
         while True:
             pause = self._paused("tx_backpressure")
-            ready.value = 0 if pause else 1
+            # The core's own TLP (an INTx message) goes first at a TLP boundary while the user
+            # grants it (PG054, tx_cfg_req / tx_cfg_gnt): the user's next TLP waits.
+            own = bool(self._intx_due) and not words and bool(gnt.value)
+            ready.value = 0 if pause or own else 1
             await RisingEdge(clk)
             if self.reset is not None and self.reset.value:
                 words = []
+                continue
+            if own:
+                self._up_queue.append(("intx", self._intx_due.popleft()))
+                self._up_event.set()
+                cfg_req.value = int(bool(self._intx_due))
                 continue
             if not valid.value:
                 continue          # PG054 allows source throttling inside a TLP
@@ -556,10 +606,52 @@ class Xilinx7PcieModel(Device):
             self._error(f"completion with completer ID 0x{raw['cpl.completer_id']:04x}, the "
                         f"core is {self.function.pcie_id}: {raw!r}")
         if raw.fmt_type in _MRD:
-            self._pending_reads[raw.tag] = (raw, get_sim_time("ns"))
+            self._pending_reads[raw.tag] = [raw, get_sim_time("ns")]
         self.tx_tlps += 1
-        tlp = raw.to_cocotbext()
-        cocotb.start_soon(self.upstream_send(tlp))
+        self._up_queue.append(raw)
+        self._up_event.set()
+
+    def _read_admissible(self, raw):
+        nbytes = 4 * raw.length_dw
+        return not (self.max_read_bytes_in_flight and self._read_bytes_in_flight and
+                    self._read_bytes_in_flight + nbytes > self.max_read_bytes_in_flight)
+
+    def _next_upstream(self):
+        """The oldest item, unless it is a read the host cannot take yet: then the oldest item
+        that is not a read passes it (reads keep their order)."""
+        for i, item in enumerate(self._up_queue):
+            is_read = isinstance(item, RawTlp) and item.fmt_type in _MRD
+            if not is_read:
+                return self._up_queue.pop(i)
+            if i == 0 and self._read_admissible(item):
+                return self._up_queue.pop(0)
+        return None
+
+    async def _run_upstream(self):
+        """The link towards the host: TLPs and the core's INTx messages in s_axis_tx order."""
+        while True:
+            item = self._next_upstream() if self._up_queue else None
+            if item is None:
+                self._up_event.clear()
+                await self._up_event.wait()
+                continue
+            if not isinstance(item, RawTlp):
+                self._intx_reaches_host(item[1])
+                continue
+            if item.fmt_type in _MRD and item.tag in self._pending_reads:
+                # the host takes the read: the latency clock starts, its bytes are held
+                self._pending_reads[item.tag][1] = get_sim_time("ns")
+                nbytes = 4 * item.length_dw
+                self._read_bytes[item.tag] = nbytes
+                self._read_bytes_in_flight += nbytes
+                self.max_seen["read_bytes"] = max(self.max_seen["read_bytes"],
+                                                  self._read_bytes_in_flight)
+            await self.upstream_send(item.to_cocotbext())
+
+    def _intx_reaches_host(self, level):
+        self.intx_asserted[0] = level
+        self.intx_messages.append((get_sim_time("ns"), "assert" if level else "deassert", 0))
+        self.intx_event.set()
 
     # -- legacy interrupt handshake ----------------------------------------------------------------
     async def _run_interrupt(self):
@@ -586,11 +678,14 @@ class Xilinx7PcieModel(Device):
                 rdy.value = 0
                 fn = self.function
                 fn.interrupt_status = level
-                if not fn.interrupt_disable and level != self.intx_asserted[0]:
-                    self.intx_asserted[0] = level
-                    self.intx_messages.append("assert" if level else "deassert")
-                    self.intx_event.set()
-                await RisingEdge(clk)
+                if not fn.interrupt_disable and level != self._core_intx:
+                    self._core_intx = level
+                    for _ in range(self.msg_delay):
+                        await RisingEdge(clk)
+                    self._intx_due.append(level)
+                    self._sig("tx_cfg_req").value = 1
+                else:
+                    await RisingEdge(clk)
 
     async def wait_intx(self, pin=0, asserted=True):
         while self.intx_asserted[pin] != asserted:
