@@ -438,11 +438,12 @@ engine's reads wait for little data. Before → after (QD 32, 4 KiB):
 
 Re-measured with the budget: the QD 32 rows (`virtio-pcie bench blk --width W --qd 32 --json`
 for W = 64, 128, 256); the QD 1 and 8 blk rows are from the build before it. At 64 bits the
-3 KiB budget costs 1.5 points of writes at L = 1 µs (still above 90 %). At 256 bits and L = 1 µs writes still miss 90 %: the 12 KiB budget
-is only 1.5 times the bandwidth-delay product (8 KiB), and per-client budgets of 8 and 10 KiB
-measured 83.5 %, 12 KiB 86.6 % (in an earlier form of the check that let one request
-more through), so it is no longer the completion queue alone; not profiled yet, the eight blk
-slots (each holding its request from header read to status) are the next suspect.
+3 KiB budget costs 1.5 points of writes at L = 1 µs (still above 90 %). At 256 bits and
+L = 1 µs writes still miss 90 %: the 12 KiB budget is only 1.5 times the bandwidth-delay
+product (8 KiB), and budgets of 8 and 10 KiB measured 83.5 %, 12 KiB 86.6 % (in an earlier
+form of the check that let one request more through), so it is no longer the completion
+queue alone; not profiled yet, the eight blk slots (each holding its request from header read
+to status) are the next suspect.
 """
 
 _QD1 = """\
