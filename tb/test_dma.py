@@ -693,8 +693,9 @@ async def run_bus_master(dut):
 
 @cocotb.test()
 async def run_small_config(dut):
-    """One client, 32 tags, two request slots, a 4 KiB completion buffer: everything still
-    works, one largest read at a time, with reordered split completions and a timeout."""
+    """One client, 32 tags, two request slots, a 4 KiB completion buffer, a 2 KiB read budget:
+    everything still works, one largest read at a time, with reordered split completions and a
+    timeout, and the read budget bounds the reads outstanding."""
     env, chk = await setup(dut, latency_ns=400, reorder=True, rcb=64)
     env.set_cfg(mrrs=5, mps=5, extended_tag=True)
     rng = random.Random(11)
@@ -712,6 +713,12 @@ async def run_small_config(dut):
     env.dev.completion_hook = None
     for batch in chk.plan(cases[:6]):
         await chk.reads(batch)
+    # Two 1500-byte reads would both be in progress (3000 bytes outstanding, within the
+    # completion buffer); the 2 KiB budget lets one at a time go.
+    env.rules.max_outstanding = 0
+    for batch in chk.plan([(0, 0, 1500)] * 4):
+        await chk.reads(batch)
+    assert 1500 <= env.rules.max_outstanding <= 2048
     finish(env)
 
 
@@ -721,7 +728,8 @@ def build_small_config():
     return harness.build(DmaTestbench, {
         "data_width": 64, "clients": 1, "buffer_bytes": 4096,
         "engine": {"tag_count": 32, "read_ops": 2, "cpl_buffer_bytes": 4096,
-                   "cpl_buffer_headers": 65, "completion_timeout_cycles": TIMEOUT_CYCLES},
+                   "cpl_buffer_headers": 65, "completion_timeout_cycles": TIMEOUT_CYCLES,
+                   "read_budget": [2048]},
     }, name="dma_small", ports_only=True)
 
 
@@ -764,6 +772,8 @@ def test_dma_full_sweeps(simulate, data_width):
     ({"data_width": 64, "cpl_buffer_bytes": 2048}, "cpl_buffer_bytes"),
     ({"data_width": 64, "cpl_buffer_headers": 8}, "cpl_buffer_headers"),
     ({"data_width": 64, "completion_timeout_cycles": 0}, "completion_timeout_cycles"),
+    ({"data_width": 64, "clients": 2, "read_budget": (4096,)}, "read_budget"),
+    ({"data_width": 64, "read_budget": (0,)}, "read_budget"),
 ])
 def test_dma_parameters(kwargs, message):
     import gc

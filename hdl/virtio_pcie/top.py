@@ -55,6 +55,10 @@ DEVICES = ("blk", "net")
 
 _DEVICE_TYPE = {"blk": VirtioDeviceId.BLOCK, "net": VirtioDeviceId.NET}
 
+#: The blk device's DMA read budget, in cycles of its data path's rate: 1.5 µs of data at
+#: 250 MHz (6 KiB at 128 bits), the bandwidth-delay product of a 1 µs host and a little more.
+BLK_READ_BUDGET_CYCLES = 384
+
 
 class VirtioPcieDevice(wiring.Component):
     """A virtio device on PCI Express: ``device`` is ``"blk"`` or ``"net"``.
@@ -92,7 +96,10 @@ class VirtioPcieDevice(wiring.Component):
         Further keyword arguments of :class:`~.devices.blk.VirtioBlkDevice` /
         :class:`~.devices.net.VirtioNetDevice`.
     dma_options : dict
-        Further keyword arguments of :class:`~.dma.engine.DmaEngine`.
+        Further keyword arguments of :class:`~.dma.engine.DmaEngine`. blk's default
+        ``read_budget`` bounds the device's reads (client 1) to
+        :data:`BLK_READ_BUDGET_CYCLES` of data, so that the virtqueue engine's ring and
+        descriptor reads do not wait behind its data in the host's completion queue.
     engine_options : dict
         Further keyword arguments of :class:`~.virtio.virtqueue.VirtqueueEngine`.
     """
@@ -136,6 +143,13 @@ class VirtioPcieDevice(wiring.Component):
             request_chain = self._device.max_chain
             engine_limits = {"max_indirect": max(64, request_chain),
                              "max_chain": max(64, request_chain + 1)}
+            # A root complex returns completions in request order (roughly), so every byte of
+            # read data outstanding delays the completions of later reads. Left to the 16 KiB
+            # completion buffer, a write's data reads queue 4 µs of completions at 128 bits (4
+            # times the bandwidth-delay product at 1 µs) and each ring, descriptor and header
+            # read waits behind them, starving the next requests' chain walks. The budget keeps
+            # the data reads near the bandwidth-delay product (see docs/performance.md).
+            dma_defaults = {"read_budget": (None, BLK_READ_BUDGET_CYCLES * data_width // 8)}
         else:
             self._device = VirtioNetDevice(data_width=data_width, queue_pairs=queues,
                                            **(net_options or {}))
@@ -146,6 +160,7 @@ class VirtioPcieDevice(wiring.Component):
             port_of_queue = tuple(port_names.index(port) for _role, port, _pulled in roles)
             pulled_ports = (port_names.index("rxq"),)
             dma_clients = 3
+            dma_defaults = {}
             # Linux's longest chains are transmit ones: the header, the linear part and up to
             # MAX_SKB_FRAGS (17) fragments; the engine's default limits cover them.
             engine_limits = {}
@@ -171,7 +186,7 @@ class VirtioPcieDevice(wiring.Component):
             device_config_size=self._device.config_size, msix_vectors=msix_vectors,
             notify_off_multiplier=notify_off_multiplier, transitional=transitional)
         self._dma = DmaEngine(data_width=data_width, clients=dma_clients,
-                              **(dma_options or {}))
+                              **{**dma_defaults, **(dma_options or {})})
         self._engine = VirtqueueEngine(data_width=data_width, queue_count=queue_count,
                                        max_queue_size=max_queue_size,
                                        port_of_queue=port_of_queue, pulled_ports=pulled_ports,

@@ -43,6 +43,15 @@ class DmaEngine(wiring.Component):
         Number of client ports.
     tag_count, read_ops, cpl_buffer_bytes, cpl_buffer_headers, completion_timeout_cycles
         See :class:`~.read.DmaReadEngine` (``read_ops`` is its ``op_count``).
+    read_budget : tuple of (int or None), or None
+        Per client, the most completion bytes its reads may keep outstanding (``None``: only
+        ``cpl_buffer_bytes`` bounds them). A client's read request is taken only while its
+        outstanding reads plus the request's length fit in its budget, or when it has none
+        outstanding (so a request longer than the budget still goes, alone). Completions come
+        back in request order on a link (a root complex returns them roughly so), so every
+        byte outstanding delays the completions of the reads issued after it: a budget near
+        the bandwidth-delay product keeps a bulk client's data flowing while the small reads of
+        the others (ring and descriptor reads) see the host's latency and not a queue of data.
 
     Members
     -------
@@ -65,10 +74,18 @@ class DmaEngine(wiring.Component):
 
     def __init__(self, *, data_width, clients=1, tag_count=256, read_ops=32,
                  cpl_buffer_bytes=16384, cpl_buffer_headers=256,
-                 completion_timeout_cycles=12_500_000):
+                 completion_timeout_cycles=12_500_000, read_budget=None):
         if data_width not in DATA_WIDTHS:
             raise ValueError(f"data_width must be one of {DATA_WIDTHS}, not {data_width!r}")
         client_index_width(clients)
+        if read_budget is None:
+            read_budget = (None,) * clients
+        if (not isinstance(read_budget, (tuple, list)) or len(read_budget) != clients
+                or not all(b is None or (isinstance(b, int) and not isinstance(b, bool)
+                                         and b >= 1) for b in read_budget)):
+            raise ValueError(f"read_budget must be None or {clients} positive integers or None, "
+                             f"not {read_budget!r}")
+        self._read_budget = tuple(read_budget)
         self._data_width = data_width
         self._clients    = clients
         self._read_args  = dict(tag_count=tag_count, op_count=read_ops,
@@ -100,8 +117,22 @@ class DmaEngine(wiring.Component):
 
         # --- Requests ------------------------------------------------------------------------
         for k in range(N):
-            connect(m, client=flipped(self.client[k].rd_req), arbiter=rd_arb.i[k])
             connect(m, client=flipped(self.client[k].wr_req), arbiter=wr_arb.i[k])
+            budget = self._read_budget[k]
+            if budget is None or budget >= self._read_args["cpl_buffer_bytes"]:
+                connect(m, client=flipped(self.client[k].rd_req), arbiter=rd_arb.i[k])
+                continue
+            # Read budget: hold the client's request back while its outstanding reads and the
+            # request would exceed it. Once offered, a request stays offered until taken.
+            rd_req, used = self.client[k].rd_req, read.client_used[k]
+            fits    = (used == 0) | (used + rd_req.p.len <= budget)
+            offered = Signal(name=f"rd_offered{k}")
+            m.d.comb += [
+                rd_arb.i[k].payload.eq(rd_req.payload),
+                rd_arb.i[k].valid.eq(rd_req.valid & (fits | offered)),
+                rd_req.ready.eq(rd_arb.i[k].ready & (fits | offered)),
+            ]
+            m.d.sync += offered.eq(rd_arb.i[k].valid & ~rd_arb.i[k].ready)
         connect(m, arbiter=rd_arb.o, engine=read.req)
         connect(m, arbiter=wr_arb.o, engine=write.req)
 

@@ -111,6 +111,10 @@ class DmaReadEngine(wiring.Component):
         No request in progress.
     stats : Out(DmaStatistics)
         The read-side counters (``rd_*``, ``cpl_*``); the others are zero.
+    client_used : Out(range(cpl_buffer_bytes + 2**16)).array(clients)
+        Each client's reads in progress, in bytes: the completion space (dword-rounded) its
+        issued and not yet retired MRds hold, plus what remains to be issued of the request
+        being split, if it is the client's.
     """
 
     def __init__(self, *, data_width, clients=1, tag_count=256, op_count=32,
@@ -153,6 +157,7 @@ class DmaReadEngine(wiring.Component):
             "events":     Out(FunctionEvents),
             "idle":       Out(1),
             "stats":      Out(DmaStatistics),
+            "client_used": Out(range(cpl_buffer_bytes + 2**DMA_LEN_WIDTH)).array(clients),
         })
 
     def elaborate(self, platform):
@@ -682,6 +687,14 @@ class DmaReadEngine(wiring.Component):
             used_b.eq(used_b + Mux(issue, need_b, 0) - ret_b),
             used_h.eq(used_h + Mux(issue, need_h, 0) - ret_h),
         ]
+        # The same completion space, by client (for the engine's per-client read budgets).
+        ret_client = Mux(s1_token, st.client, ctx.client)
+        for k in range(self._clients):
+            used_k = Signal(range(self._cpl_bytes + 1), name=f"used_b{k}")
+            m.d.sync += used_k.eq(used_k + Mux(issue & (cur_client == k), need_b, 0)
+                                  - Mux(ret_client == k, ret_b, 0))
+            m.d.comb += self.client_used[k].eq(
+                used_k + Mux(cur_valid & (cur_client == k), cur_rem, 0))
 
         # After reset every tag is idle, not quarantined, with no progress of an earlier issue:
         # the tag state RAMs are cleared while the pool is filled (nothing else writes them
