@@ -237,6 +237,7 @@ def test_split_ring_layouts():
                                    virtio.VirtqDescFlags.WRITE, "next": 7})
     assert desc == struct.pack("<QIHH", 0x1122334455667788, 0x1000, 3, 7)
     assert pack(virtio.VirtqUsedElem, {"id": 9, "len": 513}) == struct.pack("<II", 9, 513)
+    assert virtio.VIRTQ_IDX_BYTES == struct.calcsize("<H")
     n = 256
     assert virtio.virtq_desc_size(n) == 16 * n
     assert virtio.virtq_avail_size(n) == 6 + 2 * n

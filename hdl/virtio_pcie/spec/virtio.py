@@ -11,6 +11,7 @@ is byte-identical to the C struct.
 
 import enum as py_enum
 
+from amaranth.hdl import Shape
 from amaranth.lib import data, enum
 
 from .pcie import byte_offset, byte_size
@@ -31,7 +32,7 @@ __all__ = [
     "VIRTQ_DESC_ALIGN", "VIRTQ_AVAIL_ALIGN", "VIRTQ_USED_ALIGN",
     "virtq_desc_size", "virtq_avail_size", "virtq_used_size",
     "virtq_avail_ring_offset", "virtq_used_event_offset", "virtq_used_ring_offset",
-    "virtq_avail_event_offset", "legacy_vring_layout", "vring_need_event",
+    "virtq_avail_event_offset", "VIRTQ_IDX_BYTES", "legacy_vring_layout", "vring_need_event",
     "VirtioBlkGeometry", "VirtioBlkTopology", "VirtioBlkZoned", "VirtioBlkConfig",
     "VirtioBlkReqType", "VirtioBlkStatus", "VirtioBlkOutHdr", "VirtioBlkDiscardWriteZeroes",
     "VIRTIO_BLK_SECTOR_SIZE", "VIRTIO_BLK_ID_BYTES", "VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP",
@@ -413,6 +414,9 @@ _AVAIL_HDR_BYTES = byte_size(VirtqAvailHeader)
 _USED_HDR_BYTES  = byte_size(VirtqUsedHeader)
 _USED_ELEM_BYTES = byte_size(VirtqUsedElem)
 
+#: Size of every le16 ring index: ``idx``, ``avail->ring[i]``, ``used_event``, ``avail_event``.
+VIRTQ_IDX_BYTES = Shape.cast(VirtqAvailHeader["idx"].shape).width // 8
+
 
 def virtq_desc_size(size):
     return _DESC_BYTES * size
@@ -420,7 +424,7 @@ def virtq_desc_size(size):
 
 def virtq_avail_ring_offset(index):
     """Byte offset of ``avail->ring[index]``."""
-    return _AVAIL_HDR_BYTES + 2 * index
+    return _AVAIL_HDR_BYTES + VIRTQ_IDX_BYTES * index
 
 
 def virtq_used_event_offset(size):
@@ -429,7 +433,7 @@ def virtq_used_event_offset(size):
 
 
 def virtq_avail_size(size):
-    return virtq_used_event_offset(size) + 2
+    return virtq_used_event_offset(size) + VIRTQ_IDX_BYTES
 
 
 def virtq_used_ring_offset(index):
@@ -443,7 +447,7 @@ def virtq_avail_event_offset(size):
 
 
 def virtq_used_size(size):
-    return virtq_avail_event_offset(size) + 2
+    return virtq_avail_event_offset(size) + VIRTQ_IDX_BYTES
 
 
 def legacy_vring_layout(base, size, align=LEGACY_VRING_ALIGN):

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..dma.interface import DMA_LEN_WIDTH, DMA_RAM_ADDR_WIDTH, DmaError, DmaRamWriteSignature
 from ..spec.virtio import (VirtqAvailHeader, VirtqDesc, VirtqDescFlags,
-                           byte_offset, byte_size, virtq_avail_event_offset,
+                           VIRTQ_IDX_BYTES, byte_offset, byte_size, virtq_avail_event_offset,
                            virtq_avail_ring_offset)
 from .desc_prefetcher import DescPrefetcher, SlotState
 from .engine_signatures import (EPOCH_BITS, ChainWriteSignature, DmaRequesterSignature,
@@ -464,7 +464,7 @@ class RingWalker(wiring.Component):
                 m.d.comb += [
                     wr_req.valid.eq(1),
                     wr_req.payload.host_addr.eq(cfg.device + virtq_avail_event_offset(size)),
-                    wr_req.payload.len.eq(2),
+                    wr_req.payload.len.eq(VIRTQ_IDX_BYTES),
                     wr_req.payload.imm_en.eq(1),
                     wr_req.payload.imm_data.eq(last_avail),
                 ]

@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..dma.interface import DmaError, DmaRamReadSignature, DmaRamWriteSignature
 from ..spec.virtio import (VirtqAvailFlags, VirtqAvailHeader, VirtqUsedElem, VirtqUsedHeader,
-                           byte_offset, byte_size, virtq_used_event_offset,
+                           VIRTQ_IDX_BYTES, byte_offset, byte_size, virtq_used_event_offset,
                            virtq_used_ring_offset)
 from .engine_signatures import (EPOCH_BITS, DmaRequesterSignature, QueueOp, QueueOpKind,
                                 VirtqErrorCode, VirtqErrorReport)
@@ -302,7 +302,7 @@ class UsedWriter(wiring.Component):
                         wr_req.valid.eq(1),
                         wr_req.payload.host_addr.eq(cfg.device +
                                                     byte_offset(VirtqUsedHeader, "idx")),
-                        wr_req.payload.len.eq(2),
+                        wr_req.payload.len.eq(VIRTQ_IDX_BYTES),
                         wr_req.payload.imm_en.eq(1),
                         wr_req.payload.imm_data.eq(wr_idx),
                     ]
@@ -330,7 +330,7 @@ class UsedWriter(wiring.Component):
                         self.event_idx, virtq_used_event_offset(cfg.size),
                         byte_offset(VirtqAvailHeader, "flags"))),
                     rd_req.payload.ram_addr.eq(USED_EVENT_ADDR),
-                    rd_req.payload.len.eq(2),
+                    rd_req.payload.len.eq(VIRTQ_IDX_BYTES),
                 ]
                 with m.If(rd_req.ready):
                     m.d.comb += self.counts.event_read.eq(1)
