@@ -23,8 +23,9 @@ from cocotb.utils import get_sim_time
 
 from virtio_pcie.spec.pcie import CplStatus, FmtType
 from virtio_pcie.spec.virtio import (DeviceStatus, VirtioBlkOutHdr, VirtioBlkReqType,
-                                     VirtioBlkStatus)
+                                     VirtioBlkStatus, VirtioF)
 from virtio_pcie_tb.codec import codec
+from virtio_pcie_tb.fuzz.rings import RawQueue
 from virtio_pcie_tb.host import BlkRequest, VirtioBlkDriver
 from virtio_pcie_tb.models.tlp import RawTlp
 from virtio_pcie_tb.system import SystemTB
@@ -133,6 +134,56 @@ async def run_blk_dma_faults(dut):
     tb.check_bridge()
 
 
+@cocotb.test()
+async def run_legacy_disable_avail_event(dut):
+    """Fuzz finding (blk seed 300, run 122): a legacy driver deactivates a queue
+    (``QUEUE_PFN = 0``) while the ring walker waits for its read of ``avail->idx``; the walker
+    must not then write ``avail_event`` into the ring the driver has taken back (virtio 1.2
+    §2.7.10: the device writes ``avail_event`` only while it owns the ring). The read is held
+    2 us by the host, so the deactivation lands between the read and the write that would
+    follow it; the link monitor judges every write of the device."""
+    from virtio_pcie_tb.fuzz.blk import BlkWorkload
+    from virtio_pcie_tb.fuzz.driver import HostileDriver
+    from virtio_pcie_tb.fuzz.run import FuzzContext, RunResult
+
+    ctx = FuzzContext(dut, BlkWorkload)
+    await ctx.start()
+    rng = random.Random(122)
+    await ctx.hw_reset(rng)
+    ctx.bridge.latency_ns, ctx.bridge.reorder, ctx.bridge.rcb = 0, False, None
+    ctx.memory.reset(rng, high_share=1.0)
+    ctx.workload.begin_run(rng, RunResult(0, 122))
+    drv = HostileDriver(ctx, rng, ctx.workload, legacy=True)
+    for cycle in range(3):
+        await drv.device_reset()
+        await drv.write_status(DeviceStatus.ACKNOWLEDGE.value | DeviceStatus.DRIVER.value)
+        offered = await drv.read_features()
+        assert offered >> VirtioF.EVENT_IDX & 1
+        await drv.write_features(1 << VirtioF.EVENT_IDX)
+        await drv._lw("queue_sel", 0)
+        size = await drv._lr("queue_num")
+        q = RawQueue(ctx.memory, index=0, size=size, rng=rng, monitor=ctx.monitor, legacy=True)
+        q.grant_used()
+        # The device's reads of the ring are answered 2 us late from now on.
+        ctx.bridge.latency_ns = 2000
+        await drv._lw("queue_pfn", q.pfn)        # activates the queue: the walker scans it
+        await drv._lw("queue_pfn", 0)            # and the driver takes the ring back
+        q.revoke_used()
+        await Timer(6, "us")
+        ctx.bridge.latency_ns = 0
+        assert not ctx.monitor.violations, (cycle, ctx.monitor.violations)
+        assert not ctx.monitor.overdue(), cycle
+    # The device still works: a queue set up again takes a kick and writes avail_event there.
+    q = RawQueue(ctx.memory, index=0, size=size, rng=rng, monitor=ctx.monitor, legacy=True)
+    q.grant_used()
+    writes = ctx.monitor.counts["mwr"]
+    await drv._lw("queue_pfn", q.pfn)
+    await drv._lw("queue_notify", 0)
+    await Timer(3, "us")
+    assert ctx.monitor.counts["mwr"] > writes
+    assert not ctx.monitor.violations, ctx.monitor.violations
+
+
 # -- pytest launchers --------------------------------------------------------------------------
 
 #: Runs of the default campaigns. Each run is a fresh device, 8 to 40 hostile actions and a
@@ -146,6 +197,12 @@ DEFAULT_RUNS = {"blk": 20, "net": 12}
 def test_blk_dma_faults(simulate):
     from virtio_pcie_tb.fuzz import build_fuzz_design
     simulate(build_fuzz_design("blk"), "test_fuzz", testcase=["run_blk_dma_faults"])
+
+
+@pytest.mark.system
+def test_legacy_disable_avail_event(simulate):
+    from virtio_pcie_tb.fuzz import build_fuzz_design
+    simulate(build_fuzz_design("blk"), "test_fuzz", testcase=["run_legacy_disable_avail_event"])
 
 
 @pytest.mark.system
