@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import random
+import time
 import traceback
 
 import cocotb
@@ -258,7 +259,9 @@ class FuzzContext:
         rng = random.Random(seed)
         result = RunResult(index, seed)
         started = get_sim_time("ns")
+        wall = [time.perf_counter()]
         await self.hw_reset(rng)
+        wall.append(time.perf_counter())
         self.memory.reset(rng, high_share=rng.choice([0.0, 0.5, 1.0]))
         self.workload.begin_run(rng, result)
         legacy = self.transitional and rng.random() < 0.15
@@ -273,6 +276,8 @@ class FuzzContext:
             (result.hangs if f.kind in ("reset", "hang") else result.protocol).append(f.message)
         except Exception:     # noqa: BLE001 - a bug of the fuzzer or a crash of a model
             result.fuzzer_errors.append(traceback.format_exc(limit=8))
+        wall.append(time.perf_counter())
+        hostile_ns = get_sim_time("ns") - started
         # Recovery: whatever happened, the device must come back for a clean driver.
         try:
             await with_timeout(self._recover(rng, result, driver), RUN_BOUND_NS, "ns")
@@ -283,6 +288,7 @@ class FuzzContext:
                 f"recovery: {f.message}")
         except Exception:     # noqa: BLE001
             result.fuzzer_errors.append("recovery: " + traceback.format_exc(limit=8))
+        wall.append(time.perf_counter())
         mon = self.monitor
         for kind, message in mon.violations:
             result.dma_violations.append(f"{kind}: {message}")
@@ -309,6 +315,11 @@ class FuzzContext:
                              "mwr": mon.counts["mwr"], "mrd": mon.counts["mrd"],
                              "legacy": legacy})
         result.sim_ns = get_sim_time("ns") - started
+        # Where the run's wall time went (seconds): power-on reset and restore, the hostile
+        # part, the recovery; and the simulated time of the hostile part (the rest is recovery).
+        result.stats["wall"] = {k: round(b - a, 3) for k, a, b in
+                                zip(("reset", "hostile", "recovery"), wall, wall[1:])}
+        result.stats["hostile_ns"] = hostile_ns
         return result
 
     def _pending_summary(self):
