@@ -231,6 +231,14 @@ class FuzzContext:
         for addr, value in self.restore:
             await self.pdev.config_write32(addr, value)
         await self.pdev.config_write16(_CMD, self.command)
+        # The MSI-X table's Message Address and Data have no reset value (PCIe Base 4.0
+        # §7.7.2: only the Mask bits reset, to 1); the device keeps them in RAM across the
+        # power-on reset. Zero them, as the monitor's shadow assumes, so that an entry the
+        # hostile driver unmasks without programming sends nothing left by an earlier run.
+        window = self.dev.bar_window[self.msix_bir]
+        for i in range(self.msix_vectors):
+            for off in (0, 4, 8):
+                await window.write_dword(self.msix_table + i * _ENTRY + off, 0)
         # The host model's view of the function and the transport: as freshly probed.
         pdev = self.pdev
         pdev.msix_enabled = False
@@ -318,7 +326,7 @@ class FuzzContext:
         # Where the run's wall time went (seconds): power-on reset and restore, the hostile
         # part, the recovery; and the simulated time of the hostile part (the rest is recovery).
         result.stats["wall"] = {k: round(b - a, 3) for k, a, b in
-                                zip(("reset", "hostile", "recovery"), wall, wall[1:])}
+                                zip(("reset", "hostile", "recovery"), wall, wall[1:], strict=True)}
         result.stats["hostile_ns"] = hostile_ns
         return result
 
@@ -463,18 +471,20 @@ class FuzzContext:
         if self.pci_cfg_pos is not None and rng.random() < 0.5:
             # Aim the PCI_CFG window at a real structure now and then.
             await self._aim_pci_cfg(rng)
-        await self.rc.config_write(self.dev.pcie_id, addr, rng.randbytes(size),
+        data = rng.randbytes(size)
+        self.log.info("  configuration write %s at %#x", data.hex(), addr)
+        await self.rc.config_write(self.dev.pcie_id, addr, data,
                                    timeout=COMPLETION_TIMEOUT_NS, timeout_unit="ns")
 
     async def _aim_pci_cfg(self, rng):
         pos = self.pci_cfg_pos
         bar = rng.choice(list(self.bars) + [rng.randrange(8)])
         await self.pdev.config_write8(pos + byte_offset(VirtioPciCap, "bar"), bar)
-        await self.pdev.config_write32(pos + byte_offset(VirtioPciCap, "offset"),
-                                       rng.choice([0, 0x14, 0x1000, 0x2000, 0x3000,
-                                                   rng.randrange(0x4000)]))
-        await self.pdev.config_write32(pos + byte_offset(VirtioPciCap, "length"),
-                                       rng.choice([1, 2, 4, 4, 3, 8, 0]))
+        offset = rng.choice([0, 0x14, 0x1000, 0x2000, 0x3000, rng.randrange(0x4000)])
+        await self.pdev.config_write32(pos + byte_offset(VirtioPciCap, "offset"), offset)
+        length = rng.choice([1, 2, 4, 4, 3, 8, 0])
+        await self.pdev.config_write32(pos + byte_offset(VirtioPciCap, "length"), length)
+        self.log.info("  PCI_CFG window: bar %d offset %#x length %d", bar, offset, length)
 
     async def random_device_config(self, rng):
         window = self.modern.device
