@@ -326,7 +326,8 @@ class FuzzContext:
         # Where the run's wall time went (seconds): power-on reset and restore, the hostile
         # part, the recovery; and the simulated time of the hostile part (the rest is recovery).
         result.stats["wall"] = {k: round(b - a, 3) for k, a, b in
-                                zip(("reset", "hostile", "recovery"), wall, wall[1:], strict=True)}
+                                zip(("reset", "hostile", "recovery"), wall[:-1], wall[1:],
+                                    strict=True)}
         result.stats["hostile_ns"] = hostile_ns
         return result
 
