@@ -395,7 +395,7 @@ class BlkWorkload:
         """A clean driver binds (Linux's probe path) and does verified I/O."""
         ctx = self.ctx
         try:
-            await ctx.reset_modern()
+            # (the device was reset just before, by FuzzContext._recover: no second reset)
             drv = VirtioBlkDriver(scan=False, irq_mode=rng.choice([None, None, IrqMode.INTX]))
             vdev = ctx.new_vdev()
             await vdev.register()

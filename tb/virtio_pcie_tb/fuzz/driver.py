@@ -416,6 +416,7 @@ class HostileDriver:
                 return
             q.publish()
         self.stats["malformed"] += 1
+        self.log.info("  q%d: malformed chain (%s)", q.index, kind)
         self.disrupted()
         await self.kick(q)
 
@@ -507,6 +508,7 @@ class HostileDriver:
                                  _S["DEVICE_NEEDS_RESET"] | self.status, 0xFF, self.status & 3,
                                  _S["FEATURES_OK"] | self.status])
         self.disrupted()
+        self.log.info("  device_status written %#x", value)
         await self.write_status(value)
         status = await self.check_status()
         if status & _S["FAILED"]:

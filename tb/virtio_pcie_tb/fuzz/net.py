@@ -395,7 +395,7 @@ class NetWorkload:
     async def recover(self, rng, result):
         ctx = self.ctx
         try:
-            await ctx.reset_modern()
+            # (the device was reset just before, by FuzzContext._recover: no second reset)
             drv = VirtioNetDriver(seed=rng.getrandbits(32))
             vdev = ctx.new_vdev()
             await vdev.register()
