@@ -18,6 +18,7 @@ are owed a completion when the run tidies up.
 
 import collections
 import dataclasses
+import time
 
 from cocotb.triggers import Timer
 from cocotb.utils import get_sim_time
@@ -400,6 +401,7 @@ class NetWorkload:
             vdev = ctx.new_vdev()
             await vdev.register()
             await vdev.probe_driver(drv)
+            result.stats["bound_s"] = time.perf_counter()
             ctx.log.info("%.0f ns: bound", get_sim_time("ns"))
             await drv.open()
             ctx.log.info("%.0f ns: open", get_sim_time("ns"))
@@ -424,6 +426,7 @@ class NetWorkload:
                 else:
                     result.corruptions.append(f"recovery: received a frame of "
                                               f"{len(pkt.frame)} bytes never sent")
+            result.stats["io_done_s"] = time.perf_counter()
             await drv.remove(vdev)
         except (LinuxBug, LinuxError) as e:
             raise RunFailure("reset" if "device_status" in str(e) else "recovery",

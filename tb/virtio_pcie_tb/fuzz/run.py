@@ -329,6 +329,9 @@ class FuzzContext:
                                 zip(("reset", "hostile", "recovery"), wall[:-1], wall[1:],
                                     strict=True)}
         result.stats["hostile_ns"] = hostile_ns
+        for key in ("bound_s", "io_done_s"):
+            if key in result.stats:
+                result.stats[key] = round(result.stats[key] - wall[2], 3)
         return result
 
     def _pending_summary(self):
