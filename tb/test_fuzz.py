@@ -191,7 +191,7 @@ async def run_legacy_disable_avail_event(dut):
 #: device, 8 to 40 hostile actions and a clean Linux-model rebind with verified I/O: about 30 us
 #: of simulated time and 0.5 to 2 s of wall time (the Python models' cost per TLP dominates;
 #: docs/robustness.md).
-CAMPAIGN = {"blk": {"chunks": 4, "runs": 40}, "net": {"chunks": 3, "runs": 40}}
+CAMPAIGN = {"blk": {"chunks": 3, "runs": 40}, "net": {"chunks": 2, "runs": 40}}
 CAMPAIGN_SEED = 2026
 
 #: The long campaign of issue 12 (``slow``): runs per device, and simulator processes.

@@ -142,7 +142,9 @@ class HostileDriver:
         self.features = 0
         self.driver_ok = False
         self.needs_reset = False
-        self.opaque = False
+        # A fault period the reset did not end keeps a legacy driver blind to a queue the
+        # device stops (it has no DEVICE_NEEDS_RESET).
+        self.opaque = self.legacy and self.ctx.faults.active
 
     def disrupted(self, *, legacy_write=False):
         """An action that may stop a queue (a fault, bus mastering off, a random write)."""
