@@ -123,6 +123,11 @@ class NetWorkload:
     def _role(self, q):
         if q.index == self._ctrl_index():
             return "ctrl"
+        pairs = self.queue_pairs if self.driver.has(VirtioNetF.MQ) else 1
+        if q.index >= 2 * pairs:
+            # A queue set up beyond the active pairs (the device's control queue without
+            # CTRL_VQ, say): the device gives it its own role; the workload leaves it alone.
+            return "none"
         return "rx" if q.index % 2 == 0 else "tx"
 
     def _ctrl_index(self):
