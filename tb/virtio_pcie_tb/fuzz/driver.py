@@ -418,7 +418,8 @@ class HostileDriver:
                 return
             q.publish()
         self.stats["malformed"] += 1
-        self.log.info("  q%d: malformed chain (%s)", q.index, kind)
+        self.log.info("  q%d: malformed chain (%s, head %s)", q.index, kind,
+                      getattr(q, "malformed_head", None))
         self.disrupted()
         await self.kick(q)
 
@@ -481,8 +482,11 @@ class HostileDriver:
             # never be completed into the new ring.
             self.workload.replaced(q, new)
             self.queues[q.index] = new
+            self.log.info("  q%d: QUEUE_PFN 0, then a new ring (%s)", q.index,
+                          "refused" if new.broken else "accepted")
         else:
             del self.queues[q.index]
+            self.log.info("  q%d: QUEUE_PFN 0", q.index)
 
     async def act_msix(self):
         """MSI-X masked and unmasked at random: entries, the function mask, the enable bit."""
