@@ -10,8 +10,10 @@
 ``run_blk_dma_faults`` is the directed test of item 4: a DMA error while a request's data is
 read ends that request with IOERR and the next request works without a reset; an unreadable
 ring stops the queue with DEVICE_NEEDS_RESET, and after a reset a freshly bound driver does
-verified I/O. The pytest launchers ``test_fuzz_blk`` / ``test_fuzz_net`` run a short
-``virtio-pcie fuzz`` campaign (the same build) and require every run to pass.
+verified I/O. ``run_legacy_disable_avail_event`` and ``test_request_arbiter_withdrawn_request``
+are regression tests of fuzz findings (docs/robustness.md). ``test_fuzz`` runs the default
+``virtio-pcie fuzz`` campaigns in chunks (the fuzz builds) and requires every run to pass;
+``test_fuzz_long`` (``slow``) is issue 12's 10 000-run campaign per device.
 """
 
 import random
