@@ -17,7 +17,8 @@ class DmaRequestArbiter(wiring.Component):
     Clients are served round robin: after a request from client ``k`` the next one comes from
     the first client after ``k`` with a request waiting, so every client gets at least one
     request in ``clients`` through. The output adds the client's index; once a request is
-    offered it stays offered until taken.
+    offered it stays offered until taken, unless its client withdraws it (a client that is
+    reset may): then the arbiter picks again.
 
     Parameters
     ----------
@@ -66,4 +67,8 @@ class DmaRequestArbiter(wiring.Component):
                 m.d.sync += [locked.eq(0), last.eq(sel)]
             with m.Else():
                 m.d.sync += [locked.eq(1), grant.eq(sel)]
+        with m.Else():
+            # The granted client withdrew its request (a device reset ends the request its
+            # block was offering): serve the others again instead of waiting for it forever.
+            m.d.sync += locked.eq(0)
         return m

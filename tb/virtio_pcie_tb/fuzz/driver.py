@@ -142,7 +142,9 @@ class HostileDriver:
         self.features = 0
         self.driver_ok = False
         self.needs_reset = False
-        self.opaque = False
+        # A fault period the reset did not end keeps a legacy driver blind to a queue the
+        # device stops (it has no DEVICE_NEEDS_RESET).
+        self.opaque = self.legacy and self.ctx.faults.active
 
     def disrupted(self, *, legacy_write=False):
         """An action that may stop a queue (a fault, bus mastering off, a random write)."""
@@ -416,6 +418,8 @@ class HostileDriver:
                 return
             q.publish()
         self.stats["malformed"] += 1
+        self.log.info("  q%d: malformed chain (%s, head %s)", q.index, kind,
+                      getattr(q, "malformed_head", None))
         self.disrupted()
         await self.kick(q)
 
@@ -478,8 +482,11 @@ class HostileDriver:
             # never be completed into the new ring.
             self.workload.replaced(q, new)
             self.queues[q.index] = new
+            self.log.info("  q%d: QUEUE_PFN 0, then a new ring (%s)", q.index,
+                          "refused" if new.broken else "accepted")
         else:
             del self.queues[q.index]
+            self.log.info("  q%d: QUEUE_PFN 0", q.index)
 
     async def act_msix(self):
         """MSI-X masked and unmasked at random: entries, the function mask, the enable bit."""
@@ -507,6 +514,7 @@ class HostileDriver:
                                  _S["DEVICE_NEEDS_RESET"] | self.status, 0xFF, self.status & 3,
                                  _S["FEATURES_OK"] | self.status])
         self.disrupted()
+        self.log.info("  device_status written %#x", value)
         await self.write_status(value)
         status = await self.check_status()
         if status & _S["FAILED"]:

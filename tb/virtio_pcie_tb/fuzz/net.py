@@ -18,6 +18,7 @@ are owed a completion when the run tidies up.
 
 import collections
 import dataclasses
+import time
 
 from cocotb.triggers import Timer
 from cocotb.utils import get_sim_time
@@ -122,6 +123,11 @@ class NetWorkload:
     def _role(self, q):
         if q.index == self._ctrl_index():
             return "ctrl"
+        pairs = self.queue_pairs if self.driver.has(VirtioNetF.MQ) else 1
+        if q.index >= 2 * pairs:
+            # A queue set up beyond the active pairs (the device's control queue without
+            # CTRL_VQ, say): the device gives it its own role; the workload leaves it alone.
+            return "none"
         return "rx" if q.index % 2 == 0 else "tx"
 
     def _ctrl_index(self):
@@ -395,11 +401,12 @@ class NetWorkload:
     async def recover(self, rng, result):
         ctx = self.ctx
         try:
-            await ctx.reset_modern()
+            # (the device was reset just before, by FuzzContext._recover: no second reset)
             drv = VirtioNetDriver(seed=rng.getrandbits(32))
             vdev = ctx.new_vdev()
             await vdev.register()
             await vdev.probe_driver(drv)
+            result.stats["bound_s"] = time.perf_counter()
             ctx.log.info("%.0f ns: bound", get_sim_time("ns"))
             await drv.open()
             ctx.log.info("%.0f ns: open", get_sim_time("ns"))
@@ -424,6 +431,7 @@ class NetWorkload:
                 else:
                     result.corruptions.append(f"recovery: received a frame of "
                                               f"{len(pkt.frame)} bytes never sent")
+            result.stats["io_done_s"] = time.perf_counter()
             await drv.remove(vdev)
         except (LinuxBug, LinuxError) as e:
             raise RunFailure("reset" if "device_status" in str(e) else "recovery",

@@ -157,6 +157,7 @@ class RawQueue:
         head = malformed_chain(self.ring, self.rng, self.alloc, kind, max_chain=max_chain,
                                max_indirect=max_indirect)
         self.ring.add(head, publish=False)
+        self.malformed_head = head
         self.broken = True
         return True
 

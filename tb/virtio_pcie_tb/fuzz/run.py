@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import random
+import time
 import traceback
 
 import cocotb
@@ -230,6 +231,14 @@ class FuzzContext:
         for addr, value in self.restore:
             await self.pdev.config_write32(addr, value)
         await self.pdev.config_write16(_CMD, self.command)
+        # The MSI-X table's Message Address and Data have no reset value (PCIe Base 4.0
+        # §7.7.2: only the Mask bits reset, to 1); the device keeps them in RAM across the
+        # power-on reset. Zero them, as the monitor's shadow assumes, so that an entry the
+        # hostile driver unmasks without programming sends nothing left by an earlier run.
+        window = self.dev.bar_window[self.msix_bir]
+        for i in range(self.msix_vectors):
+            for off in (0, 4, 8):
+                await window.write_dword(self.msix_table + i * _ENTRY + off, 0)
         # The host model's view of the function and the transport: as freshly probed.
         pdev = self.pdev
         pdev.msix_enabled = False
@@ -258,7 +267,9 @@ class FuzzContext:
         rng = random.Random(seed)
         result = RunResult(index, seed)
         started = get_sim_time("ns")
+        wall = [time.perf_counter()]
         await self.hw_reset(rng)
+        wall.append(time.perf_counter())
         self.memory.reset(rng, high_share=rng.choice([0.0, 0.5, 1.0]))
         self.workload.begin_run(rng, result)
         legacy = self.transitional and rng.random() < 0.15
@@ -273,6 +284,8 @@ class FuzzContext:
             (result.hangs if f.kind in ("reset", "hang") else result.protocol).append(f.message)
         except Exception:     # noqa: BLE001 - a bug of the fuzzer or a crash of a model
             result.fuzzer_errors.append(traceback.format_exc(limit=8))
+        wall.append(time.perf_counter())
+        hostile_ns = get_sim_time("ns") - started
         # Recovery: whatever happened, the device must come back for a clean driver.
         try:
             await with_timeout(self._recover(rng, result, driver), RUN_BOUND_NS, "ns")
@@ -283,6 +296,7 @@ class FuzzContext:
                 f"recovery: {f.message}")
         except Exception:     # noqa: BLE001
             result.fuzzer_errors.append("recovery: " + traceback.format_exc(limit=8))
+        wall.append(time.perf_counter())
         mon = self.monitor
         for kind, message in mon.violations:
             result.dma_violations.append(f"{kind}: {message}")
@@ -309,6 +323,15 @@ class FuzzContext:
                              "mwr": mon.counts["mwr"], "mrd": mon.counts["mrd"],
                              "legacy": legacy})
         result.sim_ns = get_sim_time("ns") - started
+        # Where the run's wall time went (seconds): power-on reset and restore, the hostile
+        # part, the recovery; and the simulated time of the hostile part (the rest is recovery).
+        result.stats["wall"] = {k: round(b - a, 3) for k, a, b in
+                                zip(("reset", "hostile", "recovery"), wall[:-1], wall[1:],
+                                    strict=True)}
+        result.stats["hostile_ns"] = hostile_ns
+        for key in ("bound_s", "io_done_s"):
+            if key in result.stats:
+                result.stats[key] = round(result.stats[key] - wall[2], 3)
         return result
 
     def _pending_summary(self):
@@ -452,18 +475,20 @@ class FuzzContext:
         if self.pci_cfg_pos is not None and rng.random() < 0.5:
             # Aim the PCI_CFG window at a real structure now and then.
             await self._aim_pci_cfg(rng)
-        await self.rc.config_write(self.dev.pcie_id, addr, rng.randbytes(size),
+        data = rng.randbytes(size)
+        self.log.info("  configuration write %s at %#x", data.hex(), addr)
+        await self.rc.config_write(self.dev.pcie_id, addr, data,
                                    timeout=COMPLETION_TIMEOUT_NS, timeout_unit="ns")
 
     async def _aim_pci_cfg(self, rng):
         pos = self.pci_cfg_pos
         bar = rng.choice(list(self.bars) + [rng.randrange(8)])
         await self.pdev.config_write8(pos + byte_offset(VirtioPciCap, "bar"), bar)
-        await self.pdev.config_write32(pos + byte_offset(VirtioPciCap, "offset"),
-                                       rng.choice([0, 0x14, 0x1000, 0x2000, 0x3000,
-                                                   rng.randrange(0x4000)]))
-        await self.pdev.config_write32(pos + byte_offset(VirtioPciCap, "length"),
-                                       rng.choice([1, 2, 4, 4, 3, 8, 0]))
+        offset = rng.choice([0, 0x14, 0x1000, 0x2000, 0x3000, rng.randrange(0x4000)])
+        await self.pdev.config_write32(pos + byte_offset(VirtioPciCap, "offset"), offset)
+        length = rng.choice([1, 2, 4, 4, 3, 8, 0])
+        await self.pdev.config_write32(pos + byte_offset(VirtioPciCap, "length"), length)
+        self.log.info("  PCI_CFG window: bar %d offset %#x length %d", bar, offset, length)
 
     async def random_device_config(self, rng):
         window = self.modern.device
