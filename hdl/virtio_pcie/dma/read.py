@@ -694,8 +694,10 @@ class DmaReadEngine(wiring.Component):
                 m.d.comb += release.eq(1)
 
         with m.If(retire):
+            # A retired tag is active (its toggles differ), so its new retirement toggle is its
+            # issue toggle, known from S1's read (no second read of ``tag_b``: timing).
             m.d.comb += [b_wr.en.eq(1), b_wr.addr.eq(r_tag),
-                         b_wr.data.eq(~bit_reader(tag_b, r_tag))]
+                         b_wr.data.eq(Mux(s1_token, gen, ctx.gen))]
             # Mark the progress entry as belonging to this issue of the tag, so that it reads as
             # stale after the next issue (which toggles the tag's generation).
             m.d.comb += [
