@@ -86,8 +86,6 @@ def _bench_options(name, args):
         if args.requests is not None:
             options["count"] = args.requests
     elif name == "notify":
-        # notify: the 128-bit device unless a width is asked for
-        options["widths"] = [args.width or 128]
         if args.qd is not None:
             options["qds"] = [args.qd]
         if args.event_idx is not None:
@@ -333,7 +331,7 @@ def build_parser():
                         "(4 KiB IOPS, latency) or virtio-net (frames per second); notifications "
                         "per request; 'all': everything")
     p.add_argument("--width", type=int, choices=[64, 128, 256],
-                   help="TLP data path width in bits (default: all three; notify: 128)")
+                   help="TLP data path width in bits (default: all three)")
     p.add_argument("--latency-ns", type=int, metavar="N",
                    help="host completion latency L in ns (default: dma and blk 500 and 1000, "
                         "net and notify 1000)")

@@ -98,7 +98,7 @@ def run_blk(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, ops=DEF
         yield from (_row(r) for r in rows)
 
 
-def run_notify(*, widths=(128,), latencies_ns=(NOTIFY_LATENCY_NS,), qds=(NOTIFY_QD,),
+def run_notify(*, widths=(64, 128, 256), latencies_ns=(NOTIFY_LATENCY_NS,), qds=(NOTIFY_QD,),
                event_idx=(True, False), requests=None, clock_mhz=CLOCK_MHZ, link=None,
                progress=None, workers=2, **_ignored):
     """Doorbells and interrupts per request at QD 32 streaming, with and without EVENT_IDX."""
