@@ -369,8 +369,9 @@ def write_report(rows, path, *, command="virtio-pcie bench all --report docs/per
             parts.append(_NOTIFY_WHY)
     if synth:
         parts.append(_SYNTH + "\n" + _synth_table(synth))
-        if any(r.get("fmax_mhz", 1e9) < r.get("target_mhz", 0) for r in synth):
-            parts.append(_FMAX)
+        slow = [r for r in synth if r.get("fmax_mhz", 1e9) < r.get("target_mhz", 0)]
+        if slow:
+            parts.append(_fmax_why(slow))
     best = [t for t in met if t["target"].startswith("DMA")]
     parts.append(_ANCHORS.format(dma_best="≥ 95 %" if best and all(t["met"] for t in best)
                                  else "the fraction in the DMA tables"))
@@ -404,13 +405,32 @@ def _synth_table(rows):
     return "\n".join(lines) + "\n"
 
 
-_FMAX = """\
-**Fmax below 250 MHz on ECP5.** nextpnr-ecp5's critical path (in `sim_build/synth/ecp5-blk-128/
-nextpnr.log`) starts at a DMA engine configuration register (`dma.cfg`) and runs through 38
-nets of LUTs and carry chains into a statistics counter: a long combinational path that no
-pipeline register breaks. Which logic it crosses, and how far registering it would lift Fmax,
-is not investigated yet; the 7-series figures have no timing to compare.
-"""
+def _fmax_why(rows):
+    """Why Fmax misses the target: each core's worst path, as nextpnr reported it."""
+    lines = ["**Fmax below 250 MHz on ECP5.** The worst path nextpnr-ecp5 reports (the cell names "
+             "carry the netlist's signal names; details in `sim_build/synth/ecp5-<device>-<width>/"
+             "nextpnr.log`):", ""]
+    for r in sorted(rows, key=lambda r: (r["device"], r["width"])):
+        path = r.get("critical_path")
+        if path is None:
+            lines.append(f"* {r['device']}, {r['width']} bits: {r['fmax_mhz']:.1f} MHz (no path "
+                         f"in the row)")
+            continue
+        lines.append(f"* {r['device']}, {r['width']} bits, {r['fmax_mhz']:.1f} MHz: from "
+                     f"`{path['from']}` to `{path['to']}`, {path['nets']} nets, "
+                     f"{path['logic_ns']:.1f} ns of logic and {path['routing_ns']:.1f} ns of "
+                     f"routing.")
+    lines += ["", _FMAX_HISTORY]
+    return "\n".join(lines) + "\n"
+
+
+_FMAX_HISTORY = """\
+The worst path was the DMA read engine's MRd issue decision (43.7 MHz: 38 nets from the
+configuration's Max_Read_Request_Size through the MRd's length, its completion space and
+credit check, the request slot's ready and the request arbiter into the virtqueue engine); the
+engine now precomputes those values into registers without changing what it does in any cycle
+([dma.md](dma.md), "Timing"). The 7-series figures have no timing to compare (no open 7-series
+place and route on PyPI)."""
 
 
 _MISSED = """\
