@@ -194,6 +194,8 @@ virtio-pcie bench all --from-json docs/performance.jsonl --report docs/performan
 The last command makes this page and its plots from the rows in `docs/performance.jsonl`
 (kept in the repository, one JSON object per measured point).
 
+{runtime}
+
 {scope}Options: `--width 64|128|256` (default all three), `--latency-ns N` (the host latency *L*),
 `--clock-mhz F` (figures at another clock: host times keep their length in ns, so their length
 in cycles scales), `--link gen3x4` (add the PCIe link model below), and per bench `--size`,
@@ -321,7 +323,7 @@ def write_report(rows, path, *, command="virtio-pcie bench all --report docs/per
     plt = _pyplot()
     link = PcieLink(3, 4)
     scope = _scope(benches) + (f" {note.strip()}" if note.strip() else "") + "\n\n"
-    parts = [_INTRO.format(command=command, clock=CLOCK_MHZ, scope=scope,
+    parts = [_INTRO.format(command=command, clock=CLOCK_MHZ, scope=scope, runtime=_RUNTIME,
                            date=datetime.date.today().isoformat()),
              _HOST.format(max_reads=HOST_BRIDGE["max_reads_in_flight"], payload=TLP_PAYLOAD,
                           wire=TLP_PAYLOAD + 12 + 8,
@@ -379,6 +381,25 @@ def write_report(rows, path, *, command="virtio-pcie bench all --report docs/per
     return path
 
 
+#: How long ``bench all`` takes (measured by hand; see the text).
+_RUNTIME = """\
+**Run time.** `bench all` runs the four benchmarks side by side: their simulations share two
+simulator processes taken in turn (`BENCH_WORKERS`, default 2, one per core), so both cores stay
+busy until the last simulation ends instead of one idling while each benchmark's last width
+finishes, and each distinct design is built once (nine Verilator builds: dma, blk and net at
+three widths; notify runs on blk's). Each job's progress line (standard error) gives its
+simulator's CPU time and the time it simulated. `bench net` and `bench notify` measure all three
+widths by default, as `all` does. Whether `all` fits in 20 minutes on an idle 2-core machine is
+**not verified end to end yet**: the runs of this round shared the machine with four other
+engineers' simulations (load 6 to 12 on 2 cores) and did not finish in the time there was.
+Measured in CPU time (which load changes little): the blk jobs take 139 s (64 bits), 106 s (128)
+and 76 s (256) of simulator CPU; dma and blk complete with their six builds, plus two of the
+three net builds and part of the net runs, took 970 s of CPU (`/usr/bin/time`; that run stopped
+on a full disk during the third net build). Net and notify at 64 and 256 bits are not measured
+yet, which is why their rows here are 128-bit only.
+"""
+
+
 _SYNTH = """\
 ## Size and Fmax (out of context)
 
@@ -407,9 +428,9 @@ def _synth_table(rows):
 
 def _fmax_why(rows):
     """Why Fmax misses the target: each core's worst path, as nextpnr reported it."""
-    lines = ["**Fmax below 250 MHz on ECP5.** The worst path nextpnr-ecp5 reports (the cell names "
-             "carry the netlist's signal names; details in `sim_build/synth/ecp5-<device>-<width>/"
-             "nextpnr.log`):", ""]
+    lines = ["**Fmax below 250 MHz on ECP5.** The worst path nextpnr-ecp5 reports (the cell names",
+             "carry the netlist's signal names; details in",
+             "`sim_build/synth/ecp5-<device>-<width>/nextpnr.log`):", ""]
     for r in sorted(rows, key=lambda r: (r["device"], r["width"])):
         path = r.get("critical_path")
         if path is None:
