@@ -394,8 +394,8 @@ widths by default, as `all` does.
 How long `all` takes on an idle 2-core machine is derived from CPU time, not timed on one: the
 runs of this round shared the machine with four other engineers' simulations (load 6 to 12 on
 2 cores). Simulator CPU per job: dma 76 s (64 bits), 59 s (128); blk 139 s (64), 106 s (128),
-76 s (256); net 31 s (64),
-25 s (128); notify 18 s per EVENT_IDX setting at 64 bits. dma complete, blk complete, the builds
+76 s (256); net 31 s (64), 25 s (128); notify 18 s per EVENT_IDX setting at 64 bits. dma
+complete, blk complete, the builds
 of both and two of the three net builds took 970 s of CPU together (`/usr/bin/time`). With the
 third net build and net and notify at every width added, `all` needs about 1,150 s of CPU from
 a fresh clone, i.e. about 10 minutes on an idle 2-core machine (both cores busy; the longest
