@@ -90,7 +90,7 @@ def test_bench_net_point(tmp_path):
 @pytest.mark.system
 def test_bench_notify_point(tmp_path):
     """One notify point: EVENT_IDX at QD 8 suppresses most doorbells and interrupts."""
-    rows = bench("notify", "--qd", "8", "--event-idx", "on", "--requests", "48")
+    rows = bench("notify", "--width", "128", "--qd", "8", "--event-idx", "on", "--requests", "48")
     assert len(rows) == 1
     row = rows[0]
     assert FIELDS["notify"] <= set(row), row

@@ -86,8 +86,6 @@ def _bench_options(name, args):
         if args.requests is not None:
             options["count"] = args.requests
     elif name == "notify":
-        # notify: the 128-bit device unless a width is asked for
-        options["widths"] = [args.width or 128]
         if args.qd is not None:
             options["qds"] = [args.qd]
         if args.event_idx is not None:
@@ -95,6 +93,38 @@ def _bench_options(name, args):
         if args.requests is not None:
             options["requests"] = args.requests
     return options
+
+
+def _measure_side_by_side(names, args):
+    """Start the benchmarks ``names`` at once, each in a thread; returns, per name, a function
+    that waits for its rows (and raises its error). Their simulations share the bench's
+    simulator slots (``virtio_pcie_tb.bench.common.SIM_SLOTS``, one per core), so the cores
+    stay busy until the last simulation ends, not only while the longest benchmark runs."""
+    import threading
+
+    from virtio_pcie_tb.bench import BENCHES
+    results = {}
+
+    def measure(name):
+        runner, _table = BENCHES[name]()
+        try:
+            results[name] = list(runner(**_bench_options(name, args)))
+        except BaseException as e:                  # noqa: BLE001 - re-raised by wait()
+            results[name] = e
+
+    threads = {name: threading.Thread(target=measure, args=(name,), daemon=True)
+               for name in names}
+    for thread in threads.values():
+        thread.start()
+
+    def waiter(name):
+        def wait():
+            threads[name].join()
+            if isinstance(results[name], BaseException):
+                raise results[name]
+            return results[name]
+        return wait
+    return {name: waiter(name) for name in names}
 
 
 def _cmd_bench(args):
@@ -156,11 +186,18 @@ def _cmd_bench(args):
                                          f"or synth")
                     saved.append(row)
     all_rows = []
+    measured = {}
+    if saved is None and len(names) > 1:
+        measured = _measure_side_by_side(names, args)
     for name in names:
         runner, table = BENCHES[name]()
         rows = []
-        source = ([r for r in saved if r["bench"] == name] if saved is not None
-                  else runner(**_bench_options(name, args)))
+        if saved is not None:
+            source = [r for r in saved if r["bench"] == name]
+        elif name in measured:
+            source = measured[name]()
+        else:
+            source = runner(**_bench_options(name, args))
         if saved is not None and not source:
             continue
         for row in source:
@@ -294,7 +331,7 @@ def build_parser():
                         "(4 KiB IOPS, latency) or virtio-net (frames per second); notifications "
                         "per request; 'all': everything")
     p.add_argument("--width", type=int, choices=[64, 128, 256],
-                   help="TLP data path width in bits (default: all three; notify: 128)")
+                   help="TLP data path width in bits (default: all three)")
     p.add_argument("--latency-ns", type=int, metavar="N",
                    help="host completion latency L in ns (default: dma and blk 500 and 1000, "
                         "net and notify 1000)")

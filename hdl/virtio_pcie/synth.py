@@ -92,6 +92,25 @@ def _xilinx7_figures(cells):
     }
 
 
+def _critical_path(report):
+    """The worst path of nextpnr's ``--report``: where it starts and ends (the cells' names,
+    which carry the netlist's signal names), its nets and its logic and routing delays."""
+    paths = report.get("critical_paths") or []
+    if not paths:
+        return None
+    steps = paths[0].get("path", [])
+    routing = [s for s in steps if s.get("type") == "routing"]
+    if not routing:
+        return None
+    return {
+        "from": routing[0].get("net", steps[0]["from"]["cell"]),
+        "to": steps[-1]["to"]["cell"],
+        "nets": len(routing),
+        "logic_ns": round(sum(s["delay"] for s in steps if s.get("type") != "routing"), 2),
+        "routing_ns": round(sum(s["delay"] for s in routing), 2),
+    }
+
+
 def core(*, device, width, family):
     from .top import VirtioPcieDevice
     return VirtioPcieDevice(device=device, data_width=width,
@@ -156,6 +175,9 @@ def synthesize(*, family, device="blk", width=128, out, place=True, progress=Non
         if clk is not None:
             result["fmax_mhz"] = round(clk["achieved"], 1)
             result["target_mhz"] = TARGET_MHZ
+        path = _critical_path(report)
+        if path is not None:
+            result["critical_path"] = path
         result["utilization"] = {k: v for k, v in report.get("utilization", {}).items()
                                  if v.get("used")}
         result["part"] = "LFE5UM5G-85F-8BG381"

@@ -284,34 +284,51 @@ class DmaReadEngine(wiring.Component):
                 m.d.comb += [free_op.eq(i), free_op_any.eq(1)]
 
         # Chunk: up to the next Max_Read_Request_Size boundary, which is never past a 4 KiB one.
+        # For timing, the chunk of the current position and the completion space it needs are
+        # registers, computed a cycle ahead for the position the engine moves to (a new request,
+        # or the current one after its MRd), so that the issue decision compares registers instead
+        # of ending a chain of adders that starts at the configuration (docs/dma.md, "Timing").
         mrrs_enc = Mux(cfg.max_read_request_size > MAX_SIZE_ENCODING, MAX_SIZE_ENCODING,
                        cfg.max_read_request_size)
         mrrs     = Signal(SIZE_WIDTH)
         m.d.comb += mrrs.eq(payload_size_bytes(0) << mrrs_enc)
         assert payload_size_bytes(MAX_SIZE_ENCODING) <= REQUEST_BOUNDARY_BYTES
-        to_bound = Signal(SIZE_WIDTH)
-        m.d.comb += to_bound.eq(mrrs - (cur_addr[:SIZE_WIDTH - 1] & (mrrs - 1)))
-        chunk    = Signal(SIZE_WIDTH)
-        m.d.comb += chunk.eq(Mux(cur_rem < to_bound, cur_rem, to_bound))
-        last_chunk = cur_rem <= to_bound
-
-        # Completion space this MRd may take: dword-rounded bytes, and one header per RCB block
-        # (the most a completer may split it into, PCIe Base 4.0 §2.3.1.1).
-        pad      = cur_addr[:2]
-        need_b   = Signal(SIZE_WIDTH + 1)
-        m.d.comb += need_b.eq((pad + chunk + 3) & ~3)
         rcb_lo   = exact_log2(RCB_BYTES[0])
         rcb_hi   = exact_log2(RCB_BYTES[1])
-        need_h   = Signal(8)
-        m.d.comb += need_h.eq(Mux(rcb_128,
-                                  (cur_addr[:rcb_hi] + chunk + RCB_BYTES[1] - 1) >> rcb_hi,
-                                  (cur_addr[:rcb_lo] + chunk + RCB_BYTES[0] - 1) >> rcb_lo))
-        used_b   = Signal(range(self._cpl_bytes + 1))
-        used_h   = Signal(range(self._cpl_headers + 1))
+        AB       = SIZE_WIDTH - 1          # host address bits that place an MRd (within 4 KiB)
+
+        def chunk_of(addr, rem):
+            """The MRd at host address ``addr`` (its low bits) with ``rem`` bytes left to read:
+            its length, whether it is the last, and the completion space it may take:
+            dword-rounded bytes, and one header per RCB block (the most a completer may split it
+            into, PCIe Base 4.0 §2.3.1.1)."""
+            to_bound = Signal(SIZE_WIDTH)
+            last     = Signal()
+            length   = Signal(SIZE_WIDTH)
+            space_b  = Signal(SIZE_WIDTH + 1)
+            space_h  = Signal(8)
+            m.d.comb += [
+                to_bound.eq(mrrs - (addr[:AB] & (mrrs - 1))),
+                last.eq(rem <= to_bound),
+                length.eq(Mux(last, rem, to_bound)),
+                space_b.eq((addr[:2] + length + 3) & ~3),
+                space_h.eq(Mux(rcb_128,
+                               (addr[:rcb_hi] + length + RCB_BYTES[1] - 1) >> rcb_hi,
+                               (addr[:rcb_lo] + length + RCB_BYTES[0] - 1) >> rcb_lo)),
+            ]
+            return length, last, space_b, space_h
+
+        chunk      = Signal(SIZE_WIDTH)    # of the MRd at cur_addr (registers, see above)
+        last_chunk = Signal()
+        need_b     = Signal(SIZE_WIDTH + 1)
+        need_h     = Signal(8)
+        pad        = cur_addr[:2]
+        # ``room_b``/``room_h``: completion space not reserved by issued MRds.
+        room_b   = Signal(range(self._cpl_bytes + 1), init=self._cpl_bytes)
+        room_h   = Signal(range(self._cpl_headers + 1), init=self._cpl_headers)
         ret_b    = Signal(SIZE_WIDTH + 1)
         ret_h    = Signal(8)
-        credit_ok = ((used_b + need_b <= self._cpl_bytes) &
-                     (used_h + need_h <= self._cpl_headers))
+        credit_ok = (need_b <= room_b) & (need_h <= room_h)
 
         tag_from_lo = free_lo.r_rdy
         tag_from_hi = (free_hi.r_rdy & cfg.extended_tag) if free_hi is not None else 0
@@ -415,6 +432,19 @@ class DmaReadEngine(wiring.Component):
                 cur_rem.eq(req.len),
                 cur_ram.eq(req.ram_addr),
             ]
+
+        # The next MRd's chunk, for the position the engine moves to: all three are computed
+        # every cycle and the choice is the last step before the registers. (Without a request
+        # or an MRd, the current position's is recomputed, so that a change of
+        # Max_Read_Request_Size or RCB in the middle of a request applies from the next cycle.)
+        next_addr = Signal(AB)
+        next_rem  = Signal.like(cur_rem)
+        m.d.comb += [next_addr.eq(cur_addr[:AB] + chunk), next_rem.eq(cur_rem - chunk)]
+        on_req   = chunk_of(req.host_addr, req.len)
+        on_issue = chunk_of(next_addr, next_rem)
+        on_hold  = chunk_of(cur_addr, cur_rem)
+        for i, reg in enumerate((chunk, last_chunk, need_b, need_h)):
+            m.d.sync += reg.eq(Mux(accept, on_req[i], Mux(issue, on_issue[i], on_hold[i])))
 
         # =========================================================================================
         # Completion timeout scanner: one tag per cycle.
@@ -664,8 +694,10 @@ class DmaReadEngine(wiring.Component):
                 m.d.comb += release.eq(1)
 
         with m.If(retire):
+            # A retired tag is active (its toggles differ), so its new retirement toggle is its
+            # issue toggle, known from S1's read (no second read of ``tag_b``: timing).
             m.d.comb += [b_wr.en.eq(1), b_wr.addr.eq(r_tag),
-                         b_wr.data.eq(~bit_reader(tag_b, r_tag))]
+                         b_wr.data.eq(Mux(s1_token, gen, ctx.gen))]
             # Mark the progress entry as belonging to this issue of the tag, so that it reads as
             # stale after the next issue (which toggles the tag's generation).
             m.d.comb += [
@@ -684,17 +716,25 @@ class DmaReadEngine(wiring.Component):
             m.d.comb += [free_push.eq(1), free_tag.eq(r_tag)]
 
         m.d.sync += [
-            used_b.eq(used_b + Mux(issue, need_b, 0) - ret_b),
-            used_h.eq(used_h + Mux(issue, need_h, 0) - ret_h),
+            room_b.eq(room_b - Mux(issue, need_b, 0) + ret_b),
+            room_h.eq(room_h - Mux(issue, need_h, 0) + ret_h),
         ]
         # The same completion space, by client (for the engine's per-client read budgets).
         ret_client = Mux(s1_token, st.client, ctx.client)
+        # ``client_used`` is the completion space the client's issued MRds hold plus what is left
+        # to issue of its request in progress, kept as one register changed by whatever changes
+        # either part (for timing: the engine's budget check then starts at a register, not at
+        # a sum). An MRd moves its chunk from the second part to the first, rounded to dwords.
         for k in range(self._clients):
-            used_k = Signal(range(self._cpl_bytes + 1), name=f"used_b{k}")
-            m.d.sync += used_k.eq(used_k + Mux(issue & (cur_client == k), need_b, 0)
+            used_k = Signal.like(self.client_used[k], name=f"client_used{k}")
+            mine   = cur_client == k
+            m.d.sync += used_k.eq(used_k
+                                  + Mux(issue & mine, need_b - chunk, 0)
+                                  - Mux(abort & mine, cur_rem, 0)
+                                  + Mux(accept & (req_err == DmaError.OK) &
+                                        (self.req.p.client == k), req.len, 0)
                                   - Mux(ret_client == k, ret_b, 0))
-            m.d.comb += self.client_used[k].eq(
-                used_k + Mux(cur_valid & (cur_client == k), cur_rem, 0))
+            m.d.comb += self.client_used[k].eq(used_k)
 
         # After reset every tag is idle, not quarantined, with no progress of an earlier issue:
         # the tag state RAMs are cleared while the pool is filled (nothing else writes them

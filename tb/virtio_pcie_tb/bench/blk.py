@@ -89,7 +89,8 @@ def run_blk(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, ops=DEF
             progress(f"blk: {width} bits, {len(points)} points")
             from virtio_pcie_tb import harness
             rows = run_points(design, "virtio_pcie_tb.bench.blk", "run_blk_bench", points,
-                              test_dir=harness.SIM_BUILD / "bench" / "blk" / str(width))
+                              test_dir=harness.SIM_BUILD / "bench" / "blk" / str(width),
+                              progress=progress, label=f"blk: {width} bits")
             return [dict(row, width=width, efficiency=_efficiency(row, width)) for row in rows]
         return run
 
@@ -97,7 +98,7 @@ def run_blk(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, ops=DEF
         yield from (_row(r) for r in rows)
 
 
-def run_notify(*, widths=(128,), latencies_ns=(NOTIFY_LATENCY_NS,), qds=(NOTIFY_QD,),
+def run_notify(*, widths=(64, 128, 256), latencies_ns=(NOTIFY_LATENCY_NS,), qds=(NOTIFY_QD,),
                event_idx=(True, False), requests=None, clock_mhz=CLOCK_MHZ, link=None,
                progress=None, workers=2, **_ignored):
     """Doorbells and interrupts per request at QD 32 streaming, with and without EVENT_IDX."""
@@ -119,7 +120,8 @@ def run_notify(*, widths=(128,), latencies_ns=(NOTIFY_LATENCY_NS,), qds=(NOTIFY_
             from virtio_pcie_tb import harness
             rows = run_points(design, "virtio_pcie_tb.bench.blk", "run_blk_bench", points,
                               test_dir=harness.SIM_BUILD / "bench" / "notify" /
-                              f"{width}-ev{int(ev)}")
+                              f"{width}-ev{int(ev)}", progress=progress,
+                              label=f"notify: {width} bits, EVENT_IDX {'on' if ev else 'off'}")
             return [dict(row, width=width) for row in rows]
         return run
 

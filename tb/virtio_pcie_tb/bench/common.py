@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["CLOCK_MHZ", "CLOCK_NS", "HOST_BRIDGE", "HostCosts", "default_progress", "run_points",
-           "bench_test", "build_design", "BUILD_LOCK", "setup_host", "delay_interrupts",
-           "parallel", "sim_scale",
+           "bench_test", "build_design", "BUILD_LOCK", "SIM_SLOTS", "sim_slot", "cpu_note",
+           "setup_host", "delay_interrupts", "parallel", "sim_cost", "sim_scale",
            "UsedIndexProbe"]
 
 CLOCK_MHZ = 250
@@ -69,6 +69,26 @@ class HostCosts:
 BUILD_LOCK = threading.Lock()
 
 
+#: Simulator processes that run at once, whatever asks for them (``BENCH_WORKERS``, default 2:
+#: the cores of the CI machine). ``virtio-pcie bench all`` runs its benchmarks side by side and
+#: this keeps two simulations busy until the last one ends, instead of one core idling while
+#: each benchmark's last width finishes.
+SIM_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("BENCH_WORKERS", "2"))))
+
+
+def sim_slot():
+    """Context manager: hold one of :data:`SIM_SLOTS` while a simulator process runs."""
+    return SIM_SLOTS
+
+
+def cpu_note(result):
+    """``", N s of CPU for M µs simulated"`` from a simulator's result file, for progress lines
+    (the simulator process's own CPU time, which machine load does not change much)."""
+    if "cpu_s" not in result:
+        return ""
+    return f", {result['cpu_s']:.0f} s of CPU for {result['sim_ns'] / 1000:,.0f} µs simulated"
+
+
 def build_design(build, *args, **kwargs):
     """``build(*args, **kwargs)`` under :data:`BUILD_LOCK`."""
     with BUILD_LOCK:
@@ -84,21 +104,27 @@ def parallel(jobs, workers=2):
         return list(pool.map(lambda job: job(), jobs))
 
 
-def run_points(design, module, test, points, *, test_dir, timeout_s=None):
-    """Run cocotb ``module.test`` against ``design`` with ``points``; returns its result rows."""
+def run_points(design, module, test, points, *, test_dir, timeout_s=None, progress=None,
+               label=None):
+    """Run cocotb ``module.test`` against ``design`` with ``points`` (holding a
+    :func:`sim_slot`); returns its result rows. ``progress(message)`` hears when it ends, with
+    the simulator's CPU time, as ``label``."""
     from virtio_pcie_tb import harness
     test_dir = Path(test_dir)
     out = test_dir / "bench.json"
     test_dir.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
-    harness.run(design, module, test_dir=test_dir, testcase=[test], quiet=True,
-                timeout_s=timeout_s,
-                env={"BENCH_POINTS": json.dumps(points), "BENCH_OUT": str(out),
-                     "COCOTB_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")})
+    with sim_slot():
+        harness.run(design, module, test_dir=test_dir, testcase=[test], quiet=True,
+                    timeout_s=timeout_s,
+                    env={"BENCH_POINTS": json.dumps(points), "BENCH_OUT": str(out),
+                         "COCOTB_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")})
     result = json.loads(out.read_text())
     if result.get("error"):
         raise RuntimeError(f"{module}: benchmark failed in the simulator (log "
                            f"{test_dir / 'sim.log'}):\n{result['error']}")
+    if progress is not None:
+        progress(f"{label or module}: {len(result['rows'])} points done{cpu_note(result)}")
     return result["rows"]
 
 
@@ -109,9 +135,18 @@ async def bench_test(measure):
     out = Path(os.environ["BENCH_OUT"])
     try:
         rows = await measure(points)
-        out.write_text(json.dumps({"rows": rows}))
+        out.write_text(json.dumps({"rows": rows, **sim_cost()}))
     except Exception:                        # noqa: BLE001 - reported by run_points
         out.write_text(json.dumps({"error": traceback.format_exc()}))
+
+
+def sim_cost():
+    """In the simulator: ``{"cpu_s": ..., "sim_ns": ...}``, the CPU time of the simulator process
+    (Verilator and the Python testbench run in it) and the simulated time so far."""
+    import time
+
+    from cocotb.utils import get_sim_time
+    return {"cpu_s": round(time.process_time(), 1), "sim_ns": get_sim_time("ns")}
 
 
 def sim_scale(clock_mhz):

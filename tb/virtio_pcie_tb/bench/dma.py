@@ -59,7 +59,7 @@ def run_dma(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, sizes=D
     from virtio_pcie_tb import harness
     from virtio_pcie_tb.designs.dma_testbench import build_dma_testbench
 
-    from .common import build_design, default_progress, parallel, sim_scale
+    from .common import build_design, cpu_note, default_progress, parallel, sim_scale, sim_slot
     progress = progress or default_progress
     points = [dict(p, sim_latency_ns=p["latency_ns"] * sim_scale(clock_mhz), link=link)
               for p in _points(list(sizes), list(latencies_ns), list(dirs), list(offsets))]
@@ -72,11 +72,14 @@ def run_dma(*, widths=(64, 128, 256), latencies_ns=DEFAULT_LATENCIES_NS, sizes=D
             test_dir = harness.SIM_BUILD / "bench" / "dma" / str(width)
             out = test_dir / "results.json"
             out.unlink(missing_ok=True)
-            harness.run(design, "virtio_pcie_tb.bench.dma", test_dir=test_dir,
-                        testcase=["run_dma_bench"], quiet=True,
-                        env={"BENCH_POINTS": json.dumps(points), "BENCH_OUT": str(out),
-                             "COCOTB_LOG_LEVEL": "WARNING"})
-            return width, json.loads(out.read_text())
+            with sim_slot():
+                harness.run(design, "virtio_pcie_tb.bench.dma", test_dir=test_dir,
+                            testcase=["run_dma_bench"], quiet=True,
+                            env={"BENCH_POINTS": json.dumps(points), "BENCH_OUT": str(out),
+                                 "COCOTB_LOG_LEVEL": "WARNING"})
+            result = json.loads(out.read_text())
+            progress(f"dma: {width} bits: {len(result['rows'])} points done{cpu_note(result)}")
+            return width, result["rows"]
         return run
 
     for width, results in parallel([job(w) for w in widths], workers):
@@ -156,4 +159,5 @@ async def run_dma_bench(dut):
                         "bytes_per_cycle": (n - 1) * size / cycles})
         await env.wait_idle()
     assert not env.dev.all_errors, env.dev.all_errors
-    Path(os.environ["BENCH_OUT"]).write_text(json.dumps(results))
+    from .common import sim_cost
+    Path(os.environ["BENCH_OUT"]).write_text(json.dumps({"rows": results, **sim_cost()}))

@@ -81,7 +81,8 @@ def run_net(*, widths=(64, 128, 256), latencies_ns=(DEFAULT_LATENCY_NS,), frames
             from virtio_pcie_tb import harness
             return [dict(r, width=width) for r in run_points(
                 design, "virtio_pcie_tb.bench.net", "run_net_bench", points,
-                test_dir=harness.SIM_BUILD / "bench" / "net" / str(width))]
+                test_dir=harness.SIM_BUILD / "bench" / "net" / str(width), progress=progress,
+                label=f"net: {width} bits")]
         return run
 
     for rows in parallel([job(w) for w in widths], workers):
