@@ -297,13 +297,14 @@ async def run_irq_moderation(dut):
     """Adaptive interrupt moderation, per queue: a notification due while the device has more
     than irq_low_water chains of the queue in hand is held (entries are published at once) and
     merges with later ones; it goes out as soon as the queue runs dry (at the low-water mark),
-    or after irq_holdoff cycles; a queue with little in hand is not held; a held notification
-    gives its place to another queue's (it goes out then) and never delays another queue's
-    unheld one; a queue reset or a device reset drops it."""
+    or after irq_holdoff cycles; a queue with little in hand is not held, unless the refill
+    its last interrupt asked for is still to come; a held notification gives its place to
+    another queue's (it goes out then) and never delays another queue's unheld one; a queue
+    reset or a device reset drops it."""
     tb = EngineTB(dut, seed=11, read_latency=(20, 30))
     await tb.reset()
     rng = random.Random(11)
-    H, LW = 1500, 2
+    H, LW = 4000, 2
     tr = tb.transport
     tr.set_irq_holdoff(H, low_water=LW)
     qa, qb, qc = tb.pushed_queues()[9:12]
@@ -355,23 +356,32 @@ async def run_irq_moderation(dut):
     await complete(qa, 1)                      # 2 in hand: running dry
     assert len(irqs(qa)) == 2, "held notification not released at the low-water mark"
     assert irqs(qa)[1] - idx_time(qa, 5) < prompt
+    # (b2) that interrupt covered four entries: their refill is expected, so the next
+    # notification waits for it although only one chain is in hand; with the refill in hand it
+    # waits for the low-water mark again
+    await complete(qa, 1)                      # 1 in hand, 4 chains expected
+    assert len(irqs(qa)) == 2, "notification not held while the refill was expected"
+    await add(qa, 4)                           # 5 in hand
+    assert len(irqs(qa)) == 2
+    await complete(qa, 3)                      # 2 in hand, nothing expected: running dry
+    assert len(irqs(qa)) == 3 and irqs(qa)[2] - idx_time(qa, 9) < prompt
     # (c) the cap; another queue with nothing in hand is notified at once meanwhile
     await add(qa, 4)                           # 6 in hand
     await complete(qa, 1)                      # 5: held
-    t_held = idx_time(qa, 6)
+    t_held = idx_time(qa, 10)
     await add(qb, 1)
     await complete(qb, 1)
     assert len(irqs(qb)) == 1 and irqs(qb)[0] - idx_time(qb, 1) < prompt
-    assert len(irqs(qa)) == 2, "held notification released by another queue's"
+    assert len(irqs(qa)) == 3, "held notification released by another queue's"
     await ClockCycles(dut.clk, H)
-    assert len(irqs(qa)) == 3, "held notification not released at irq_holdoff"
-    assert H * CLOCK_NS <= irqs(qa)[2] - t_held <= (H + 100) * CLOCK_NS
+    assert len(irqs(qa)) == 4, "held notification not released at irq_holdoff"
+    assert H * CLOCK_NS <= irqs(qa)[3] - t_held <= (H + 100) * CLOCK_NS
     # (d) another queue's held notification takes the place: the held one goes now
     await complete(qa, 1)                      # 4 in hand: held
-    assert len(irqs(qa)) == 3
+    assert len(irqs(qa)) == 4
     await add(qc, 5)
     await complete(qc, 1)                      # qc: 4 in hand, needs the place
-    assert len(irqs(qa)) == 4 and irqs(qa)[3] - idx_time(qc, 1) < prompt
+    assert len(irqs(qa)) == 5 and irqs(qa)[4] - idx_time(qc, 1) < prompt
     assert not irqs(qc)
     # ... and a queue reset drops qc's hold
     await tr.queue_reset(qc)
@@ -379,7 +389,7 @@ async def run_irq_moderation(dut):
     assert not irqs(qc), "a reset queue's held notification was sent"
     # (e) a device reset drops a hold
     await complete(qa, 1)                      # 3 in hand: held
-    assert len(irqs(qa)) == 4
+    assert len(irqs(qa)) == 5
     n = len(tr.irqs)
     await tr.device_reset()
     await ClockCycles(dut.clk, H + 200)

@@ -78,8 +78,13 @@ class UsedWriter(wiring.Component):
     merge into the held one. It goes out as soon as the queue's chains in hand fall to
     ``irq_low_water`` (the device is running dry: the driver must refill in time), when the
     time is up, or when another queue's notification needs the holding place (one place: a
-    held queue never blocks another). A queue reset, a device reset or DRIVER_OK falling
-    drops the hold. The notification is only sent later, never suppressed (virtio 1.2
+    held queue never blocks another). One exception keeps the batches large: after an
+    interrupt covering n entries, the driver resubmits what it reaped, so for the next
+    ``irq_holdoff`` cycles, until n chains of that queue have been committed, the queue is not
+    running dry even with few chains in hand, and its next notification is held for the
+    refill too (then, with the refill in hand, until the low-water mark again). A queue with no
+    chain in hand is never held. A queue reset, a device reset or DRIVER_OK falling drops the
+    hold. The notification is only sent later, never suppressed (virtio 1.2
     §2.7.10 sets no deadline). Pulled queues (``moderated_queues`` leaves them out) are never
     held: a device keeps receive buffers until traffic comes. The count of chains in hand is
     the queue's committed chains minus its used index (a RAM of ``queue_count`` 16-bit
@@ -311,9 +316,27 @@ class UsedWriter(wiring.Component):
         hold_q     = Signal(qw)
         hold_timer = Signal(16)
         hold_left  = Signal(16)              # the held queue's chains in hand
+        hold_cov   = Signal(16)              # used entries the held notification covers
         expire     = Signal()
         with m.If(hold_valid & (hold_timer != 0)):
             m.d.sync += hold_timer.eq(hold_timer - 1)
+        # The refill the last interrupt asked for: the driver resubmits what it reaped, so after
+        # an interrupt covering n entries of queue rf_q, up to n new chains of it are expected
+        # within the refill window (irq_holdoff cycles). While they are, the queue is not running
+        # dry even with few chains in hand: its notification may wait for them.
+        rf_q     = Signal(qw)
+        rf_left  = Signal(16)
+        rf_timer = Signal(16)
+        with m.If(rf_timer != 0):
+            m.d.sync += rf_timer.eq(rf_timer - 1)
+        with m.If(cm_mod & (cm.payload == rf_q) & (rf_left != 0)):
+            m.d.sync += rf_left.eq(rf_left - 1)
+
+        def refill_expected(q):
+            return (rf_q == q) & (rf_left != 0) & (rf_timer != 0)
+
+        def notified(q, n):
+            m.d.sync += [rf_q.eq(q), rf_left.eq(n), rf_timer.eq(H)]
         h_up   = cm_mod & (cm.payload == hold_q)
         h_down = self.counts.completed & (c.queue == hold_q)
         with m.If(h_up & ~h_down):
@@ -322,8 +345,9 @@ class UsedWriter(wiring.Component):
             m.d.sync += hold_left.eq(hold_left - 1)
         # (not while a finished batch of the held queue is on its way: its own decision below
         # sends the notification, one interrupt for both)
-        m.d.comb += expire.eq(hold_valid & ((hold_timer == 0) | (hold_left <= LW)) &
-                              ~(b_open & b_end & (b_q == hold_q)))
+        m.d.comb += expire.eq(hold_valid & ~(b_open & b_end & (b_q == hold_q)) &
+                              ((hold_timer == 0) | (hold_left == 0) |
+                               ((hold_left <= LW) & ~refill_expected(hold_q))))
 
         with m.FSM(name="used"):
             with m.State("COLLECT"):
@@ -478,13 +502,17 @@ class UsedWriter(wiring.Component):
                 m.d.comb += [
                     in_hand.eq(tk_rp.data - wr_idx),
                     may_hold.eq((H != 0) & moderated.bit_select(b_q, 1) &
-                                (in_hand <= cfg.size) & (in_hand > LW)),
+                                (in_hand <= cfg.size) & (in_hand != 0) &
+                                ((in_hand > LW) | refill_expected(b_q))),
                 ]
                 send_now = Signal()
                 with m.If(~need | ~self.driver_ok | self.reset):
+                    with m.If(hold_valid & (hold_q == b_q)):
+                        m.d.sync += hold_cov.eq(hold_cov + moved)    # published under the hold
                     m.next = "FINAL"
                 with m.Elif(hold_valid & (hold_q == b_q) & may_hold & (hold_timer != 0)):
-                    m.d.sync += hold_left.eq(in_hand)        # merged into the held one
+                    # merged into the held one
+                    m.d.sync += [hold_left.eq(in_hand), hold_cov.eq(hold_cov + moved)]
                     m.next = "FINAL"
                 with m.Elif(hold_valid & (hold_q == b_q)):
                     # The queue is running dry or its time is up: one interrupt for both.
@@ -492,17 +520,20 @@ class UsedWriter(wiring.Component):
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
                         m.d.sync += hold_valid.eq(0)
+                        notified(b_q, hold_cov + moved)
                         m.next = "FINAL"
                 with m.Elif(may_hold & hold_valid):
                     # Another queue holds the place: its notification goes now, this one waits.
                     m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
-                        m.d.sync += [hold_q.eq(b_q), hold_timer.eq(H), hold_left.eq(in_hand)]
+                        notified(hold_q, hold_cov)
+                        m.d.sync += [hold_q.eq(b_q), hold_timer.eq(H), hold_left.eq(in_hand),
+                                     hold_cov.eq(moved)]
                         m.next = "FINAL"
                 with m.Elif(may_hold):
                     m.d.sync += [hold_valid.eq(1), hold_q.eq(b_q), hold_timer.eq(H),
-                                 hold_left.eq(in_hand)]
+                                 hold_left.eq(in_hand), hold_cov.eq(moved)]
                     m.next = "FINAL"
                 with m.Else():
                     m.d.comb += send_now.eq(1)
@@ -510,6 +541,7 @@ class UsedWriter(wiring.Component):
                     m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(b_q)]
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
+                        notified(b_q, moved)
                         m.next = "FINAL"
             with m.State("SEND_HELD"):
                 with m.If(~hold_valid | self.reset | ~self.driver_ok):
@@ -520,6 +552,7 @@ class UsedWriter(wiring.Component):
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
                         m.d.sync += hold_valid.eq(0)
+                        notified(hold_q, hold_cov)
                         m.next = "COLLECT"
             with m.State("FINAL"):
                 m.d.comb += [idx_wp.addr.eq(b_q), idx_wp.data.eq(wr_idx), idx_wp.en.eq(1)]
@@ -534,6 +567,8 @@ class UsedWriter(wiring.Component):
                 m.d.sync += [b_open.eq(0), b_n.eq(0)]
             with m.If(hold_q == oq):
                 m.d.sync += hold_valid.eq(0)          # a reset queue is not notified
+            with m.If(rf_q == oq):
+                m.d.sync += rf_timer.eq(0)
             with m.If(pf_q == oq):
                 m.d.sync += pf_want.eq(0)
             with m.If(ev_q == oq):
@@ -557,7 +592,7 @@ class UsedWriter(wiring.Component):
         with m.If(self.reset | ~self.driver_ok):
             m.d.sync += hold_valid.eq(0)
         with m.If(self.reset):
-            m.d.sync += [ev_valid.eq(0), pf_want.eq(0)]
+            m.d.sync += [ev_valid.eq(0), pf_want.eq(0), rf_timer.eq(0)]
             with m.If(pf_busy):
                 m.d.sync += pf_killed.eq(1)
         return m

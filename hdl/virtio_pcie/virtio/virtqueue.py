@@ -54,9 +54,11 @@ __all__ = ["VirtqueueEngine", "DEFAULT_IRQ_HOLDOFF", "DEFAULT_IRQ_LOW_WATER"]
 #: Interrupt moderation default: a notification waits at most 8192 cycles (32.8 us at
 #: 250 MHz) ...
 DEFAULT_IRQ_HOLDOFF = 8192
-#: ... and only while the device has more than 8 chains of its queue in hand: enough work for
-#: the time a host takes to take the interrupt, refill and have the new chains walked.
-DEFAULT_IRQ_LOW_WATER = 8
+#: ... and only while the device has more than 14 chains of its queue in hand: at QD 32 one
+#: interrupt then covers about 20 requests (0.05 per request), while the device keeps work for
+#: the ~5 us a host takes (at L = 1 us) to run its handler, resubmit and have the new chains
+#: walked, and enough requests in flight for its own pipeline.
+DEFAULT_IRQ_LOW_WATER = 14
 
 
 def _pow2(n):
@@ -116,7 +118,7 @@ class VirtqueueEngine(wiring.Component):
     irq_low_water : In(16, init=DEFAULT_IRQ_LOW_WATER)
         A notification waits only while the device has more than this many chains of its
         queue in hand (committed to a pushed port, not completed); at or below it the device
-        is running dry and the notification goes at once. Left unconnected: 8. Both are
+        is running dry and the notification goes at once. Left unconnected: 14. Both are
         levels that may change at run time; see :class:`.used_writer.UsedWriter`.
     counters : Out(VirtqCounters)
     error : Out(VirtqErrorReport(queue_count))
