@@ -814,8 +814,14 @@ def test_engine_net(simulate):
 @pytest.mark.sim
 def test_notify_figure():
     """QD 32 streaming with EVENT_IDX and a Linux-like driver: at most 0.05 doorbells and
-    0.05 interrupts per request (issue 6), and EVENT_IDX does better than flags alone."""
-    rows = notify_bench(widths=(64,), qds=(32,), event_idx=(True, False), requests=400)
+    0.05 interrupts per request (issue 6), and EVENT_IDX does better than flags alone.
+
+    The device completes a request every 1.05 us (the whole 128-bit blk device's rate for
+    4 KiB requests); the engine alone (no header read by a device, a DMA model instead of the
+    PCIe link) refills faster than the whole device, so its low-water mark is 10 chains, not
+    the default 14 the whole device needs (``virtio-pcie bench notify`` measures that one)."""
+    rows = notify_bench(widths=(64,), qds=(32,), event_idx=(True, False), requests=400,
+                        service_ns=1050, latency_ns=1000, irq_low_water=10)
     ev = next(r for r in rows if r["event_idx"])
     flags = next(r for r in rows if not r["event_idx"])
     assert ev["doorbells_per_req"] <= 0.05, rows
