@@ -191,8 +191,12 @@ class VirtqueueEngine(wiring.Component):
         self._walker = self._make_walker()
         self._used = UsedWriter(data_width=data_width, queue_count=queue_count,
                                 used_batch=used_batch,
-                                moderated_queues=[q for q, p in enumerate(port_of_queue)
-                                                  if p not in pulled_ports])
+                                # An engine with pulled (receive) ports serves a network
+                                # device, whose driver moderates with NAPI: its notifications
+                                # are not held and its used_event is not read early (a device
+                                # receiving at line rate needs every host round trip for its
+                                # buffers).
+                                moderated_queues=[] if pulled_ports else range(queue_count))
         super().__init__({
             "control":    In(QueueControlSignature(queue_count)),
             "dma":        Out(DmaClientSignature(data_width)),
