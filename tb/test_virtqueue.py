@@ -294,63 +294,190 @@ async def run_batching(dut):
 
 @cocotb.test()
 async def run_irq_moderation(dut):
-    """Interrupt moderation: a notification due while the device still holds chains waits up
-    to irq_holdoff cycles (entries are published at once), merges with later ones of the
-    queue, and goes out as soon as nothing more is expected; with nothing outstanding it is
-    not delayed."""
-    tb = EngineTB(dut, seed=11)
+    """Adaptive interrupt moderation, per queue: a notification due while the device has more
+    than irq_low_water chains of the queue in hand is held (entries are published at once) and
+    merges with later ones; it goes out as soon as the queue runs dry (at the low-water mark),
+    or after irq_holdoff cycles; a queue with little in hand is not held, unless the refill
+    its last interrupt asked for is still to come; a held notification gives its place to
+    another queue's (it goes out then) and never delays another queue's unheld one; a queue
+    reset or a device reset drops it."""
+    tb = EngineTB(dut, seed=11, read_latency=(20, 30))
     await tb.reset()
     rng = random.Random(11)
-    holdoff = 250
+    H, LW = 4000, 2
     tr = tb.transport
-    tr.set_irq_holdoff(holdoff)
-    q = tb.pushed_queues()[9]
-    tr.set_features(event_idx=True, indirect_desc=True)
-    ring = tb.new_ring(16)
-    alloc = DescAllocator(16, rng)
-    chains = []
-    tb.device.on_chain = chains.append
-    await tb.enable(q, ring)
+    tr.set_irq_holdoff(H, low_water=LW)
+    qa, qb, qc = tb.pushed_queues()[9:12]
+    # without EVENT_IDX and with NO_INTERRUPT clear, every publication is due
+    tr.set_features(event_idx=False, indirect_desc=True)
+    rings = {q: tb.new_ring(64) for q in (qa, qb, qc)}
+    allocs = {q: DescAllocator(64, rng) for q in rings}
+    chains = {q: [] for q in rings}
+    done = {q: 0 for q in rings}
+    tb.device.on_chain = lambda c: chains[c.queue].append(c)
+    for q, ring in rings.items():
+        await tb.enable(q, ring)
     tr.set_driver_ok()
     from cocotb.utils import get_sim_time
 
-    def idx_write_time(value):
-        for a in tb.dma.log:
-            if a.kind == "wr" and a.host_addr == ring.used_idx_addr and \
-                    int.from_bytes(a.data, "little") == value:
-                return a.done_ns
-        return None
-    # (a) nothing else outstanding: not delayed
-    ring.write_used_event(0)
-    ring.add(random_chain(ring, rng, alloc, indirect_ok=True, max_descs=3)[0])
-    tr.notify(q)
-    await tb.wait_quiet(until=lambda: len(chains) == 1)
-    tb.device.complete(q, chains[0].head, 0)
-    await tb.wait_quiet()
-    assert len(tr.irqs) == 1
-    assert tr.irqs[0][0] - idx_write_time(1) < holdoff * CLOCK_NS / 2
-    # (b) seven more chains held by the device; the first completion's notification waits
-    for _ in range(7):
+    async def add(q, n):
+        for _ in range(n):
+            rings[q].add(random_chain(rings[q], rng, allocs[q], indirect_ok=True,
+                                      max_descs=3)[0])
+        want = len(chains[q]) + n
+        tr.notify(q)
+        await tb.wait_quiet(until=lambda: len(chains[q]) == want)
+
+    async def complete(q, n, settle=300):
+        for c in chains[q][done[q]:done[q] + n]:
+            tb.device.complete(q, c.head, 0)
+        done[q] += n
+        await ClockCycles(dut.clk, settle)
+
+    def irqs(q):
+        return [t for t, iq in tr.irqs if iq == q]
+
+    def idx_time(q, value):
+        return next(a.done_ns for a in tb.dma.log if a.kind == "wr" and
+                    a.host_addr == rings[q].used_idx_addr and
+                    int.from_bytes(a.data, "little") == value)
+    prompt = 200 * CLOCK_NS
+    # (a) nothing else in hand: not held
+    await add(qa, 1)
+    await complete(qa, 1)
+    assert len(irqs(qa)) == 1 and irqs(qa)[0] - idx_time(qa, 1) < prompt
+    # (b) six in hand: held while more than two remain, merged, released at the low water
+    await add(qa, 6)
+    await complete(qa, 1)                      # 5 in hand
+    assert len(irqs(qa)) == 1, "notification not held with 5 chains in hand"
+    assert rings[qa].read_used_idx() == 2, "entries not published while held"
+    await complete(qa, 2)                      # 3 in hand
+    assert len(irqs(qa)) == 1
+    await complete(qa, 1)                      # 2 in hand: running dry
+    assert len(irqs(qa)) == 2, "held notification not released at the low-water mark"
+    assert irqs(qa)[1] - idx_time(qa, 5) < prompt
+    # (b2) that interrupt covered four entries: their refill is expected, so the next
+    # notification waits for it although only one chain is in hand; with the refill in hand it
+    # waits for the low-water mark again
+    await complete(qa, 1)                      # 1 in hand, 4 chains expected
+    assert len(irqs(qa)) == 2, "notification not held while the refill was expected"
+    await add(qa, 4)                           # 5 in hand
+    assert len(irqs(qa)) == 2
+    await complete(qa, 3)                      # 2 in hand, nothing expected: running dry
+    assert len(irqs(qa)) == 3 and irqs(qa)[2] - idx_time(qa, 9) < prompt
+    # (c) the cap; another queue with nothing in hand is notified at once meanwhile
+    await add(qa, 4)                           # 6 in hand
+    await complete(qa, 1)                      # 5: held
+    t_held = idx_time(qa, 10)
+    await add(qb, 1)
+    await complete(qb, 1)
+    assert len(irqs(qb)) == 1 and irqs(qb)[0] - idx_time(qb, 1) < prompt
+    assert len(irqs(qa)) == 3, "held notification released by another queue's"
+    await ClockCycles(dut.clk, H)
+    assert len(irqs(qa)) == 4, "held notification not released at irq_holdoff"
+    assert H * CLOCK_NS <= irqs(qa)[3] - t_held <= (H + 100) * CLOCK_NS
+    # (d) another queue's held notification takes the place: the held one goes now
+    await complete(qa, 1)                      # 4 in hand: held
+    assert len(irqs(qa)) == 4
+    await add(qc, 5)
+    await complete(qc, 1)                      # qc: 4 in hand, needs the place
+    assert len(irqs(qa)) == 5 and irqs(qa)[4] - idx_time(qc, 1) < prompt
+    assert not irqs(qc)
+    # ... and a queue reset drops qc's hold
+    await tr.queue_reset(qc)
+    await ClockCycles(dut.clk, H + 200)
+    assert not irqs(qc), "a reset queue's held notification was sent"
+    # (e) a device reset drops a hold
+    await complete(qa, 1)                      # 3 in hand: held
+    assert len(irqs(qa)) == 5
+    n = len(tr.irqs)
+    await tr.device_reset()
+    await ClockCycles(dut.clk, H + 200)
+    assert len(tr.irqs) == n, "a held notification was sent after a device reset"
+    assert get_sim_time("ns") > 0
+    tb.device.on_chain = None
+
+
+@cocotb.test()
+async def run_early_used_event(dut):
+    """used_event is read as soon as a chain is committed, while the device works on it: when
+    the value already says "notify" the interrupt follows the used->idx write without a second
+    read (a host round trip less on the latency path); when it says "no" it is read again
+    after the index write, so a driver that re-armed in between (the re-check race, virtio 1.2
+    §2.7.10) is notified; when both say "no", nothing is sent. The same with avail->flags
+    without EVENT_IDX."""
+    lat = 150
+    tb = EngineTB(dut, seed=13, read_latency=(lat, lat + 4), reorder=False)
+    await tb.reset()
+    rng = random.Random(13)
+    tr = tb.transport
+    q = tb.pushed_queues()[13]
+    chains = []
+    tb.device.on_chain = chains.append
+
+    async def one(ring, alloc):
         ring.add(random_chain(ring, rng, alloc, indirect_ok=True, max_descs=3)[0])
-    ring.write_used_event(1)                   # the driver re-armed at last_used = 1
-    tr.notify(q)
-    await tb.wait_quiet(until=lambda: len(chains) == 8)
-    tb.device.complete(q, chains[1].head, 0)
-    await tb.wait_quiet(cycles=holdoff + 100)
-    assert len(tr.irqs) == 2
-    delay = tr.irqs[1][0] - idx_write_time(2)
-    # (the hold starts after the used_event read, up to 60 cycles of DMA latency)
-    assert holdoff * CLOCK_NS <= delay <= (holdoff + 100) * CLOCK_NS, delay
-    # (c) a notification held while more are due merges with them, and goes out when the
-    #     device has nothing left
-    ring.write_used_event(3)
-    for c in chains[2:8]:
-        tb.device.complete(q, c.head, 0)
-        await ClockCycles(dut.clk, 20)
-    await tb.wait_quiet()
-    assert len(tr.irqs) == 3
-    assert tr.irqs[2][0] - idx_write_time(8) < holdoff * CLOCK_NS / 2
-    assert get_sim_time("ns") > tr.irqs[2][0]
+        n = len(chains) + 1
+        tr.notify(q)
+        await tb.wait_quiet(until=lambda: len(chains) == n)
+        await ClockCycles(dut.clk, 3 * lat)    # the early read is back
+
+    async def case(event_idx):
+        await tr.device_reset()
+        chains.clear()
+        tr.irqs.clear()
+        tr.set_features(event_idx=event_idx, indirect_desc=True)
+        ring = tb.new_ring(16)
+        alloc = DescAllocator(16, rng)
+        addr = ring.used_event_addr if event_idx else ring.avail_flags_addr
+
+        def arm(on):
+            if event_idx:
+                ring.write_used_event(ring.read_used_idx() if on else
+                                      (ring.read_used_idx() - 1) & 0xFFFF)
+            else:
+                ring.write_avail_flags(0 if on else 1)
+
+        def event_reads():
+            return [a for a in tb.dma.log if a.kind == "rd" and a.host_addr == addr and
+                    a.length == 2]
+
+        def idx_write(value):
+            return next(a for a in tb.dma.log if a.kind == "wr" and
+                        a.host_addr == ring.used_idx_addr and
+                        int.from_bytes(a.data, "little") == value)
+        await tb.enable(q, ring)
+        tr.set_driver_ok()
+        # (a) armed before the request: no read after the index write
+        arm(True)
+        await one(ring, alloc)
+        reads = len(event_reads())
+        assert reads >= 1, "used_event not read while the device worked"
+        tb.device.complete(q, chains[-1].head, 0)
+        await tb.wait_quiet()
+        assert len(tr.irqs) == 1
+        assert len(event_reads()) == reads, "used_event read again although it said notify"
+        assert tr.irqs[0][0] - idx_write(1).done_ns < lat * CLOCK_NS
+        # (b) the race: not armed when read early, armed before the index write
+        arm(False)
+        await one(ring, alloc)
+        reads = len(event_reads())
+        arm(True)
+        tb.device.complete(q, chains[-1].head, 0)
+        await tb.wait_quiet()
+        assert len(tr.irqs) == 2, "driver re-armed after the early read was not notified"
+        again = event_reads()[reads:]
+        assert again and again[0].time_ns >= idx_write(2).done_ns, \
+            "used_event not read again after the index write"
+        # (c) not armed throughout: no interrupt
+        arm(False)
+        await one(ring, alloc)
+        tb.device.complete(q, chains[-1].head, 0)
+        await tb.wait_quiet()
+        assert len(tr.irqs) == 2, "interrupt although the driver never armed"
+
+    for event_idx in (True, False):
+        await case(event_idx)
     tb.device.on_chain = None
 
 
@@ -654,7 +781,8 @@ BLK = dict(BENCH_PARAMS, data_width=64)
 
 
 BLK_TESTS = ["run_basic", "run_malformed", "run_dma_errors", "run_event_idx_race",
-             "run_batching", "run_irq_moderation", "run_queue_reset", "run_stale_completion",
+             "run_batching", "run_irq_moderation", "run_early_used_event", "run_queue_reset",
+             "run_stale_completion",
              "run_device_reset",
              "run_config_errors", "run_doorbells", "run_random"]
 
@@ -686,8 +814,14 @@ def test_engine_net(simulate):
 @pytest.mark.sim
 def test_notify_figure():
     """QD 32 streaming with EVENT_IDX and a Linux-like driver: at most 0.05 doorbells and
-    0.05 interrupts per request (issue 6), and EVENT_IDX does better than flags alone."""
-    rows = notify_bench(widths=(64,), qds=(32,), event_idx=(True, False), requests=400)
+    0.05 interrupts per request (issue 6), and EVENT_IDX does better than flags alone.
+
+    The device completes a request every 1.05 us (the whole 128-bit blk device's rate for
+    4 KiB requests); the engine alone (no header read by a device, a DMA model instead of the
+    PCIe link) refills faster than the whole device, so its low-water mark is 10 chains, not
+    the default 14 the whole device needs (``virtio-pcie bench notify`` measures that one)."""
+    rows = notify_bench(widths=(64,), qds=(32,), event_idx=(True, False), requests=400,
+                        service_ns=1050, latency_ns=1000, irq_low_water=10)
     ev = next(r for r in rows if r["event_idx"])
     flags = next(r for r in rows if not r["event_idx"])
     assert ev["doorbells_per_req"] <= 0.05, rows

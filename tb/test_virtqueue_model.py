@@ -106,6 +106,14 @@ def test_need_interrupt():
     # the batch rule: one decision over the whole update
     assert need_interrupt(event_idx=True, old=10, new=20, used_event=15) == \
         vring_need_event(15, 20, 10)
+    # the early read: "notify" from either value notifies (spurious at worst); the re-read
+    # after the index write covers a driver that re-armed after the early read
+    assert need_interrupt(event_idx=True, old=1, new=2, used_event=1, early=0)
+    assert need_interrupt(event_idx=True, old=1, new=2, used_event=0, early=1)
+    assert not need_interrupt(event_idx=True, old=1, new=2, used_event=0, early=0)
+    assert need_interrupt(event_idx=False, old=0, new=1, avail_flags=0, early=1)
+    assert need_interrupt(event_idx=False, old=0, new=1, avail_flags=1, early=0)
+    assert not need_interrupt(event_idx=False, old=0, new=1, avail_flags=1, early=1)
 
 
 def test_audit_catches_bad_accesses():

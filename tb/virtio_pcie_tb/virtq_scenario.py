@@ -304,6 +304,8 @@ class Scenario:
                 new = int.from_bytes(a.data, "little")
                 if new not in ends:
                     f.append(f"queue {q}: used->idx {new} published inside a batch")
+                # used_event and avail->flags do not change during a scenario: the engine's
+                # early read and its read after the index write see the same value.
                 want_irqs += need_interrupt(event_idx=self.event_idx, old=old, new=new,
                                             used_event=ring.read_used_event(),
                                             avail_flags=ring.read_avail_flags())

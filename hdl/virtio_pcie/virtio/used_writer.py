@@ -5,7 +5,7 @@ References: virtio 1.2 §2.7.8 "The Virtqueue Used Ring", §2.7.7 "Used Buffer N
 Suppression", §2.7.10; project checklist rules 86-96.
 """
 
-from amaranth import Module, Mux, Signal
+from amaranth import Const, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -59,13 +59,36 @@ class UsedWriter(wiring.Component):
     reset or re-enabled (``VirtqUsed.epoch``), are dropped. Queues stopped by a ring error keep
     their used side: their chains were valid.
 
-    Interrupt moderation (``irq_holdoff`` above 0): a notification due while ``more_expected`` is
-    high (the device holds chains not yet completed) is held for up to ``irq_holdoff`` cycles;
-    the used entries are published meanwhile as usual, and further notifications due for the
-    same queue merge into the held one. It goes out when the time is up, when nothing more is
-    expected, or when another queue's notification needs the holding place. The notification
-    is sent, only later (virtio 1.2 §2.7.10 sets no deadline); a driver that sees the entries
-    in its current pass takes them without an interrupt.
+    Early ``used_event`` read: when a chain of a moderated queue is committed to the device
+    (``committed``), the writer reads that queue's ``used_event`` (or ``avail->flags``) at once,
+    while the device works on the request. When the batch is published and that value
+    already says "notify" for the new index, the interrupt follows the index write without a
+    second read (the write's status has come back, so the message is ordered behind it on the
+    link). Otherwise the value is read again after the index write, as without the early read:
+    a driver that re-armed in between (virtio 1.2 §2.7.10, the re-check race) is still
+    notified. The early value can only be older than the driver's current one, so it adds at
+    most a spurious interrupt, which a driver ignores; never a missed one. With a
+    Linux driver, whose ``used_event`` only moves forward up to its ``last_used_idx``, it adds
+    none.
+
+    Interrupt moderation (``irq_holdoff`` above 0), per queue: a notification due while the
+    device still has more than ``irq_low_water`` chains of that queue in hand (committed to
+    the device and not completed) is held, for at most ``irq_holdoff`` cycles; the used
+    entries are published meanwhile as usual, and further notifications due for the same queue
+    merge into the held one. It goes out as soon as the queue's chains in hand fall to
+    ``irq_low_water`` (the device is running dry: the driver must refill in time), when the
+    time is up, or when another queue's notification needs the holding place (one place: a
+    held queue never blocks another). One exception keeps the batches large: after an
+    interrupt covering n entries, the driver resubmits what it reaped, so for the next
+    ``irq_holdoff`` cycles, until n chains of that queue have been committed, the queue is not
+    running dry even with few chains in hand, and its next notification is held for the
+    refill too (then, with the refill in hand, until the low-water mark again). A queue with no
+    chain in hand is never held. A queue reset, a device reset or DRIVER_OK falling drops the
+    hold. The notification is only sent later, never suppressed (virtio 1.2
+    §2.7.10 sets no deadline). Pulled queues (``moderated_queues`` leaves them out) are never
+    held: a device keeps receive buffers until traffic comes. The count of chains in hand is
+    the queue's committed chains minus its used index (a RAM of ``queue_count`` 16-bit
+    counters); after a state restore it starts from the restored used index.
 
     Parameters
     ----------
@@ -73,6 +96,9 @@ class UsedWriter(wiring.Component):
     queue_count : int
     used_batch : int
         Used elements gathered per DMA write.
+    moderated_queues : sequence of int, optional
+        Queues whose notifications may be held and whose used_event is read early (default:
+        all); the engine passes its pushed queues.
 
     Members
     -------
@@ -96,15 +122,24 @@ class UsedWriter(wiring.Component):
         A DMA error on this queue's used ring or event read.
     error : Out(stream.Signature(VirtqErrorReport(queue_count), always_ready=True))
     counts : Out(UsedCounts)
-    more_expected : In(1)
-        The device holds chains it has not completed yet.
+    committed : In(stream.Signature(queue_index_width(queue_count), always_ready=True))
+        A chain of this queue was committed to the device (strobe).
     irq_holdoff : In(16)
-        Cycles a notification may be held while more completions are expected (0: never).
+        Most cycles a notification may be held (0: never held).
+    irq_low_water : In(16)
+        A notification is held only while the queue has more chains than this in hand.
     """
 
-    def __init__(self, *, data_width, queue_count, used_batch):
+    def __init__(self, *, data_width, queue_count, used_batch, moderated_queues=None):
         if not isinstance(used_batch, int) or not 1 <= used_batch <= 4096:
             raise ValueError(f"used_batch must be an integer from 1 to 4096, not {used_batch!r}")
+        if moderated_queues is None:
+            moderated_queues = range(queue_count)
+        moderated_queues = tuple(moderated_queues)
+        if any(not isinstance(q, int) or not 0 <= q < queue_count for q in moderated_queues):
+            raise ValueError(f"moderated_queues must be queue numbers below {queue_count}, not "
+                             f"{moderated_queues!r}")
+        self._moderated = sum(1 << q for q in set(moderated_queues))
         self._dw    = data_width
         self._qc    = queue_count
         self._batch = used_batch
@@ -126,8 +161,9 @@ class UsedWriter(wiring.Component):
             "stop":       Out(stream.Signature(qw, always_ready=True)),
             "error":      Out(stream.Signature(VirtqErrorReport(queue_count), always_ready=True)),
             "counts":     Out(UsedCounts),
-            "more_expected": In(1),
+            "committed":  In(stream.Signature(qw, always_ready=True)),
             "irq_holdoff":   In(16),
+            "irq_low_water": In(16),
         })
 
     def elaborate(self, platform):
@@ -155,8 +191,35 @@ class UsedWriter(wiring.Component):
             self.wr_ram.data.eq(buf_rp.data),
         ]
 
+        # --- chains in hand per queue: chains committed to the device, counted in RAM ----------
+        # (read-modify-write one cycle after each commit; the read is transparent to the write,
+        # so back-to-back commits of one queue both count)
+        moderated = Const(self._moderated, qc)
+        m.submodules.taken_mem = taken_mem = memory.Memory(shape=16, depth=qc, init=[])
+        tk_wp = taken_mem.write_port()
+        tk_inc_rp = taken_mem.read_port(transparent_for=(tk_wp,))
+        tk_rp = taken_mem.read_port(transparent_for=(tk_wp,))
+        cm = self.committed
+        cm_mod = Signal()
+        inc_v = Signal()
+        inc_q = Signal(qw)
+        m.d.comb += [cm_mod.eq(cm.valid & moderated.bit_select(cm.payload, 1)),
+                     tk_inc_rp.addr.eq(cm.payload)]
+        m.d.sync += [inc_v.eq(cm_mod), inc_q.eq(cm.payload)]
+        with m.If(inc_v):
+            m.d.comb += [tk_wp.addr.eq(inc_q), tk_wp.data.eq(tk_inc_rp.data + 1),
+                         tk_wp.en.eq(1)]
+
         # --- used_event / avail->flags snoop ---------------------------------------------------
+        # event_val holds the last value read, for queue ev_q (valid: ev_valid); the early read
+        # and the read after the index write land in it alike (only one is ever in flight).
         event_val = Signal(16)
+        ev_q      = Signal(qw)
+        ev_valid  = Signal()
+        pf_want   = Signal()                 # a chain was committed: read its used_event early
+        pf_q      = Signal(qw)
+        pf_busy   = Signal()                 # the early read is in flight
+        pf_killed = Signal()                 # ... and a device reset came meanwhile
         rd_ram = self.rd_ram
         with m.If(rd_ram.en & (rd_ram.addr == USED_EVENT_ADDR >> beat_shift)):
             for i in range(2):
@@ -181,7 +244,7 @@ class UsedWriter(wiring.Component):
         slot      = Signal(16)
         m.d.comb += [size_mask.eq(cfg.size - 1), slot.eq(wr_idx & size_mask)]
 
-        m.d.comb += [cfg_rp.addr.eq(b_q), idx_rp.addr.eq(b_q)]
+        m.d.comb += [cfg_rp.addr.eq(b_q), idx_rp.addr.eq(b_q), tk_rp.addr.eq(b_q)]
 
         used = self.completion.used
         c = used.payload
@@ -216,19 +279,79 @@ class UsedWriter(wiring.Component):
                              self.error.payload.queue.eq(b_q),
                              self.stop.valid.eq(1), self.stop.payload.eq(b_q)]
 
+        # --- the notification decision: vring_need_event or NO_INTERRUPT ------------------------
+        # virtio 1.2 §2.7.10: vring_need_event(used_event, new_idx, old_idx) over the whole update
+        due   = Signal()
+        ahead = Signal(16)
+        moved = Signal(16)
+        m.d.comb += [ahead.eq(wr_idx - event_val - 1), moved.eq(wr_idx - pub_idx),
+                     due.eq(Mux(self.event_idx, ahead < moved,
+                                ~(event_val & VirtqAvailFlags.NO_INTERRUPT.value).any()))]
+        event_addr = cfg.driver + Mux(self.event_idx, virtq_used_event_offset(cfg.size),
+                                      byte_offset(VirtqAvailHeader, "flags"))
+
+        def read_event():
+            m.d.comb += [
+                rd_req.valid.eq(1),
+                rd_req.payload.host_addr.eq(event_addr),
+                rd_req.payload.ram_addr.eq(USED_EVENT_ADDR),
+                rd_req.payload.len.eq(VIRTQ_IDX_BYTES),
+            ]
+            with m.If(rd_req.ready):
+                m.d.comb += self.counts.event_read.eq(1)
+                m.d.sync += [ev_q.eq(b_q), ev_valid.eq(0)]
+
+        # --- early used_event read: its status -------------------------------------------------
+        with m.If(cm_mod):
+            m.d.sync += [pf_want.eq(1), pf_q.eq(cm.payload)]
+        with m.If(pf_busy & rd_status.valid):
+            m.d.sync += pf_busy.eq(0)
+            with m.If((rd_status.payload.error == DmaError.OK) & ~pf_killed & ~self.reset):
+                m.d.sync += ev_valid.eq(1)
+
         # --- interrupt moderation: one held notification ---------------------------------------
-        H = self.irq_holdoff
+        H  = self.irq_holdoff
+        LW = self.irq_low_water
         hold_valid = Signal()
         hold_q     = Signal(qw)
         hold_timer = Signal(16)
+        hold_left  = Signal(16)              # the held queue's chains in hand
+        hold_cov   = Signal(16)              # used entries the held notification covers
         expire     = Signal()
         with m.If(hold_valid & (hold_timer != 0)):
             m.d.sync += hold_timer.eq(hold_timer - 1)
-        m.d.comb += expire.eq(hold_valid & ((hold_timer == 0) | ~self.more_expected))
+        # The refill the last interrupt asked for: the driver resubmits what it reaped, so after
+        # an interrupt covering n entries of queue rf_q, up to n new chains of it are expected
+        # within the refill window (irq_holdoff cycles). While they are, the queue is not running
+        # dry even with few chains in hand: its notification may wait for them.
+        rf_q     = Signal(qw)
+        rf_left  = Signal(16)
+        rf_timer = Signal(16)
+        with m.If(rf_timer != 0):
+            m.d.sync += rf_timer.eq(rf_timer - 1)
+        with m.If(cm_mod & (cm.payload == rf_q) & (rf_left != 0)):
+            m.d.sync += rf_left.eq(rf_left - 1)
+
+        def refill_expected(q):
+            return (rf_q == q) & (rf_left != 0) & (rf_timer != 0)
+
+        def notified(q, n):
+            m.d.sync += [rf_q.eq(q), rf_left.eq(n), rf_timer.eq(H)]
+        h_up   = cm_mod & (cm.payload == hold_q)
+        h_down = self.counts.completed & (c.queue == hold_q)
+        with m.If(h_up & ~h_down):
+            m.d.sync += hold_left.eq(hold_left + 1)
+        with m.Elif(h_down & ~h_up & (hold_left != 0)):
+            m.d.sync += hold_left.eq(hold_left - 1)
+        # (not while a finished batch of the held queue is on its way: its own decision below
+        # sends the notification, one interrupt for both)
+        m.d.comb += expire.eq(hold_valid & ~(b_open & b_end & (b_q == hold_q)) &
+                              ((hold_timer == 0) | (hold_left == 0) |
+                               ((hold_left <= LW) & ~refill_expected(hold_q))))
 
         with m.FSM(name="used"):
             with m.State("COLLECT"):
-                m.d.comb += self.idle.eq(1)
+                m.d.comb += self.idle.eq(~pf_busy)
                 with m.If(self.reset):
                     m.d.comb += used.ready.eq(1)
                     m.d.sync += [b_open.eq(0), b_n.eq(0)]
@@ -254,12 +377,30 @@ class UsedWriter(wiring.Component):
                             m.d.sync += b_end.eq(1)
                         m.d.sync += w_err.eq(0)
                         m.next = "W_ELEM"
+                    with m.Elif(~b_open & ~used.valid & pf_want & ~pf_busy):
+                        m.d.sync += [b_q.eq(pf_q), pf_want.eq(0)]
+                        m.next = "PF_LOAD0"
             with m.State("LOAD0"):
                 m.next = "LOAD1"
             with m.State("LOAD1"):
                 m.d.sync += [cfg.eq(cfg_rp.data), pub_idx.eq(idx_rp.data),
                              wr_idx.eq(idx_rp.data)]
                 m.next = "COLLECT"
+
+            # --- early used_event read (no batch open: b_q and cfg are free) --------------------
+            with m.State("PF_LOAD0"):
+                m.next = "PF_LOAD1"
+            with m.State("PF_LOAD1"):
+                m.d.sync += cfg.eq(cfg_rp.data)
+                m.next = "PF_READ"
+            with m.State("PF_READ"):
+                with m.If(self.reset | ~self.driver_ok | self.hold):
+                    m.next = "COLLECT"
+                with m.Else():
+                    read_event()
+                    with m.If(rd_req.ready):
+                        m.d.sync += [pf_busy.eq(1), pf_killed.eq(0)]
+                        m.next = "COLLECT"
 
             # --- write the gathered elements, then used->idx ------------------------------------
             with m.State("W_ELEM"):
@@ -320,20 +461,22 @@ class UsedWriter(wiring.Component):
                     with m.Elif(~b_end):
                         m.next = "COLLECT"         # elements written early; idx comes later
                     with m.Else():
-                        m.next = "R_EVENT"
+                        m.next = "EARLY"
 
             # --- used buffer notification ---------------------------------------------------------
+            with m.State("EARLY"):
+                # The early value already says "notify": no second read. Otherwise (no value, or
+                # "no") read it again now, behind the index write (the re-check race).
+                with m.If(pf_busy):
+                    pass                                     # wait for the early read
+                with m.Elif(ev_valid & (ev_q == b_q) & due & ~self.reset):
+                    m.d.sync += need.eq(1)
+                    m.next = "NOTIFY"
+                with m.Else():
+                    m.next = "R_EVENT"
             with m.State("R_EVENT"):
-                m.d.comb += [
-                    rd_req.valid.eq(1),
-                    rd_req.payload.host_addr.eq(cfg.driver + Mux(
-                        self.event_idx, virtq_used_event_offset(cfg.size),
-                        byte_offset(VirtqAvailHeader, "flags"))),
-                    rd_req.payload.ram_addr.eq(USED_EVENT_ADDR),
-                    rd_req.payload.len.eq(VIRTQ_IDX_BYTES),
-                ]
+                read_event()
                 with m.If(rd_req.ready):
-                    m.d.comb += self.counts.event_read.eq(1)
                     m.next = "R_WAIT"
             with m.State("R_WAIT"):
                 with m.If(rd_status.valid):
@@ -346,31 +489,51 @@ class UsedWriter(wiring.Component):
                         m.d.sync += need.eq(1)
                         m.next = "NOTIFY"
                     with m.Else():
+                        m.d.sync += ev_valid.eq(1)
                         m.next = "DECIDE"
             with m.State("DECIDE"):
-                # virtio 1.2 §2.7.10: vring_need_event(used_event, new_idx, old_idx)
-                ahead = Signal(16)
-                moved = Signal(16)
-                m.d.comb += [ahead.eq(wr_idx - event_val - 1), moved.eq(wr_idx - pub_idx)]
-                m.d.sync += need.eq(Mux(self.event_idx, ahead < moved,
-                                        ~(event_val & VirtqAvailFlags.NO_INTERRUPT.value)
-                                        .any()))
+                m.d.sync += need.eq(due)
                 m.next = "NOTIFY"
             with m.State("NOTIFY"):
+                # The queue's chains in hand after this update (a value beyond the queue size,
+                # e.g. after a restore, counts as none).
+                in_hand  = Signal(16)
+                may_hold = Signal()
+                m.d.comb += [
+                    in_hand.eq(tk_rp.data - wr_idx),
+                    may_hold.eq((H != 0) & moderated.bit_select(b_q, 1) &
+                                (in_hand <= cfg.size) & (in_hand != 0) &
+                                ((in_hand > LW) | refill_expected(b_q))),
+                ]
                 send_now = Signal()
                 with m.If(~need | ~self.driver_ok | self.reset):
+                    with m.If(hold_valid & (hold_q == b_q)):
+                        m.d.sync += hold_cov.eq(hold_cov + moved)    # published under the hold
+                    m.next = "FINAL"
+                with m.Elif(hold_valid & (hold_q == b_q) & may_hold & (hold_timer != 0)):
+                    # merged into the held one
+                    m.d.sync += [hold_left.eq(in_hand), hold_cov.eq(hold_cov + moved)]
                     m.next = "FINAL"
                 with m.Elif(hold_valid & (hold_q == b_q)):
-                    m.next = "FINAL"                         # merged into the held one
-                with m.Elif(hold_valid):
-                    # Another queue holds the place: its notification goes now.
+                    # The queue is running dry or its time is up: one interrupt for both.
+                    m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(b_q)]
+                    with m.If(self.irq.ready):
+                        m.d.comb += self.counts.interrupt.eq(1)
+                        m.d.sync += hold_valid.eq(0)
+                        notified(b_q, hold_cov + moved)
+                        m.next = "FINAL"
+                with m.Elif(may_hold & hold_valid):
+                    # Another queue holds the place: its notification goes now, this one waits.
                     m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
-                        m.d.sync += [hold_q.eq(b_q), hold_timer.eq(H)]
+                        notified(hold_q, hold_cov)
+                        m.d.sync += [hold_q.eq(b_q), hold_timer.eq(H), hold_left.eq(in_hand),
+                                     hold_cov.eq(moved)]
                         m.next = "FINAL"
-                with m.Elif(self.more_expected & (H != 0)):
-                    m.d.sync += [hold_valid.eq(1), hold_q.eq(b_q), hold_timer.eq(H)]
+                with m.Elif(may_hold):
+                    m.d.sync += [hold_valid.eq(1), hold_q.eq(b_q), hold_timer.eq(H),
+                                 hold_left.eq(in_hand), hold_cov.eq(moved)]
                     m.next = "FINAL"
                 with m.Else():
                     m.d.comb += send_now.eq(1)
@@ -378,6 +541,7 @@ class UsedWriter(wiring.Component):
                     m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(b_q)]
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
+                        notified(b_q, moved)
                         m.next = "FINAL"
             with m.State("SEND_HELD"):
                 with m.If(~hold_valid | self.reset | ~self.driver_ok):
@@ -388,6 +552,7 @@ class UsedWriter(wiring.Component):
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
                         m.d.sync += hold_valid.eq(0)
+                        notified(hold_q, hold_cov)
                         m.next = "COLLECT"
             with m.State("FINAL"):
                 m.d.comb += [idx_wp.addr.eq(b_q), idx_wp.data.eq(wr_idx), idx_wp.en.eq(1)]
@@ -402,6 +567,12 @@ class UsedWriter(wiring.Component):
                 m.d.sync += [b_open.eq(0), b_n.eq(0)]
             with m.If(hold_q == oq):
                 m.d.sync += hold_valid.eq(0)          # a reset queue is not notified
+            with m.If(rf_q == oq):
+                m.d.sync += rf_timer.eq(0)
+            with m.If(pf_q == oq):
+                m.d.sync += pf_want.eq(0)
+            with m.If(ev_q == oq):
+                m.d.sync += ev_valid.eq(0)
             with m.Switch(op.kind):
                 with m.Case(QueueOpKind.INIT):
                     m.d.comb += [
@@ -410,11 +581,19 @@ class UsedWriter(wiring.Component):
                         cfg_wp.data.driver.eq(op.config.driver),
                         cfg_wp.data.device.eq(op.config.device),
                         idx_wp.addr.eq(oq), idx_wp.data.eq(0), idx_wp.en.eq(1),
+                        tk_wp.addr.eq(oq), tk_wp.data.eq(0), tk_wp.en.eq(1),
                     ]
                 with m.Case(QueueOpKind.RESTORE):
+                    # Chains in hand restart from none: completions of chains walked before
+                    # the restore are dropped (epochs).
                     m.d.comb += [idx_wp.addr.eq(oq), idx_wp.data.eq(op.used_idx),
-                                 idx_wp.en.eq(1)]
+                                 idx_wp.en.eq(1),
+                                 tk_wp.addr.eq(oq), tk_wp.data.eq(op.used_idx), tk_wp.en.eq(1)]
         with m.If(self.reset | ~self.driver_ok):
             m.d.sync += hold_valid.eq(0)
+        with m.If(self.reset):
+            m.d.sync += [ev_valid.eq(0), pf_want.eq(0), rf_timer.eq(0)]
+            with m.If(pf_busy):
+                m.d.sync += pf_killed.eq(1)
         return m
 

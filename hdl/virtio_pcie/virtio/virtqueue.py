@@ -27,13 +27,14 @@ epochs (chains built before a queue was reset are dropped at the port), raises
 Host round trips per request: one avail->idx read and one ring read per batch of up to
 ``avail_batch`` requests; the head descriptor window and indirect table of each chain, read
 ahead for up to ``prefetch_slots`` chains at once; one used element write per batch of
-completions, one used->idx write and one used_event (or avail->flags) read per publication.
+completions, one used->idx write and one used_event (or avail->flags) read per publication
+(none when the value read early, while the device worked, already says "notify").
 Doorbells and interrupts: with VIRTIO_F_EVENT_IDX the driver is asked to kick only when the
-engine has gone idle, and interrupts follow ``used_event``, moderated by ``irq_holdoff``
-while the device holds chains.
+engine has gone idle, and interrupts follow ``used_event``, held (``irq_holdoff``) while the
+device has more than ``irq_low_water`` chains of the queue in hand.
 """
 
-from amaranth import Const, Module, Signal
+from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -48,10 +49,16 @@ from .interface import (QueueControlSignature, VirtqCompletionSignature, VirtqRe
 from .ring_walker import RingWalker
 from .used_writer import UsedWriter
 
-__all__ = ["VirtqueueEngine", "DEFAULT_IRQ_HOLDOFF"]
+__all__ = ["VirtqueueEngine", "DEFAULT_IRQ_HOLDOFF", "DEFAULT_IRQ_LOW_WATER"]
 
-#: Interrupt moderation default: 2 us at 250 MHz (about one host interrupt latency).
-DEFAULT_IRQ_HOLDOFF = 500
+#: Interrupt moderation default: a notification waits at most 8192 cycles (32.8 us at
+#: 250 MHz) ...
+DEFAULT_IRQ_HOLDOFF = 8192
+#: ... and only while the device has more than 14 chains of its queue in hand: at QD 32 one
+#: interrupt then covers about 20 requests (0.05 per request), while the device keeps work for
+#: the ~5 us a host takes (at L = 1 us) to run its handler, resubmit and have the new chains
+#: walked, and enough requests in flight for its own pipeline.
+DEFAULT_IRQ_LOW_WATER = 14
 
 
 def _pow2(n):
@@ -105,9 +112,14 @@ class VirtqueueEngine(wiring.Component):
     restore : In(stream.Signature(QueueRestore(queue_count)))
         Sets an enabled queue's next avail index and its used index (state restore, tests).
     irq_holdoff : In(16, init=DEFAULT_IRQ_HOLDOFF)
-        Interrupt moderation: cycles a used buffer notification may wait while the device
-        still holds chains, so that one interrupt covers more completions (0: none). Left
-        unconnected it is 500 cycles (2 us at 250 MHz). See :class:`.used_writer.UsedWriter`.
+        Interrupt moderation: most cycles a used buffer notification may wait while the device
+        still has work of its queue in hand, so that one interrupt covers more completions (0:
+        none). Left unconnected: 8192 cycles (32.8 us at 250 MHz).
+    irq_low_water : In(16, init=DEFAULT_IRQ_LOW_WATER)
+        A notification waits only while the device has more than this many chains of its
+        queue in hand (committed to a pushed port, not completed); at or below it the device
+        is running dry and the notification goes at once. Left unconnected: 14. Both are
+        levels that may change at run time; see :class:`.used_writer.UsedWriter`.
     counters : Out(VirtqCounters)
     error : Out(VirtqErrorReport(queue_count))
         The last error: code and queue.
@@ -178,7 +190,13 @@ class VirtqueueEngine(wiring.Component):
         # Checked here so that a bad value fails at construction.
         self._walker = self._make_walker()
         self._used = UsedWriter(data_width=data_width, queue_count=queue_count,
-                                used_batch=used_batch)
+                                used_batch=used_batch,
+                                # An engine with pulled (receive) ports serves a network
+                                # device, whose driver moderates with NAPI: its notifications
+                                # are not held and its used_event is not read early (a device
+                                # receiving at line rate needs every host round trip for its
+                                # buffers).
+                                moderated_queues=[] if pulled_ports else range(queue_count))
         super().__init__({
             "control":    In(QueueControlSignature(queue_count)),
             "dma":        Out(DmaClientSignature(data_width)),
@@ -186,6 +204,7 @@ class VirtqueueEngine(wiring.Component):
             "completion": In(VirtqCompletionSignature(queue_count)),
             "restore":    In(stream.Signature(QueueRestore(queue_count))),
             "irq_holdoff": In(16, init=DEFAULT_IRQ_HOLDOFF),
+            "irq_low_water": In(16, init=DEFAULT_IRQ_LOW_WATER),
             "counters":   Out(VirtqCounters),
             "error":      Out(VirtqErrorReport(queue_count)),
         })
@@ -364,26 +383,16 @@ class VirtqueueEngine(wiring.Component):
             m.d.sync += enabled.eq(0)
         m.d.comb += ctl.idle.eq(at_rest & ~ctl.config.valid & ~ctl.queue_reset.valid)
 
-        # --- chains the device holds (for interrupt moderation) ----------------------------------
-        # Chains committed to pushed ports minus their completions and the chains dropped at a
-        # port; saturating, cleared by a device reset. Pulled chains are left out: a device
-        # holds receive buffers until traffic comes, which says nothing about when. An
-        # estimate: it only decides whether a notification may wait.
-        pushed_mask = Const(sum(1 << q for q, p in enumerate(self._port_of_queue)
-                                if p not in self._pulled), qc)
-        cpl = self.completion.used
-        outstanding = Signal(16)
-        up   = walker.counts.chain & ~walker.counts.chain_pulled
-        down = (cpl.valid & cpl.ready & pushed_mask.bit_select(cpl.payload.queue, 1)) + \
-            sum(f.dropped for p, f in enumerate(fifos) if p not in self._pulled)
-        with m.If(ctl.reset):
-            m.d.sync += outstanding.eq(0)
-        with m.Elif(outstanding + up < down):
-            m.d.sync += outstanding.eq(0)
-        with m.Elif(~((outstanding == 0xFFFF) & up)):
-            m.d.sync += outstanding.eq(outstanding + up - down)
-        m.d.comb += [used.more_expected.eq(outstanding != 0),
-                     used.irq_holdoff.eq(self.irq_holdoff)]
+        # --- chains committed to pushed ports (chains in hand per queue, early used_event) ----
+        # Pulled chains are left out: a device holds receive buffers until traffic comes, which
+        # says nothing about when. Every port sees the same chain data; the walker commits one
+        # chain at a time.
+        m.d.comb += [
+            used.committed.valid.eq(walker.counts.chain & ~walker.counts.chain_pulled),
+            used.committed.payload.eq(walker.chain[0].data.segment.queue),
+            used.irq_holdoff.eq(self.irq_holdoff),
+            used.irq_low_water.eq(self.irq_low_water),
+        ]
 
         # --- errors and counters -----------------------------------------------------------------
         errors = [walker.error, used.error]

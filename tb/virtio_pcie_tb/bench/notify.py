@@ -26,7 +26,8 @@ import cocotb
 from cocotb.triggers import ClockCycles, Event, Timer
 from cocotb.utils import get_sim_time
 
-from virtio_pcie.virtio.virtqueue import DEFAULT_IRQ_HOLDOFF, VirtqueueEngine
+from virtio_pcie.virtio.virtqueue import (DEFAULT_IRQ_HOLDOFF, DEFAULT_IRQ_LOW_WATER,
+                                          VirtqueueEngine)
 
 from .. import harness
 
@@ -51,7 +52,7 @@ async def run_notify(dut):
     await tb.reset()
     tr = tb.transport
     tr.set_features(event_idx=event_idx, indirect_desc=True)
-    tr.set_irq_holdoff(cfg["irq_holdoff"])
+    tr.set_irq_holdoff(cfg["irq_holdoff"], low_water=cfg["irq_low_water"])
     mem = tb.memory
     q = 0
     total = cfg["requests"]
@@ -148,6 +149,7 @@ async def run_notify(dut):
         "driver_kicks": vq.stats.kicks,
         "spurious": vq.stats.spurious,
         "reaped_per_interrupt": round(sum(rounds) / max(1, len(rounds)), 2),
+        "rounds": rounds,
     }
     assert c1["errors"] == 0 and not tb.device.errors and not vq.broken, vq.broken_reason
     Path(os.getcwd(), "notify.json").write_text(json.dumps(result))
@@ -155,13 +157,15 @@ async def run_notify(dut):
 
 def notify_bench(*, widths=(64,), qds=(32,), event_idx=(True, False), latency_ns=800,
                  irq_ns=2000, submit_ns=1000, service_ns=100, requests=2000, queue_size=256,
-                 irq_holdoff_ns=DEFAULT_IRQ_HOLDOFF * CLOCK_NS, engine=None, verbose=False):
+                 irq_holdoff_ns=DEFAULT_IRQ_HOLDOFF * CLOCK_NS,
+                 irq_low_water=DEFAULT_IRQ_LOW_WATER, engine=None, verbose=False):
     """Doorbells and interrupts per request, one row per (width, qd, event_idx).
 
     ``latency_ns``: host memory read round trip of the DMA model; ``irq_ns``: from the engine's
     interrupt request to the driver's handler; ``submit_ns``: from completion to resubmission;
     ``service_ns``: the device's time per request; ``irq_holdoff_ns``: the engine's interrupt
-    moderation (its ``irq_holdoff`` input; 0 turns it off). Rows: ``{bench, qd, event_idx,
+    moderation (its ``irq_holdoff`` input; 0 turns it off); ``irq_low_water``: its
+    ``irq_low_water`` input. Rows: ``{bench, qd, event_idx,
     doorbells_per_req, interrupts_per_req, width, latency_ns, clock_mhz}`` plus the measured
     ``req_per_us``, ``service_ns``, ``irq_holdoff_ns`` and DMA ring reads per request.
     ``engine`` overrides engine parameters (e.g. ``{"prefetch_slots": 32}``).
@@ -175,9 +179,11 @@ def notify_bench(*, widths=(64,), qds=(32,), event_idx=(True, False), latency_ns
                 cfg = {"qd": qd, "event_idx": bool(ev), "latency_ns": latency_ns,
                        "irq_ns": irq_ns, "submit_ns": submit_ns, "service_ns": service_ns,
                        "requests": requests + qd, "queue_size": queue_size,
-                       "irq_holdoff": round(irq_holdoff_ns / CLOCK_NS)}
+                       "irq_holdoff": round(irq_holdoff_ns / CLOCK_NS),
+                       "irq_low_water": irq_low_water}
                 out = harness.SIM_BUILD / "bench" / \
-                    f"notify-w{width}-qd{qd}-ev{int(ev)}-h{cfg['irq_holdoff']}"
+                    f"notify-w{width}-qd{qd}-ev{int(ev)}-h{cfg['irq_holdoff']}-" \
+                    f"lw{irq_low_water}"
                 harness.run(design, "virtio_pcie_tb.bench.notify", test_dir=out,
                             env={"NOTIFY_BENCH": json.dumps(cfg)}, quiet=not verbose)
                 r = json.loads((out / "notify.json").read_text())
@@ -188,6 +194,7 @@ def notify_bench(*, widths=(64,), qds=(32,), event_idx=(True, False), latency_ns
                     "interrupts_per_req": round(r["interrupts"] / n, 4),
                     "width": width, "latency_ns": latency_ns, "clock_mhz": 1000 / CLOCK_NS,
                     "service_ns": service_ns, "irq_holdoff_ns": irq_holdoff_ns,
+                    "irq_low_water": irq_low_water,
                     "req_per_us": round(n / (r["time_ns"] / 1000), 3),
                     "ring_reads_per_req": round((r["avail_reads"] + r["desc_reads"]) / n, 3),
                 })

@@ -23,6 +23,7 @@ from virtio_pcie.virtio.engine_signatures import (QueueRestore, VirtqCounters, V
                                                   VirtqErrorReport)
 from virtio_pcie.virtio.interface import (QueueConfig, VirtqSegment, VirtqUsed,
                                           queue_index_width)
+from virtio_pcie.virtio.virtqueue import DEFAULT_IRQ_LOW_WATER
 
 from .bitfields import BitFields
 from .stream import StreamSink, StreamSource
@@ -64,6 +65,8 @@ class VirtqTransport:
         self.needs_reset_events = 0
         self._holdoff = dut.irq_holdoff
         self._holdoff.value = 0            # tests check each notification decision exactly
+        self._low_water = dut.irq_low_water
+        self._low_water.value = DEFAULT_IRQ_LOW_WATER
         self._reset.value = 0
         self._driver_ok.value = 0
         self._event_idx.value = 0
@@ -90,9 +93,12 @@ class VirtqTransport:
         self._event_idx.value = int(bool(event_idx))
         self._indirect.value = int(bool(indirect_desc))
 
-    def set_irq_holdoff(self, cycles):
-        """Interrupt moderation of the engine (its ``irq_holdoff`` input)."""
+    def set_irq_holdoff(self, cycles, low_water=None):
+        """Interrupt moderation of the engine (its ``irq_holdoff`` input, and its
+        ``irq_low_water`` input unless None: left as it is)."""
         self._holdoff.value = cycles
+        if low_water is not None:
+            self._low_water.value = low_water
 
     def set_driver_ok(self, value=True):
         self._driver_ok.value = int(bool(value))

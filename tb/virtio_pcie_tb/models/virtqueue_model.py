@@ -173,11 +173,21 @@ class VirtqueueModel:
         return list(completions), (start + len(completions)) & 0xFFFF
 
 
-def need_interrupt(*, event_idx, old, new, used_event=None, avail_flags=None):
-    """The engine's decision after moving used->idx from ``old`` to ``new``."""
-    if event_idx:
-        return vring_need_event(used_event, new, old)
-    return not (avail_flags & 1)
+def need_interrupt(*, event_idx, old, new, used_event=None, avail_flags=None, early=None):
+    """The engine's decision after moving used->idx from ``old`` to ``new``.
+
+    ``used_event`` / ``avail_flags``: the value the driver had written when the index write
+    reached it (the engine reads it again after the write). ``early``: the value the engine
+    read before the write (while the device worked), or None: when that one already says
+    "notify" the engine does not read again, so the decision is the OR of both (a spurious
+    interrupt at worst, never a missed one).
+    """
+    def says(value):
+        if event_idx:
+            return vring_need_event(value, new, old)
+        return not (value & 1)
+    late = says(used_event if event_idx else avail_flags)
+    return late or (early is not None and says(early))
 
 
 @dataclasses.dataclass
