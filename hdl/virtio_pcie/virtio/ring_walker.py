@@ -48,7 +48,7 @@ class RingWalker(wiring.Component):
     beyond the index seen; virtio checklist rule 85) into the port's entry cache; a *walk*
     follows one chain from the cache through the descriptor table and indirect table, checks
     it and writes its segments to the port's chain FIFO, committed only if the chain is valid.
-    Descriptors are read ``desc_window`` at a time; a window stays usable for every chain of
+    Descriptors are read ``walk_window`` at a time; a window stays usable for every chain of
     the refresh that preceded its read (descriptors of published, unfinished chains do not
     change) and is dropped at the next refresh. An indirect table is read whole. With
     ``prefetch_slots``, a :class:`~.desc_prefetcher.DescPrefetcher` reads the head windows and
@@ -87,7 +87,10 @@ class RingWalker(wiring.Component):
     avail_batch : int
         Avail ring entries read per refresh.
     desc_window : int
-        Descriptors read per direct-descriptor read.
+        Descriptors the prefetcher reads per head window.
+    walk_window : int, optional
+        Descriptors a walk reads when the descriptor it needs is in no window it has
+        (default ``desc_window``); the window is aligned to its size when that is a power of two.
     prefetch_slots : int
         Chains whose head window and indirect table are read ahead (0: none, a power of two).
     prefetch_table : int
@@ -125,7 +128,7 @@ class RingWalker(wiring.Component):
 
     def __init__(self, *, data_width, queue_count, max_queue_size, port_of_queue, pulled_ports,
                  max_chain, max_indirect, avail_batch, desc_window, prefetch_slots=16,
-                 prefetch_table=16):
+                 prefetch_table=16, walk_window=None):
         self._dw            = data_width
         self._qc            = queue_count
         self._max_size      = max_queue_size
@@ -136,12 +139,13 @@ class RingWalker(wiring.Component):
         self._max_indirect  = max_indirect
         self._batch         = avail_batch
         self._window        = desc_window
+        self._walk_window   = desc_window if walk_window is None else walk_window
         self._beat_bytes    = data_width // 8
         qw = queue_index_width(queue_count)
 
         beat = self._beat_bytes
         align = lambda n: (n + beat - 1) // beat * beat
-        self._desc_slots  = max(desc_window, max_indirect)
+        self._desc_slots  = max(desc_window, self._walk_window, max_indirect)
         self._desc_bytes  = align(_DESC_BYTES * self._desc_slots)
         self._cache_bytes = align(2 * avail_batch)
         self._ram_bytes   = self._desc_bytes + self._ports * self._cache_bytes
@@ -184,7 +188,9 @@ class RingWalker(wiring.Component):
         qc, ports, dw = self._qc, self._ports, self._dw
         beat = self._beat_bytes
         beat_shift = beat.bit_length() - 1
-        batch, window = self._batch, self._window
+        batch, window, pf_window = self._batch, self._walk_window, self._window
+        # Window placement: aligned to its size when that is a power of two.
+        walk_align = window if window & (window - 1) == 0 else 1
         max_chain, max_indirect = self._max_chain, self._max_indirect
 
         pushed_ports = [p for p in range(ports) if p not in self._pulled]
@@ -230,7 +236,7 @@ class RingWalker(wiring.Component):
         if use_pf:
             m.submodules.prefetch = pf = DescPrefetcher(
                 data_width=dw, queue_count=qc, ports=ports, batch=batch,
-                slots=self._pf_slots, window=window, table=self._pf_table,
+                slots=self._pf_slots, window=pf_window, table=self._pf_table,
                 max_indirect=max_indirect, slot_beat=self._pf_base // beat)
             pf_rp = rd_mem.read_port()
             wiring.connect(m, pf=pf.dma, walker=wiring.flipped(self.prefetch_dma))
@@ -268,7 +274,7 @@ class RingWalker(wiring.Component):
         win_n     = Signal(range(window + 1))
         job_pf    = Signal()          # this chain has a prefetch slot (to release when done)
         sw_valid  = Signal()          # this chain's prefetched head window
-        sw_n      = Signal(range(window + 1))
+        sw_n      = Signal(range(pf_window + 1))
         sw_ram    = Signal(16)        # its first descriptor slot in the read buffer
         st_valid  = Signal()          # this chain's prefetched indirect table
         st_ram    = Signal(16)
@@ -558,12 +564,12 @@ class RingWalker(wiring.Component):
                     info = pf.query
                     slot_desc = pf.slot_desc(0) + \
                         (pos[:max(1, (self._pf_slots - 1).bit_length())]
-                         if self._pf_slots > 1 else 0) * (window + self._pf_table)
+                         if self._pf_slots > 1 else 0) * (pf_window + self._pf_table)
                     with m.If(self.reset):
                         m.next = "REST"
                     with m.Elif(info.state == SlotState.READY):
                         m.d.sync += [sw_valid.eq(1), sw_n.eq(info.wn), sw_ram.eq(slot_desc),
-                                     st_valid.eq(info.table), st_ram.eq(slot_desc + window)]
+                                     st_valid.eq(info.table), st_ram.eq(slot_desc + pf_window)]
                         m.next = "FETCH_DESC"
                     with m.Elif((info.state == SlotState.MISS) |
                                 (info.state == SlotState.FREE)):
@@ -592,19 +598,24 @@ class RingWalker(wiring.Component):
                     with m.Else():
                         m.next = "RD_WIN"
             with m.State("RD_WIN"):
+                # The aligned window around `cur` (ring sizes are powers of two, so it never
+                # runs past the table's end unless the table is smaller than the window):
+                # Linux reuses descriptors last freed first (virtio_ring.c's free list), so the
+                # heads of a refill run down as often as up; an aligned window serves both.
+                wbase = Signal(16)
                 wn = Signal(range(window + 1))
-                m.d.comb += wn.eq(window)
-                with m.If(size - cur < window):
-                    m.d.comb += wn.eq(size - cur)
+                m.d.comb += [wbase.eq(cur & ~(walk_align - 1)), wn.eq(window)]
+                with m.If(size - wbase < window):
+                    m.d.comb += wn.eq(size - wbase)
                 m.d.comb += [
                     rd_req.valid.eq(1),
-                    rd_req.payload.host_addr.eq(cfg.desc + cur * _DESC_BYTES),
+                    rd_req.payload.host_addr.eq(cfg.desc + wbase * _DESC_BYTES),
                     rd_req.payload.ram_addr.eq(0),
                     rd_req.payload.len.eq(wn * _DESC_BYTES),
                 ]
                 with m.If(rd_req.ready):
                     m.d.comb += self.counts.desc_read.eq(1)
-                    m.d.sync += [win_valid.eq(0), win_q.eq(job_q), win_base.eq(cur),
+                    m.d.sync += [win_valid.eq(0), win_q.eq(job_q), win_base.eq(wbase),
                                  win_n.eq(wn)]
                     m.next = "WAIT_WIN"
             with m.State("WAIT_WIN"):
@@ -614,7 +625,7 @@ class RingWalker(wiring.Component):
                     with m.Elif(~rd_ok):
                         fail(VirtqErrorCode.DMA)
                     with m.Else():
-                        m.d.sync += [win_valid.eq(1), desc_idx.eq(0)]
+                        m.d.sync += [win_valid.eq(1), desc_idx.eq(cur - win_base)]
                         m.next = "RD_DESC"
 
             # Descriptor slot `s` of the read buffer: bytes 16*s .. 16*s+15.
