@@ -166,7 +166,7 @@ class VirtioPcieDevice(wiring.Component):
             # buffers are single descriptors whose heads come from Linux's free list in runs
             # (up or down): a 32-descriptor window (one 512-byte read) serves a run of them
             # with one round trip (docs/net.md, performance).
-            engine_limits = {"walk_window": 32}
+            engine_limits = {"walk_window": 64, "avail_batch": 128, "prefetch_slots": 32}
         if transitional:
             # A transitional device MUST offer ANY_LAYOUT (virtio 1.2 §6.3); ours take any.
             features |= 1 << VirtioF.ANY_LAYOUT

@@ -80,17 +80,13 @@ def profile(path, timeline=0):
         raise SystemExit("no frame data in the trace")
     t0 = data[len(data) // 10]["t"]
     t1 = data[len(data) * 9 // 10]["t"]
-    frames = sum(1 for e in reqs if t0 <= e["t"] < t1 and e["kind"] in
-                 ("tx.used_elem", "rx.used_elem") and False) or None
     used_idx = [e for e in reqs if e["kind"].endswith(".used_idx")]
-    # frames in the window, from the data requests (one TX read or RX write per 64 B frame;
-    # for larger frames the used entries are the better count)
     counts = Counter(e["kind"] for e in reqs if t0 <= e["t"] < t1)
     nbytes = Counter()
     for e in reqs:
         if t0 <= e["t"] < t1:
             nbytes[e["kind"]] += e["n"]
-    frames = frames or _frames(rings, reqs, t0, t1, point)
+    frames = _frames(reqs, t0, t1, point)
     cycles = (t1 - t0) / 4
     print(f"{path}: {point['dir']} {point['frame']} B, L = {point['latency_ns']} ns; "
           f"steady window {t0}-{t1} ns, {frames} frames, "
@@ -100,12 +96,12 @@ def profile(path, timeline=0):
         rt = rtts.get(kind)
         print(f"{kind:<16} {n / max(1, frames):9.3f} {nbytes[kind] / n:9.1f} "
               f"{(sum(rt) / len(rt)) if rt else float('nan'):7.0f}")
-    # Time with at least one engine (ring/descriptor) read outstanding.
-    busy = _union([(max(s, t0), min(e, t1)) for s, e, k in spans
-                   if not k.startswith("data") and e > t0 and s < t1])
-    print(f"engine reads outstanding {100 * busy / (t1 - t0):.1f} % of the time; "
-          f"data reads outstanding "
-          f"{100 * _union([(max(s, t0), min(e, t1)) for s, e, k in spans if k.startswith('data') and e > t0 and s < t1]) / (t1 - t0):.1f} %")
+    # Time with at least one engine (ring/descriptor) read outstanding, and a data read.
+    def outstanding(engine):
+        return 100 * _union([(max(s, t0), min(e, t1)) for s, e, k in spans
+                             if k.startswith("data") != engine and e > t0 and s < t1]) / (t1 - t0)
+    print(f"engine reads outstanding {outstanding(True):.1f} % of the time; "
+          f"data reads outstanding {outstanding(False):.1f} %")
     print(f"used->idx writes: {sum(1 for e in used_idx if t0 <= e['t'] < t1) / max(1, frames):.3f}"
           " per frame")
     if timeline:
@@ -125,7 +121,7 @@ def profile(path, timeline=0):
                 break
 
 
-def _frames(rings, reqs, t0, t1, point):
+def _frames(reqs, t0, t1, point):
     # TX: one data read per frame (a pushed header makes one buffer); RX: count used elements
     # written (8 bytes each).
     if point["dir"] == "tx":
