@@ -263,6 +263,11 @@ class RingWalker(wiring.Component):
         cfg        = Signal(QueueConfigWord)
         last_avail = Signal(16)
         recheck    = Signal()
+        # cfg, last_avail and job_epoch hold queue `loaded_q`'s (of port `loaded_port`) since
+        # its last LOAD1: a walk of the same queue skips the two cycles of reloading them.
+        loaded      = Signal()
+        loaded_q    = Signal(qw)
+        loaded_port = Signal(range(ports))
         pos        = Signal(range(batch + 1))      # the job's port's cache_pos / cache_n
         count_n    = Signal(range(batch + 1))
         n_new      = Signal(16)
@@ -392,13 +397,19 @@ class RingWalker(wiring.Component):
                                 self._pick(m, p, p in self._pulled, sess_valid[p], sess_q[p],
                                            cache_n[p], cache_pos[p], fetch_valid[p],
                                            fetch_q[p], self.chain[p].space, job_port, job_q,
-                                           job_pulled, job_walk, pos, count_n)
+                                           job_pulled, job_walk, pos, count_n,
+                                           lambda q, p=p: loaded & (loaded_port == p) &
+                                           (loaded_q == q) & self.enabled.bit_select(q, 1) &
+                                           ~stopped.bit_select(q, 1) &
+                                           (self.epoch.bit_select(q * EPOCH_BITS, EPOCH_BITS)
+                                            == job_epoch))
             with m.State("LOAD0"):
                 m.next = "LOAD1"
             with m.State("LOAD1"):
                 m.d.sync += [cfg.eq(cfg_rp.data), last_avail.eq(la_rp.data), recheck.eq(0),
                              job_epoch.eq(self.epoch.bit_select(job_q * EPOCH_BITS,
-                                                                EPOCH_BITS))]
+                                                                EPOCH_BITS)),
+                             loaded.eq(0), loaded_q.eq(job_q), loaded_port.eq(job_port)]
                 usable = (job_q < qc) & self.enabled.bit_select(job_q, 1) & \
                     ~stopped.bit_select(job_q, 1)
                 if self._pulled:
@@ -417,6 +428,7 @@ class RingWalker(wiring.Component):
                         release()
                         m.next = "REST"
                 with m.Elif(job_walk):
+                    m.d.sync += loaded.eq(1)
                     m.next = "HEAD0"
                 with m.Else():
                     if use_pf:
@@ -742,6 +754,7 @@ class RingWalker(wiring.Component):
                              self.counts.chain.eq(1), self.counts.chain_pulled.eq(job_pulled),
                              la_wp.addr.eq(job_q), la_wp.data.eq(last_avail + 1),
                              la_wp.en.eq(1)]
+                m.d.sync += last_avail.eq(last_avail + 1)     # still loaded (see `loaded`)
                 m.d.sync += event_cur.bit_select(job_q, 1).eq(0)
                 with m.Switch(job_port):
                     for p in range(ports):
@@ -760,6 +773,7 @@ class RingWalker(wiring.Component):
                 m.next = "REST"
             with m.State("FAIL"):
                 m.d.comb += ch_discard.eq(1)
+                m.d.sync += loaded.eq(0)
                 if use_pf:
                     m.d.comb += [pf.release.valid.eq(job_walk & job_pf),
                                  pf.release.payload.eq(pos)]
@@ -820,13 +834,13 @@ class RingWalker(wiring.Component):
             with m.If((nq < qc) & self.enabled.bit_select(nq, 1) & pushed_mask.bit_select(nq, 1)):
                 m.d.sync += pending.bit_select(nq, 1).eq(1)
         with m.If(self.stop.valid):
-            m.d.sync += stopped.bit_select(self.stop.payload, 1).eq(1)
+            m.d.sync += [stopped.bit_select(self.stop.payload, 1).eq(1), loaded.eq(0)]
 
         # --- queue configuration changes --------------------------------------------------------
         op = self.op.payload
         with m.If(self.op.valid):
             oq = op.queue
-            m.d.sync += [event_cur.bit_select(oq, 1).eq(0), win_valid.eq(0)]
+            m.d.sync += [event_cur.bit_select(oq, 1).eq(0), win_valid.eq(0), loaded.eq(0)]
             for p in range(ports):
                 with m.If(sess_q[p] == oq):
                     m.d.sync += sess_valid[p].eq(0)
@@ -842,15 +856,17 @@ class RingWalker(wiring.Component):
                     m.d.comb += [la_wp.addr.eq(oq), la_wp.data.eq(op.avail_idx), la_wp.en.eq(1)]
 
         with m.If(self.reset):
-            m.d.sync += [pending.eq(0), stopped.eq(0), event_cur.eq(0), win_valid.eq(0)]
+            m.d.sync += [pending.eq(0), stopped.eq(0), event_cur.eq(0), win_valid.eq(0),
+                         loaded.eq(0)]
             for p in range(ports):
                 m.d.sync += [sess_valid[p].eq(0), fetch_valid[p].eq(0)]
         return m
 
     @staticmethod
     def _pick(m, p, pulled, sess_valid, sess_q, cache_n, cache_pos, fetch_valid, fetch_q, space,
-              job_port, job_q, job_pulled, job_walk, pos, count_n):
-        """In REST: start port ``p``'s job if it has one."""
+              job_port, job_q, job_pulled, job_walk, pos, count_n, loaded):
+        """In REST: start port ``p``'s job if it has one (a walk of the queue whose state is
+        still loaded, ``loaded(q)``, goes straight to the walk)."""
         cached = sess_valid & (cache_pos != cache_n)
         start = [job_port.eq(p), job_pulled.eq(int(pulled)), pos.eq(cache_pos),
                  count_n.eq(cache_n)]
@@ -858,11 +874,17 @@ class RingWalker(wiring.Component):
             with m.If(fetch_valid & space):
                 walk = cached & (sess_q == fetch_q)
                 m.d.sync += start + [job_q.eq(fetch_q), job_walk.eq(walk)]
-                m.next = "LOAD0"
+                with m.If(walk & loaded(fetch_q)):
+                    m.next = "HEAD0"
+                with m.Else():
+                    m.next = "LOAD0"
         else:
             with m.If(cached & space):
                 m.d.sync += start + [job_q.eq(sess_q), job_walk.eq(1)]
-                m.next = "LOAD0"
+                with m.If(loaded(sess_q)):
+                    m.next = "HEAD0"
+                with m.Else():
+                    m.next = "LOAD0"
             with m.Elif(sess_valid & (cache_pos == cache_n)):
                 m.d.sync += start + [job_q.eq(sess_q), job_walk.eq(0)]
                 m.next = "LOAD0"
