@@ -388,21 +388,35 @@ class RingWalker(wiring.Component):
         with m.FSM(name="walker"):
             with m.State("REST"):
                 m.d.comb += self.idle.eq(~pf_busy)
+                # Round robin over the ports that have a job, starting after the port served
+                # last: a port with work is never kept waiting for the turn of idle ones.
                 rr = Signal(range(ports))
+                has_job = []
+                for p in range(ports):
+                    cached = sess_valid[p] & (cache_pos[p] != cache_n[p])
+                    if p in self._pulled:
+                        has_job.append(fetch_valid[p] & self.chain[p].space)
+                    else:
+                        has_job.append((cached & self.chain[p].space) |
+                                       (sess_valid[p] & (cache_pos[p] == cache_n[p])))
                 with m.If(~self.hold & ~self.reset & self.driver_ok):
-                    m.d.sync += rr.eq(Mux(rr == ports - 1, 0, rr + 1))
                     with m.Switch(rr):
-                        for p in range(ports):
-                            with m.Case(p):
-                                self._pick(m, p, p in self._pulled, sess_valid[p], sess_q[p],
-                                           cache_n[p], cache_pos[p], fetch_valid[p],
-                                           fetch_q[p], self.chain[p].space, job_port, job_q,
-                                           job_pulled, job_walk, pos, count_n,
-                                           lambda q, p=p: loaded & (loaded_port == p) &
-                                           (loaded_q == q) & self.enabled.bit_select(q, 1) &
-                                           ~stopped.bit_select(q, 1) &
-                                           (self.epoch.bit_select(q * EPOCH_BITS, EPOCH_BITS)
-                                            == job_epoch))
+                        for r in range(ports):
+                            with m.Case(r):
+                                for i in range(ports):
+                                    p = (r + i) % ports
+                                    with (m.If if i == 0 else m.Elif)(has_job[p]):
+                                        m.d.sync += rr.eq((p + 1) % ports)
+                                        self._pick(
+                                            m, p, p in self._pulled, sess_valid[p], sess_q[p],
+                                            cache_n[p], cache_pos[p], fetch_valid[p],
+                                            fetch_q[p], self.chain[p].space, job_port, job_q,
+                                            job_pulled, job_walk, pos, count_n,
+                                            lambda q, p=p: loaded & (loaded_port == p) &
+                                            (loaded_q == q) & self.enabled.bit_select(q, 1) &
+                                            ~stopped.bit_select(q, 1) &
+                                            (self.epoch.bit_select(q * EPOCH_BITS, EPOCH_BITS)
+                                             == job_epoch))
             with m.State("LOAD0"):
                 m.next = "LOAD1"
             with m.State("LOAD1"):
