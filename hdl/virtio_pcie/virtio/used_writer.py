@@ -336,15 +336,6 @@ class UsedWriter(wiring.Component):
                     m.d.comb += self.counts.event_read.eq(1)
                     m.next = "R_WAIT"
             with m.State("R_WAIT"):
-                # The batch's elements and index are out (their writes' statuses came back, so
-                # the write buffer is free again): gather the queue's next completions during
-                # the read's round trip, so that a stream of them is published a round trip's
-                # worth at a time instead of a few per round trip.
-                with m.If(~self.reset & ~self.hold & self.driver_ok & used.valid & c_live &
-                          (c.queue == b_q) & (b_n != batch) & ~rd_status.valid):
-                    m.d.comb += [used.ready.eq(1), self.counts.completed.eq(1)]
-                    put(b_n)
-                    m.d.sync += [b_n.eq(b_n + 1), b_end.eq(c.batch_end)]
                 with m.If(rd_status.valid):
                     with m.If(self.reset):
                         m.d.sync += [b_open.eq(0), b_n.eq(0)]
@@ -400,9 +391,7 @@ class UsedWriter(wiring.Component):
                         m.next = "COLLECT"
             with m.State("FINAL"):
                 m.d.comb += [idx_wp.addr.eq(b_q), idx_wp.data.eq(wr_idx), idx_wp.en.eq(1)]
-                # Completions gathered during the event read stay open as the next batch of
-                # the same queue (its configuration and indices are already loaded).
-                m.d.sync += [b_open.eq(b_n != 0), pub_idx.eq(wr_idx)]
+                m.d.sync += [b_open.eq(0), b_n.eq(0), pub_idx.eq(wr_idx)]
                 m.next = "COLLECT"
 
         # --- queue configuration changes ---------------------------------------------------------

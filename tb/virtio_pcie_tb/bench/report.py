@@ -537,35 +537,30 @@ not accept the feature). Doorbells and interrupts are the device's own counters.
 
 
 def _net_why(rows):
-    """Where small frames' cycles go, with the figures at each host latency that was measured."""
+    """Why small frames are slow, with the figures at each host latency that was measured."""
     by = {(r["width"], r["dir"], r["frame"], r["latency_ns"]): r for r in rows}
-    small = min(f for _, _, f, _ in by)
     pairs = []
     for (width, d, frame, lat), r in sorted(by.items()):
-        if frame == small:
-            pairs.append(f"{d.upper()} {r['cycles_per_frame']:.1f} cycles per frame at "
-                         f"L = {lat} ns ({width} bits)")
+        if frame == min(f for _, _, f, _ in by) and d == "tx":
+            pairs.append(f"{r['cycles_per_frame']:.1f} cycles per frame at L = {lat} ns "
+                         f"({width} bits)")
     seen = "; ".join(pairs)
     return f"""\
-### Where a small frame's cycles go
+### Why small frames miss the line rate
 
-Measured: {seen}; 10 GbE line rate at 64 B is 16.8 cycles per frame (14.88 Mpps, counting
-minimum 60-byte frames; 14.20 Mpps for 64-byte ones). Profiled frame by frame from a TLP trace
-(`NET_BENCH_TRACE=dir virtio-pcie bench net ...`, then
-`python -m virtio_pcie_tb.bench.net_profile dir/*.jsonl`; see [net.md](net.md)). The data
-takes 5 cycles at 128 bits; the rest is the virtqueue engine, whose ring and descriptor reads
-are issued one after the other: the chain walk itself (about 8 cycles, one chain at a time),
-and the host round trips it waits for, amortised over a batch of chains: `avail->idx`, then the
-ring entries (at most 128 at once), then a 64-descriptor aligned window (RX) or the prefetched
-head windows (TX). At L = 1 µs a round trip is 250 cycles, so the three of a batch of about 60
-chains cost some 12 cycles per frame; at 500 ns half that, and TX reaches the line rate. What
-would close the rest, not done: reading `avail->idx` again while a batch is walked (a refresh
-ahead, so that its round trips overlap the walks) and a walk pipeline (the next chain's entry
-and descriptor read while this one is checked). Before the fix (one used->idx update per
-`used_event` round trip with a few completions each, a 4-descriptor window from the head that
-Linux's descending heads missed, 32-entry batches): TX 40.5 / 71.7 and RX 63.9 / 95.3 cycles
-per frame at 500 ns / 1 µs. Large frames are bound by the data path: 1514 B frames reach
-95-97 % of it each way.
+A frame's cost in cycles grows with the host latency ({seen}): the device is bound by host
+round trips per frame, not by its data path. The likely cause (not profiled frame by frame): the
+virtqueue engine walks one descriptor chain at
+a time ([virtqueue.md](virtqueue.md), limitations); a head descriptor that is not in the window
+it already fetched costs a round trip. Linux's TX heads come back from the free list in
+completion order, so they scatter over the table; RX buffers are single descriptors refilled in
+order, but each batch of refills is read only after its `avail->idx` read. At 64 B the data
+takes 4 cycles, so a round trip every few frames dominates. Large frames amortise it: TX of
+512 B frames and more is above the 10 GbE line rate at 1 µs. RX drops count frames the MAC
+offered while the ring had no posted buffer (the MAC offers frames back to back, above any
+line rate). What would fix it, not done: several descriptor walks in flight in the virtqueue
+engine (the fetch of chain *n + 1* while *n* is checked), and a larger descriptor window for
+the scattered TX heads.
 """
 
 
