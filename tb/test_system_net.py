@@ -709,7 +709,10 @@ async def run_stress(dut):
             except SimTimeoutError:
                 raise AssertionError(f"queue {q}: frame {i} of {len(expect[q])} missing; "
                                      f"device counters {tb.new_stats()}") from None
-            assert pkt.frame == f, f"queue {q} frame {i} differs"
+            if pkt.frame != f:
+                where = [j for j, g in enumerate(expect[q]) if g == pkt.frame]
+                raise AssertionError(f"queue {q} frame {i} differs: got frame {where} of "
+                                     f"{len(expect[q])}; device counters {tb.new_stats()}")
     sent = []
     total = sum(len(v) for v in tx_frames.values())
     for _ in range(total):

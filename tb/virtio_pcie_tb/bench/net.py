@@ -27,6 +27,7 @@ over the data path's ``data_width / 8`` (the virtio-net header, descriptors and 
 come on top, on the PCIe side). ``offered_mpps`` is the MAC's rate.
 """
 
+import json
 import os
 
 import cocotb
@@ -160,11 +161,56 @@ async def run_net_bench(dut):
         for p in points:
             tb.bridge.latency_ns = p["latency_ns"] * sim_scale(p["clock_mhz"])
             measure_dir = _measure_tx if p["dir"] == "tx" else _measure_rx
+            trace = _Trace(tb, net, p) if os.environ.get("NET_BENCH_TRACE") else None
             rows.append(await measure_dir(tb, net, source, sink, p))
+            if trace:
+                trace.close()
         tb.check_bridge()
         return rows
 
     await bench_test(measure)
+
+
+class _Trace:
+    """``NET_BENCH_TRACE=dir``: every TLP of a point, one JSON object a line, in
+    ``dir/<dir>-<frame>-<latency>.jsonl`` for :mod:`virtio_pcie_tb.bench.net_profile`: the
+    device's requests (``rd``/``wr``, address, bytes, tag) and the completions it receives
+    (``cpl``, tag, last), with the rings of the first queue pair first."""
+
+    def __init__(self, tb, net, p):
+        from pathlib import Path
+
+        from cocotb.utils import get_sim_time
+        path = Path(os.environ["NET_BENCH_TRACE"])
+        path.mkdir(parents=True, exist_ok=True)
+        self.file = open(path / f"{p['dir']}-{p['frame']}-{p['latency_ns']}.jsonl", "w")
+        rings = {name: {"desc": q.vq.desc_addr, "avail": q.vq.avail_addr,
+                        "used": q.vq.used_addr, "num": q.vq.num}
+                 for name, q in (("rx", net.rx[0]), ("tx", net.tx[0]))}
+        self.file.write(json.dumps({"rings": rings, "point": p}) + "\n")
+
+        def sent(raw):
+            if raw.is_completion or raw.is_message:
+                return
+            self.file.write(json.dumps({"t": get_sim_time("ns"),
+                                        "k": "wr" if raw.has_data else "rd",
+                                        "a": raw.address, "n": raw.length_dw * 4,
+                                        "tag": raw.tag}) + "\n")
+
+        def received(raw):
+            if raw.is_completion:
+                self.file.write(json.dumps({"t": get_sim_time("ns"), "k": "cpl",
+                                            "tag": raw.tag,
+                                            "n": len(raw.payload)}) + "\n")
+        self.hooks = (sent, received)
+        tb.bridge.tx_monitors.append(sent)
+        tb.bridge.rx_monitors.append(received)
+        self.bridge = tb.bridge
+
+    def close(self):
+        self.bridge.tx_monitors.remove(self.hooks[0])
+        self.bridge.rx_monitors.remove(self.hooks[1])
+        self.file.close()
 
 
 def _counters(tb):

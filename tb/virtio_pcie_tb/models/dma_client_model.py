@@ -294,7 +294,9 @@ class DmaClientModel:
             when, access = self._wr_statuses[0]
             now = self.now_ns()
             if when > now:
-                await Timer(when - now, "ns")
+                # Simulated times are floats in ns: the difference may not be a whole number
+                # of the simulator's steps (e.g. 35.99999999994 ns).
+                await Timer(when - now, "ns", round_mode="round")
             self._wr_statuses.popleft()
             access.done_ns = self.now_ns()
             self.writes_in_flight -= 1
