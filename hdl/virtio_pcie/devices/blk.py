@@ -30,8 +30,9 @@ writes zeros (with or without UNMAP). Request headers are read little-endian, as
 and in legacy drivers on little-endian hosts.
 """
 
-from amaranth import Array, Const, Module, Mux, Signal
+from amaranth import Array, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
 
@@ -492,13 +493,28 @@ class VirtioBlkDevice(wiring.Component):
             ]
 
         # -- Completions -------------------------------------------------------------------------
-        used_arb = arbiter("used", self.completions.used.payload.shape(), lambda s: s.used)
-        connect(m, used_arb=used_arb.o, completions=flipped(self.completions.used))
+        # A slot hands its used entry to a queue and is free at once: the virtqueue engine
+        # takes entries only between its used-ring writes and used_event reads (a host round
+        # trip each), and a slot waiting there is a slot not moving data. On device reset the
+        # queued entries are dropped, as a slot in COMPLETE drops its own.
+        used_shape = self.completions.used.payload.shape()
+        used_arb = arbiter("used", used_shape, lambda s: s.used)
+        m.submodules.used_fifo = used_fifo = ResetInserter(self.config.reset)(
+            SyncFIFO(width=used_shape.size, depth=slots))
+        m.d.comb += [
+            used_fifo.w_data.eq(used_arb.o.payload),
+            used_fifo.w_en.eq(used_arb.o.valid),
+            used_arb.o.ready.eq(used_fifo.w_rdy),
+            self.completions.used.payload.eq(used_fifo.r_data),
+            self.completions.used.valid.eq(used_fifo.r_rdy),
+            used_fifo.r_en.eq(self.completions.used.ready),
+        ]
 
         # -- Idle --------------------------------------------------------------------------------
         # A free slot has nothing in flight (it frees itself only once every DMA and medium job
         # it started has answered), so all slots free means no DMA in flight.
-        m.d.comb += self.config.idle.eq((free == (1 << slots) - 1) & ~intake.busy)
+        m.d.comb += self.config.idle.eq((free == (1 << slots) - 1) & ~intake.busy &
+                                        ~used_fifo.r_rdy)
         return m
 
     def _read_buffer_port(self, m, rbuf, hdr_ram, hdr_base, bpb, beat_shift):

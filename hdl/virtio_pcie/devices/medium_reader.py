@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Reads chunks of the medium into the write buffer through AXI4 AR/R bursts."""
 
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from .axi import (AXI_BOUNDARY, AXI_CACHE_NORMAL, AXI_MAX_BURST_BEATS, AxiBurst, AxiResp,
-                  AxiSignature)
+from .axi import AxiResp, AxiSignature
+from .axi_burst_splitter import AxiBurstSplitter
 from .blk_interface import JOB_LEN_WIDTH, MediumDone, MediumJob
 
 __all__ = ["MediumReader"]
@@ -16,12 +16,13 @@ __all__ = ["MediumReader"]
 class MediumReader(wiring.Component):
     """Moves ``len`` bytes from the medium at ``addr`` to the buffer at beat ``ram``, per job.
 
-    The address side splits each job into INCR bursts of full-width beats, at most
-    :data:`~.axi.AXI_MAX_BURST_BEATS` long and never across a :data:`~.axi.AXI_BOUNDARY`
-    (IHI 0022E §A3.4.1), and issues them back to back, across jobs, as fast as the slave
-    takes them. The data side writes each beat into the buffer as it arrives (one ID: data
-    returns in order) and reports a job ``done``, with ``error`` if any beat came back with
-    SLVERR or DECERR. Jobs must be whole beats long and start on a beat boundary.
+    The address side (an :class:`~.axi_burst_splitter.AxiBurstSplitter`) splits each job into
+    INCR bursts of full-width beats, at most :data:`~.axi.AXI_MAX_BURST_BEATS` long and never
+    across a :data:`~.axi.AXI_BOUNDARY` (IHI 0022E §A3.4.1), and issues them back to back,
+    across jobs, as fast as the slave takes them. The data side writes each beat into the
+    buffer as it arrives (one ID: data returns in order) and reports a job ``done``, with
+    ``error`` if any beat came back with SLVERR or DECERR. Jobs must be whole beats long and
+    start on a beat boundary.
 
     Members
     -------
@@ -74,41 +75,19 @@ class MediumReader(wiring.Component):
         ]
 
         # -- Address side -----------------------------------------------------------------------
-        addr = Signal(self._maw)
-        left = Signal(beats_w)
-        to_edge = Signal(range(AXI_BOUNDARY // self._bpb + 1))
-        room  = Signal.like(to_edge)     # beats before the boundary, at most a whole burst
-        burst = Signal(range(AXI_MAX_BURST_BEATS + 1))
+        # A job is taken when its data-side entry fits; its bursts go out on AR back to back.
+        m.submodules.splitter = splitter = AxiBurstSplitter(
+            addr_width=self._maw, data_width=self._bpb * 8, beats_width=beats_w)
         m.d.comb += [
-            to_edge.eq((AXI_BOUNDARY - addr[:12]) >> shift),
-            room.eq(Mux(to_edge > AXI_MAX_BURST_BEATS, AXI_MAX_BURST_BEATS, to_edge)),
-            burst.eq(Mux(left < room, left, room)),
+            splitter.job.valid.eq(self.job.valid & jobs.w_rdy),
+            splitter.job.payload.addr.eq(job.addr),
+            splitter.job.payload.beats.eq(job.len >> shift),
+            self.job.ready.eq(splitter.job.ready & jobs.w_rdy),
+            jobs.w_en.eq(self.job.valid & self.job.ready),
+            *splitter.drive(bus, "ar"),
+            bus.arvalid.eq(splitter.burst.valid),
+            splitter.burst.ready.eq(bus.arready),
         ]
-        m.d.comb += [
-            bus.araddr.eq(addr),
-            bus.arlen.eq(burst - 1),
-            bus.arsize.eq(shift),
-            bus.arburst.eq(AxiBurst.INCR),
-            bus.arcache.eq(AXI_CACHE_NORMAL),
-        ]
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += [
-                    self.job.ready.eq(jobs.w_rdy),
-                    jobs.w_en.eq(self.job.valid),
-                ]
-                with m.If(self.job.valid & jobs.w_rdy):
-                    m.d.sync += [addr.eq(job.addr), left.eq(job.len >> shift)]
-                    m.next = "BURST"
-            with m.State("BURST"):
-                m.d.comb += bus.arvalid.eq(1)
-                with m.If(bus.arready):
-                    m.d.sync += [
-                        addr.eq(addr + (burst << shift)),
-                        left.eq(left - burst),
-                    ]
-                    with m.If(left == burst):
-                        m.next = "IDLE"
 
         # -- Data side --------------------------------------------------------------------------
         head  = data.View(entry, jobs.r_data)

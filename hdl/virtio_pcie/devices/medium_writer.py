@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Writes chunks of the read buffer (or zeros) to the medium through AXI4 AW/W/B bursts."""
 
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from .axi import (AXI_BOUNDARY, AXI_CACHE_NORMAL, AXI_MAX_BURST_BEATS, AxiBurst, AxiResp,
-                  AxiSignature)
+from .axi import AxiResp, AxiSignature
+from .axi_burst_splitter import AxiBurstSplitter
 from .blk_interface import JOB_LEN_WIDTH, MediumDone, MediumJob
 from .ram_read_stream import RamReadStream
 
@@ -17,8 +17,9 @@ __all__ = ["MediumWriter"]
 class MediumWriter(wiring.Component):
     """Moves ``len`` bytes from the buffer at beat ``ram`` (or zeros) to the medium at ``addr``.
 
-    The address side splits each job into INCR bursts as :class:`~.medium_reader.MediumReader`
-    does and issues them back to back, each once there is room to remember it on the data and
+    The address side splits each job into INCR bursts with an
+    :class:`~.axi_burst_splitter.AxiBurstSplitter`, as :class:`~.medium_reader.MediumReader`
+    does, and issues them back to back, each once there is room to remember it on the data and
     response sides. The data side reads the buffer one beat per cycle (or sends zeros for a
     ``zero`` job, without reading) and drives W with all strobes set and ``wlast`` on each
     burst's final beat, stalling as W demands. The response side counts B answers and reports
@@ -71,58 +72,36 @@ class MediumWriter(wiring.Component):
         m.submodules.b_fifo = b_fifo = SyncFIFO(width=b_entry.size, depth=self._max_bursts)
 
         # -- Address side -----------------------------------------------------------------------
+        # Each burst goes out on AW once the data and response sides can remember it.
+        m.submodules.splitter = splitter = AxiBurstSplitter(
+            addr_width=self._maw, data_width=self._data_width, beats_width=beats_w)
         slot = Signal.like(job.slot)
-        addr = Signal(self._maw)
         ram  = Signal(self._ram_bits)
         zero = Signal()
-        left = Signal(beats_w)
-        to_edge = Signal(range(AXI_BOUNDARY // self._bpb + 1))
-        room  = Signal.like(to_edge)     # beats before the boundary, at most a whole burst
-        burst = Signal(range(AXI_MAX_BURST_BEATS + 1))
-        m.d.comb += [
-            to_edge.eq((AXI_BOUNDARY - addr[:12]) >> shift),
-            room.eq(Mux(to_edge > AXI_MAX_BURST_BEATS, AXI_MAX_BURST_BEATS, to_edge)),
-            burst.eq(Mux(left < room, left, room)),
-        ]
+        burst = splitter.burst.payload
         w_push = Signal(w_entry)
         b_push = Signal(b_entry)
+        room = w_fifo.w_rdy & b_fifo.w_rdy
         m.d.comb += [
-            bus.awaddr.eq(addr),
-            bus.awlen.eq(burst - 1),
-            bus.awsize.eq(shift),
-            bus.awburst.eq(AxiBurst.INCR),
-            bus.awcache.eq(AXI_CACHE_NORMAL),
-            w_push.ram.eq(ram),
-            w_push.beats.eq(burst),
+            splitter.job.valid.eq(self.job.valid),
+            splitter.job.payload.addr.eq(job.addr),
+            splitter.job.payload.beats.eq(job.len >> shift),
+            self.job.ready.eq(splitter.job.ready),
+            *splitter.drive(bus, "aw"),
+            bus.awvalid.eq(splitter.burst.valid & room),
+            splitter.burst.ready.eq(bus.awready & room),
+            w_push.ram.eq(ram + burst.offset),
+            w_push.beats.eq(burst.beats),
             w_push.zero.eq(zero),
             b_push.slot.eq(slot),
-            b_push.last.eq(left == burst),
+            b_push.last.eq(burst.last),
             w_fifo.w_data.eq(w_push),
             b_fifo.w_data.eq(b_push),
+            w_fifo.w_en.eq(bus.awvalid & bus.awready),
+            b_fifo.w_en.eq(bus.awvalid & bus.awready),
         ]
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.job.ready.eq(1)
-                with m.If(self.job.valid):
-                    m.d.sync += [
-                        slot.eq(job.slot),
-                        addr.eq(job.addr),
-                        ram.eq(job.ram),
-                        zero.eq(job.zero),
-                        left.eq(job.len >> shift),
-                    ]
-                    m.next = "BURST"
-            with m.State("BURST"):
-                m.d.comb += bus.awvalid.eq(w_fifo.w_rdy & b_fifo.w_rdy)
-                with m.If(bus.awvalid & bus.awready):
-                    m.d.comb += [w_fifo.w_en.eq(1), b_fifo.w_en.eq(1)]
-                    m.d.sync += [
-                        addr.eq(addr + (burst << shift)),
-                        ram.eq(ram + burst),
-                        left.eq(left - burst),
-                    ]
-                    with m.If(left == burst):
-                        m.next = "IDLE"
+        with m.If(self.job.valid & self.job.ready):
+            m.d.sync += [slot.eq(job.slot), ram.eq(job.ram), zero.eq(job.zero)]
 
         # -- Data side: buffer reads, one burst after another -----------------------------------
         m.submodules.reader = reader = RamReadStream(addr_width=self._ram_bits,

@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Turns "the next n writable bytes of request s" into DMA write requests, segment by segment."""
 
-from amaranth import Array, Cat, Module, Mux, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..dma.interface import DmaWriteRequest
 from .blk_interface import DmaWriteJob, SegEntry, WriteTag, slot_index_width
+from .sg_cursor import SgCursor
 
 __all__ = ["SgDmaWriter"]
 
@@ -14,11 +15,12 @@ __all__ = ["SgDmaWriter"]
 class SgDmaWriter(wiring.Component):
     """Walks a slot's writable segment list and issues one DMA write per piece of a job.
 
-    Data jobs work as in :class:`~.sg_dma_reader.SgDmaReader`: a cursor per slot into its
-    writable bytes, one request per segment touched, the data taken from the write buffer at
-    ``ram_addr``. A *status* job writes one byte, ``status_byte``, as immediate data into the
-    last byte of the slot's last writable buffer (virtio 1.2 §5.2.6: the status is the last
-    byte of the chain), read from the last-buffer RAM.
+    Data jobs go through an :class:`~.sg_cursor.SgCursor` over the writable lists, as in
+    :class:`~.sg_dma_reader.SgDmaReader`: one request per segment touched, the data taken from
+    the write buffer at ``ram_addr``. A *status* job writes one byte, ``status_byte``, as
+    immediate data into the last byte of the slot's last writable buffer (virtio 1.2 §5.2.6:
+    the status is the last byte of the chain), read from the last-buffer RAM. Jobs are served
+    one at a time, in the order taken, so a status byte follows its data writes.
 
     The request ``tag`` is a :func:`~.blk_interface.WriteTag`: the slot and ``last`` on a
     job's final request; the DMA engine returns write statuses in issue order, so ``last``
@@ -39,10 +41,11 @@ class SgDmaWriter(wiring.Component):
 
     def __init__(self, *, slots, max_segments):
         self._slots = slots
-        self._idx_bits = (max_segments - 1).bit_length()
+        self._max_segments = max_segments
+        idx_bits = (max_segments - 1).bit_length()
         super().__init__({
             "job":       In(stream.Signature(DmaWriteJob(slots))),
-            "seg_addr":  Out(slot_index_width(slots) + self._idx_bits),
+            "seg_addr":  Out(slot_index_width(slots) + idx_bits),
             "seg_en":    Out(1),
             "seg_data":  In(SegEntry),
             "last_addr": Out(slot_index_width(slots)),
@@ -54,98 +57,54 @@ class SgDmaWriter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        job = self.job.payload
-        cur_seg = Array(Signal(self._idx_bits + 1, name=f"cursor_seg{s}")
-                        for s in range(self._slots))
-        cur_off = Array(Signal(32, name=f"cursor_off{s}") for s in range(self._slots))
-
-        slot     = Signal.like(job.slot)
-        ram_addr = Signal(16)
-        left     = Signal(16)
-        seg_i    = Signal(self._idx_bits + 1)
-        offset   = Signal(32)
-        byte     = Signal(8)
-
-        seg   = self.seg_data
-        avail = Signal(32)
-        piece = Signal(16)
-        whole = Signal()
-        final = Signal()
-        tag   = Signal(WriteTag(self._slots))
+        m.submodules.cursor = cursor = SgCursor(slots=self._slots,
+                                                max_segments=self._max_segments)
+        job, piece = self.job.payload, cursor.piece.payload
+        slot = Signal.like(job.slot)
+        byte = Signal(8)
+        tag  = Signal(WriteTag(self._slots))
+        last = self.last_data
+        status = Signal()          # the status byte is being written
         m.d.comb += [
-            avail.eq(seg.len - offset),
-            whole.eq(avail <= left),
-            piece.eq(Mux(whole, avail, left)),
-            final.eq(piece == left),
-            tag.slot.eq(slot),
-            self.seg_addr.eq(Cat(seg_i[:self._idx_bits], slot)),
+            cursor.job.payload.slot.eq(job.slot),
+            cursor.job.payload.ram_addr.eq(job.ram_addr),
+            cursor.job.payload.len.eq(job.len),
+            cursor.job.payload.first.eq(job.first),
+            self.seg_addr.eq(cursor.seg_addr),
+            self.seg_en.eq(cursor.seg_en),
+            cursor.seg_data.eq(self.seg_data),
             self.last_addr.eq(slot),
+
+            # Data pieces from the cursor, or the status byte.
+            self.req.valid.eq(cursor.piece.valid | status),
+            self.req.payload.host_addr.eq(Mux(status, last.addr + last.len - 1,
+                                              piece.host_addr)),
+            self.req.payload.ram_addr.eq(Mux(status, 0, piece.ram_addr)),
+            self.req.payload.len.eq(Mux(status, 1, piece.len)),
+            self.req.payload.imm_en.eq(status),
+            self.req.payload.imm_data.eq(byte),
+            tag.slot.eq(Mux(status, slot, piece.slot)),
+            tag.last.eq(status | piece.last),
             self.req.payload.tag.eq(tag),
+            cursor.piece.ready.eq(self.req.ready & ~status),
         ]
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.job.ready.eq(1)
-                with m.If(self.job.valid):
-                    m.d.sync += [
-                        slot.eq(job.slot),
-                        ram_addr.eq(job.ram_addr),
-                        left.eq(job.len),
-                        seg_i.eq(Mux(job.first, 0, cur_seg[job.slot])),
-                        offset.eq(Mux(job.first, 0, cur_off[job.slot])),
-                        byte.eq(job.status_byte),
-                    ]
-                    with m.If(job.status):
-                        m.next = "FETCH_LAST"
-                    with m.Else():
-                        m.next = "FETCH"
-
-            with m.State("FETCH"):
-                m.d.comb += [self.busy.eq(1), self.seg_en.eq(1)]
-                m.next = "ISSUE"
-
-            with m.State("ISSUE"):
+                # Data jobs go to the cursor; a status job waits for it to finish its last.
                 m.d.comb += [
-                    self.busy.eq(1),
-                    self.req.valid.eq(1),
-                    self.req.payload.host_addr.eq(seg.addr + offset),
-                    self.req.payload.ram_addr.eq(ram_addr),
-                    self.req.payload.len.eq(piece),
-                    tag.last.eq(final),
+                    cursor.job.valid.eq(self.job.valid & ~job.status),
+                    self.job.ready.eq(cursor.job.ready),
+                    self.busy.eq(cursor.busy),
                 ]
-                next_seg = Mux(whole, seg_i + 1, seg_i)
-                next_off = Mux(whole, 0, offset + piece)
-                with m.If(self.req.ready):
-                    m.d.sync += [
-                        seg_i.eq(next_seg),
-                        offset.eq(next_off),
-                        ram_addr.eq(ram_addr + piece),
-                        left.eq(left - piece),
-                    ]
-                    with m.If(final):
-                        m.d.sync += [
-                            cur_seg[slot].eq(next_seg),
-                            cur_off[slot].eq(next_off),
-                        ]
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "FETCH"
-
+                with m.If(self.job.valid & job.status & cursor.job.ready):
+                    m.d.sync += [slot.eq(job.slot), byte.eq(job.status_byte)]
+                    m.next = "FETCH_LAST"
             with m.State("FETCH_LAST"):
                 m.d.comb += [self.busy.eq(1), self.last_en.eq(1)]
                 m.next = "STATUS"
-
             with m.State("STATUS"):
-                last = self.last_data
-                m.d.comb += [
-                    self.busy.eq(1),
-                    self.req.valid.eq(1),
-                    self.req.payload.host_addr.eq(last.addr + last.len - 1),
-                    self.req.payload.len.eq(1),
-                    self.req.payload.imm_en.eq(1),
-                    self.req.payload.imm_data.eq(byte),
-                    tag.last.eq(1),
-                ]
+                m.d.comb += [self.busy.eq(1), status.eq(1)]
                 with m.If(self.req.ready):
                     m.next = "IDLE"
         return m

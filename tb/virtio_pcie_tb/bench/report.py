@@ -498,15 +498,35 @@ engine's reads wait for little data. Before → after (QD 32, 4 KiB):
 | 256 bits | 0.5 µs | 86.3 % → 90.8 % | 95.2 % → 95.1 % |
 | 256 bits | 1 µs | 78.6 % → 85.9 % | 95.5 % → 94.6 % |
 
-Re-measured with the budget: the QD 32 rows (`virtio-pcie bench blk --width W --qd 32 --json`
-for W = 64, 128, 256); the QD 1 and 8 blk rows are from the build before it. At 64 bits the
-3 KiB budget costs 1.5 points of writes at L = 1 µs (still above 90 %). At 256 bits and
-L = 1 µs writes still miss 90 %: the 12 KiB budget is only 1.5 times the bandwidth-delay
-product (8 KiB), and budgets of 8 and 10 KiB measured 83.5 %, 12 KiB 86.6 % (in an earlier
-form of the check that let one request more through), so it is no longer the completion
-queue alone; not profiled yet, the eight blk slots (each holding its request from header read
-to status) are the next suspect.
+At 256 bits and L = 1 µs writes still missed 90 % with the budget (85.9 %). A profile of the
+blk slots (`python -m virtio_pcie_tb.bench.blk_profile --width 256 --op randwrite --qd 32
+--latency-ns 1000 --requests 128`: the bench's point on a build with internal signals visible,
+each slot's state sampled every cycle, over the bench's steady window) showed where a
+request's ≈ 1050 cycles in its slot went: 57 waiting for the scatter-gather reader (busy
+with other slots' reads held by the budget), 455 until its header and first chunk had landed,
+319 for the rest of its data and the medium writes, 10 for the status byte, and **202 waiting
+for the virtqueue engine to take its used entry** (the engine takes entries only between
+publishing a batch and reading `used_event`, a host round trip). The eight slots were all busy
+71 % of the cycles.
+
+**Fix**: the blk device queues used entries (`slots` deep) and frees the slot at once: a
+request's turn drops to ≈ 1000 cycles and the point from 85.9 % to 88.5 % (90.6 % at
+0.5 µs, unchanged; QD 8 writes at 128 bits gain 5-6 points). Still short of 90 %. Rows
+measured with it: every 128-bit row and the 256-bit QD 32 rows; the 64-bit rows and the
+256-bit QD 1 and 8 rows are from earlier builds (QD 1 and 8 from before the read budget).
+What is left is outside the device: with the used queue the slots are all busy only 60 % of
+the cycles, and 38 % of the cycles a slot is free while the engine offers no chain; the blk
+reads wait for the budget 74 % of the cycles with about 10.5 KiB outstanding, and `rx_cpl`
+is busy 91 % of the cycles. The workload is a closed loop of 32 requests: a request's
+turn in the device, its used entry, the host's interrupt (≈ 7 completions per interrupt with
+EVENT_IDX), the resubmission and the engine's walk of the next chain (`avail`, descriptor and
+indirect-table reads, each L plus ≈ 120 cycles behind the completion data queued beyond the
+bandwidth-delay product). Tried and not kept, measured the same way: 12 slots 82.7 %, 16 slots
+of 2 KiB 78.9 % (a request's share of the budget shrinks, so each stays longer in the device
+and the loop slows), slots served one after another by the read arbiter instead of round
+robin 87.3 %.
 """
+
 
 _QD1 = """\
 ### Why QD 1 latency misses 4 × L + 0.3 µs
