@@ -367,10 +367,9 @@ def write_report(rows, path, *, command="virtio-pcie bench all --report docs/per
     if benches["notify"]:
         from .blk import format_notify_table
         parts.append(_NOTIFY + "\n" + format_notify_table(benches["notify"]))
+        parts.append(_NOTIFY_HOW)
         if any(r["event_idx"] and r["interrupts_per_req"] > 0.05 for r in benches["notify"]):
             parts.append(_NOTIFY_WHY)
-        else:
-            parts.append(_NOTIFY_HOW)
     if synth:
         parts.append(_SYNTH + "\n" + _synth_table(synth))
         slow = [r for r in synth if r.get("fmax_mhz", 1e9) < r.get("target_mhz", 0)]
@@ -393,17 +392,12 @@ three widths; notify runs on blk's). Each job's progress line (standard error) g
 simulator's CPU time and the time it simulated. `bench net` and `bench notify` measure all three
 widths by default, as `all` does.
 
-How long `all` takes on an idle 2-core machine is derived from CPU time, not timed on one: the
-runs of this round shared the machine with four other engineers' simulations (load 6 to 12 on
-2 cores). Simulator CPU per job: dma 76 s (64 bits), 59 s (128); blk 139 s (64), 106 s (128),
-76 s (256); net 31 s (64), 25 s (128); notify 18 s per EVENT_IDX setting at 64 bits. dma
-complete, blk complete, the builds
-of both and two of the three net builds took 970 s of CPU together (`/usr/bin/time`). With the
-third net build and net and notify at every width added, `all` needs about 1,150 s of CPU from
-a fresh clone, i.e. about 10 minutes on an idle 2-core machine (both cores busy; the longest
-single job is 139 s), well inside the 20-minute budget, so the run lengths were not shortened.
-Net and notify at 256 bits did not finish here in the time there was; the tables show the
-widths that did.
+How long `all` takes was timed on the final design of this round: 14 min 33 s of wall time
+(900 s of user CPU, `/usr/bin/time`) for every point, nine Verilator builds included, on a
+2-core machine that was running a full `make test` at the same time, inside the 20-minute
+budget; an idle machine is faster. Simulator CPU per job, measured earlier: dma 76 s (64 bits),
+59 s (128); blk 139 s (64), 106 s (128), 76 s (256); net 31 s (64), 25 s (128); notify 18 s
+per EVENT_IDX setting at 64 bits.
 """
 
 
@@ -643,24 +637,24 @@ _NOTIFY_HOW = """\
 With EVENT_IDX Linux's `virtblk_done` re-arms at every handler run (`virtqueue_enable_cb`), so
 without moderation there is one interrupt per handler run: about 6 requests each at this rate.
 The virtqueue engine's adaptive moderation ([virtqueue.md](virtqueue.md)) holds a due
-notification while the device has more than `irq_low_water` (14) chains of the queue in hand,
-for at most `irq_holdoff` (8192 cycles, 32.8 µs), and lets it go as soon as the queue runs
-down to the low-water mark, so that the host refills while the device still has work; after
-an interrupt, the next notification also waits for the refill that interrupt asked for. One
-interrupt then covers about QD − 14 + 2 requests. At QD 1 nothing is held. Doorbells stay low
-because the engine keeps polling `avail->idx` while it has work.
+notification while the device has more than `irq_low_water` chains of the queue in hand (12 on
+the whole device), for at most `irq_holdoff` (8192 cycles, 32.8 µs), and lets it go as soon as
+the queue runs down to the low-water mark, so that the host refills while the device still has
+work; after an interrupt, the next notification also waits for the refill that interrupt asked
+for. One interrupt then covers about QD − 12 + 2 requests. At QD 1 nothing is held. Doorbells
+stay low because the engine keeps polling `avail->idx` while it has work.
 """
 
 _NOTIFY_WHY = """\
-### Why interrupts stay above 0.05 per request
+### Where interrupts stay above 0.05 per request
 
-With EVENT_IDX the driver asks for an interrupt at the next completion each time its handler
-re-enables callbacks (`virtqueue_enable_cb`, as `virtblk_done` does), so the interrupt rate is
-one per handler run, not per batch of the queue depth: the device completes a 4 KiB request
-about every 1.05 µs at 128 bits, the handler runs 2 µs after its message, so each interrupt
-reaps 6 to 7 requests. The virtqueue engine's interrupt moderation (`irq_holdoff`, 500 cycles
-= 2 µs in the top level, not a register) is already in this figure. Doorbells are far below
-0.05: the engine keeps polling `avail->idx` while it has work, so a streaming driver rarely
-kicks. Reaching 0.05 interrupts per request at this completion rate needs about 20 µs of
-coalescing, i.e. a larger `irq_holdoff` (latency traded for interrupts) or a host that polls.
+The moderation rule counts chains in hand, not time. At 128 bits 12 chains left cover the host's
+refill (handler 2 µs after its message, resubmission, the new chains' walk: about 5 µs at
+L = 1 µs) and one interrupt covers about 21 requests. At 64 bits the same rule gives about 18
+requests per interrupt (0.055). At 256 bits a 4 KiB request takes half as long, the device ran
+dry while the notification was held (4 KiB writes at QD 32, L = 1 µs: 79 % of the data path
+with the mark at 14, 87 % at 24, 92 % without moderation), so the whole device turns moderation
+off at 256 bits (`VirtioPcieDevice(irq_holdoff=0)` default there) and one interrupt covers a
+handler run's completions (about 7). A rule that counts the work in hand in time, not in
+chains, would serve every width; it is not built.
 """
