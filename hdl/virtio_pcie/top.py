@@ -47,7 +47,7 @@ from .spec.virtio import VirtioDeviceId, VirtioF
 from .tlp.signature import DATA_WIDTHS, TlpSignature
 from .virtio.engine_signatures import VirtqCounters
 from .virtio.transport import VirtioTransport
-from .virtio.virtqueue import DEFAULT_IRQ_HOLDOFF, VirtqueueEngine
+from .virtio.virtqueue import DEFAULT_IRQ_HOLDOFF, DEFAULT_IRQ_LOW_WATER, VirtqueueEngine
 
 __all__ = ["DEVICES", "VirtioPcieDevice"]
 
@@ -60,11 +60,10 @@ _DEVICE_TYPE = {"blk": VirtioDeviceId.BLOCK, "net": VirtioDeviceId.NET}
 BLK_READ_BUDGET_CYCLES = 384
 
 #: Interrupt moderation's low-water mark on the whole device: a held notification goes out when
-#: the device has 12 chains of the queue left in hand. At QD 32 one interrupt then covers about
-#: 22 requests (0.047 per request at 128 bits), and the 12 chains left keep the device busy
-#: through the host's handler, resubmission and the new chains' walk (~5 us at L = 1 us).
-#: The engine's own default (14) is tuned for the engine alone.
-IRQ_LOW_WATER = 12
+#: the device has 14 chains of the queue left in hand (at QD 32 about 20 requests per
+#: interrupt). 12 gave fewer interrupts at 128 bits (0.047 per request) but a quarter of the
+#: legacy driver's interrupts then found no work (tb/test_system_blk_legacy.py).
+IRQ_LOW_WATER = DEFAULT_IRQ_LOW_WATER
 
 
 class VirtioPcieDevice(wiring.Component):
