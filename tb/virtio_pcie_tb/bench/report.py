@@ -392,10 +392,11 @@ three widths; notify runs on blk's). Each job's progress line (standard error) g
 simulator's CPU time and the time it simulated. `bench net` and `bench notify` measure all three
 widths by default, as `all` does.
 
-How long `all` takes was timed on the final design of this round: 14 min 33 s of wall time
-(900 s of user CPU, `/usr/bin/time`) for every point, nine Verilator builds included, on a
-2-core machine that was running a full `make test` at the same time, inside the 20-minute
-budget; an idle machine is faster. Simulator CPU per job, measured earlier: dma 76 s (64 bits),
+How long `all` takes was timed in this round: 14 min 33 s of wall time (900 s of user CPU,
+`/usr/bin/time`) for every point, nine Verilator builds included, on a 2-core machine that was
+running a full `make test` at the same time, inside the 20-minute budget; an idle machine is
+faster. (That run had the interrupt low-water mark at 12; the 64- and 128-bit blk and notify
+rows were measured again with the final 14.) Simulator CPU per job, measured earlier: dma 76 s (64 bits),
 59 s (128); blk 139 s (64), 106 s (128), 76 s (256); net 31 s (64), 25 s (128); notify 18 s
 per EVENT_IDX setting at 64 bits.
 """
@@ -637,24 +638,25 @@ _NOTIFY_HOW = """\
 With EVENT_IDX Linux's `virtblk_done` re-arms at every handler run (`virtqueue_enable_cb`), so
 without moderation there is one interrupt per handler run: about 6 requests each at this rate.
 The virtqueue engine's adaptive moderation ([virtqueue.md](virtqueue.md)) holds a due
-notification while the device has more than `irq_low_water` chains of the queue in hand (12 on
+notification while the device has more than `irq_low_water` chains of the queue in hand (14 on
 the whole device), for at most `irq_holdoff` (8192 cycles, 32.8 µs), and lets it go as soon as
 the queue runs down to the low-water mark, so that the host refills while the device still has
 work; after an interrupt, the next notification also waits for the refill that interrupt asked
-for. One interrupt then covers about QD − 12 + 2 requests. At QD 1 nothing is held. Doorbells
+for. One interrupt then covers about QD − 14 + 2 requests. At QD 1 nothing is held. Doorbells
 stay low because the engine keeps polling `avail->idx` while it has work.
 """
 
 _NOTIFY_WHY = """\
 ### Where interrupts stay above 0.05 per request
 
-The moderation rule counts chains in hand, not time. At 128 bits 12 chains left cover the host's
-refill (handler 2 µs after its message, resubmission, the new chains' walk: about 5 µs at
-L = 1 µs) and one interrupt covers about 21 requests. At 64 bits the same rule gives about 18
-requests per interrupt (0.055). At 256 bits a 4 KiB request takes half as long, the device ran
-dry while the notification was held (4 KiB writes at QD 32, L = 1 µs: 79 % of the data path
-with the mark at 14, 87 % at 24, 92 % without moderation), so the whole device turns moderation
-off at 256 bits (`VirtioPcieDevice(irq_holdoff=0)` default there) and one interrupt covers a
-handler run's completions (about 7). A rule that counts the work in hand in time, not in
-chains, would serve every width; it is not built.
+The moderation rule counts chains in hand, not time. At QD 32 with the low-water mark at 14 one
+interrupt covers about 20 requests, right at the target: 0.05 per request give or take one
+interrupt in a run of about 256 requests. A mark of 12 gave 0.047 at 128 bits, but then a
+quarter of the legacy driver's interrupts found no work (`tb/test_system_blk_legacy.py`), so the
+device keeps 14. At 256 bits a 4 KiB request takes half as long and the device ran dry while the
+notification was held (4 KiB writes at QD 32, L = 1 µs: 79 % of the data path with the mark at
+14, 87 % at 24, 92 % without moderation), so the whole device turns moderation off at 256 bits
+(`VirtioPcieDevice(irq_holdoff=0)` default there) and one interrupt covers a handler run's
+completions (about 7). A rule that counts the work in hand in time, not in chains, would serve
+every width; it is not built.
 """
