@@ -396,9 +396,9 @@ How long `all` takes was timed in this round: 14 min 33 s of wall time (900 s of
 `/usr/bin/time`) for every point, nine Verilator builds included, on a 2-core machine that was
 running a full `make test` at the same time, inside the 20-minute budget; an idle machine is
 faster. (That run had the interrupt low-water mark at 12; the 64- and 128-bit blk and notify
-rows were measured again with the final 14.) Simulator CPU per job, measured earlier: dma 76 s (64 bits),
-59 s (128); blk 139 s (64), 106 s (128), 76 s (256); net 31 s (64), 25 s (128); notify 18 s
-per EVENT_IDX setting at 64 bits.
+rows were measured again with the final 14.) Simulator CPU per job, measured earlier: dma
+76 s (64 bits), 59 s (128); blk 139 s (64), 106 s (128), 76 s (256); net 31 s (64), 25 s (128);
+notify 18 s per EVENT_IDX setting at 64 bits.
 """
 
 
