@@ -19,9 +19,6 @@ that landed although it was reported failed, or landed somewhere else, is a corr
 import dataclasses
 import time
 
-from cocotb.triggers import Timer
-from cocotb.utils import get_sim_time
-
 from virtio_pcie.spec.virtio import (VirtioBlkDiscardWriteZeroes, VirtioBlkF, VirtioBlkOutHdr,
                                      VirtioBlkReqType, VirtioBlkStatus, VirtioF,
                                      VIRTIO_BLK_ID_BYTES)
@@ -32,6 +29,7 @@ from ..host.errors import LinuxBug, LinuxError
 from ..models.disk_image import ShadowDisk
 from .driver import RunFailure
 from .rings import Segment
+from .workload import Workload
 
 __all__ = ["BlkWorkload"]
 
@@ -41,9 +39,6 @@ _RANGE = codec(VirtioBlkDiscardWriteZeroes)
 _T = VirtioBlkReqType
 _OK, _IOERR, _UNSUPP = (s.value for s in (VirtioBlkStatus.OK, VirtioBlkStatus.IOERR,
                                           VirtioBlkStatus.UNSUPP))
-#: The tidy-up waits for the device to complete what it owes while it makes progress: no
-#: completion for this long (four DMA completion timeouts) is a hang.
-STALL_NS = 40_000
 
 
 @dataclasses.dataclass
@@ -61,7 +56,7 @@ class _Req:
     kind: str = ""
 
 
-class BlkWorkload:
+class BlkWorkload(Workload):
     def __init__(self, ctx):
         self.ctx = ctx
         self.serial = b"virtio-pcie-blk"
@@ -351,45 +346,17 @@ class BlkWorkload:
                 self._forget(chain.token)
         self.limbo.append(q)
 
-    def replaced(self, old, new):
-        pass
+    owed_name = "valid requests"
 
-    async def poll_quiet(self, driver):
-        await self.reap(driver)
+    def owed(self, driver):
+        return [c for q in driver.queues.values() if not q.broken
+                for c in q.outstanding.values() if c.token.expected_done]
 
-    async def drain(self, driver):
-        """Kick every live queue and wait (bounded) for what the device must complete."""
-        status = await driver.check_status()
-        healthy = (driver.driver_ok and not driver.needs_reset and status & 4 and
-                   not driver.opaque)
-        for q in driver.queues.values():
-            if not q.broken:
-                await driver.kick(q)
-        last = get_sim_time("ns")
-        before = self.stats["requests"] - sum(len(q.outstanding) for q in driver.queues.values())
-        while True:
-            await self.reap(driver)
-            waiting = [c for q in driver.queues.values() if not q.broken
-                       for c in q.outstanding.values() if c.token.expected_done]
-            if not waiting or not healthy:
-                break
-            done = self.stats["requests"] - sum(len(q.outstanding)
-                                                for q in driver.queues.values())
-            if done != before:
-                before, last = done, get_sim_time("ns")
-            if get_sim_time("ns") - last > STALL_NS:
-                status = await driver.check_status()
-                if status & 0x40 or not status & 4:
-                    break      # the device stopped (a DMA error on a ring): nothing is owed
-                kinds = sorted({(c.token.kind, len(c.segments)) for c in waiting})[:6]
-                kinds.append(await driver.describe_queues())
-                c = self.ctx.tb.counters()
-                raise RunFailure("hang", f"{len(waiting)} valid requests not completed, none "
-                                         f"for {STALL_NS} ns (status "
-                                         f"{status:#x}; features {driver.features:#x}; "
-                                         f"kinds {kinds}; engine "
-                                         f"{ {k: v for k, v in c.items() if v} })")
-            await Timer(500, "ns")
+    async def hang_detail(self, driver, waiting):
+        kinds = sorted({(c.token.kind, len(c.segments)) for c in waiting})[:6]
+        c = self.ctx.tb.counters()
+        return (f"features {driver.features:#x}; kinds {kinds}; "
+                f"{await driver.describe_queues()}; engine { {k: v for k, v in c.items() if v} }")
 
     # -- recovery ---------------------------------------------------------------------------------
     async def recover(self, rng, result):

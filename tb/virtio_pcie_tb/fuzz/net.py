@@ -32,6 +32,7 @@ from ..host import VirtioNetDriver
 from ..host.errors import LinuxBug, LinuxError
 from .driver import RunFailure
 from .rings import Segment
+from .workload import Workload
 
 __all__ = ["NetWorkload"]
 
@@ -40,8 +41,6 @@ _CTRL = codec(VirtioNetCtrlHdr)
 ETH_ZLEN = 60
 MAX_FRAME = 1518
 BROADCAST = b"\xff" * 6
-#: No used entry for this long while transmit/control chains are owed one is a hang.
-STALL_NS = 40_000
 
 
 @dataclasses.dataclass
@@ -66,7 +65,7 @@ class _Rx:
     owed: bool = False  # receive buffers are held until frames come
 
 
-class NetWorkload:
+class NetWorkload(Workload):
     def __init__(self, ctx):
         self.ctx = ctx
         self.errors_reported = 0
@@ -360,39 +359,15 @@ class NetWorkload:
             chain.token.owed = False
         self.pending_rx.pop(q.index, None)
 
-    def replaced(self, old, new):
-        pass
+    owed_name = "transmit/control chains"
 
-    async def poll_quiet(self, driver):
-        await self.reap(driver)
+    def owed(self, driver):
+        return [c for q in driver.queues.values() if not q.broken
+                and self._role(q) in ("tx", "ctrl") for c in q.outstanding.values()
+                if c.token.owed]
 
     async def drain(self, driver):
-        status = await driver.check_status()
-        healthy = (driver.driver_ok and not driver.needs_reset and status & 4 and
-                   not driver.opaque)
-        for q in driver.queues.values():
-            if not q.broken:
-                await driver.kick(q)
-        last = get_sim_time("ns")
-        seen = None
-        while True:
-            await self.reap(driver)
-            waiting = [c for q in driver.queues.values() if not q.broken
-                       and self._role(q) in ("tx", "ctrl") for c in q.outstanding.values()
-                       if c.token.owed]
-            if not waiting or not healthy:
-                break
-            count = sum(len(q.outstanding) for q in driver.queues.values())
-            if count != seen:
-                seen, last = count, get_sim_time("ns")
-            if get_sim_time("ns") - last > STALL_NS:
-                status = await driver.check_status()
-                if status & 0x40 or not status & 4:
-                    break
-                raise RunFailure("hang", f"{len(waiting)} transmit/control chains not "
-                                         f"completed, none for {STALL_NS} ns (status "
-                                         f"{status:#x}; {await driver.describe_queues()})")
-            await Timer(500, "ns")
+        await super().drain(driver)
         # Frames already sent may still be on their way back.
         await Timer(2000, "ns")
         await self.reap(driver)
