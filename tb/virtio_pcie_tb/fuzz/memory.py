@@ -22,7 +22,7 @@ one request mix 32- and 64-bit addresses.
 
 from cocotbext.axi.address_space import MemoryRegion
 
-from ..host.memory import DmaBuffer
+from ..host.memory import DmaAllocator, DmaBuffer
 
 __all__ = ["FuzzMemory", "HIGH_BASE"]
 
@@ -49,7 +49,7 @@ class _Block:
         return self.base <= addr and addr + length <= self.base + self.size
 
 
-class FuzzMemory:
+class FuzzMemory(DmaAllocator):
     """Two memory blocks of ``size`` bytes each in ``rc``'s memory space.
 
     Parameters
@@ -69,7 +69,7 @@ class FuzzMemory:
                        _Block(HIGH_BASE, high.mem)]
         self.rng = rng
         self.high_share = 0.5
-        self._free = {}
+        super().__init__()
         self.allocated_bytes = 0
 
     def reset(self, rng, *, high_share=0.5):
@@ -124,28 +124,9 @@ class FuzzMemory:
     def write_u16(self, addr, value):
         self.write(addr, (value & 0xFFFF).to_bytes(2, "little"))
 
-    # -- the host model's DMA API ----------------------------------------------------------------
-    def alloc(self, size, *, align=16, zero=True):
-        if size <= 0:
-            raise ValueError(f"DMA buffer size must be positive, not {size!r}")
-        reuse = [b for b in self._free.get(size, ()) if b.addr % align == 0]
-        if reuse:
-            buf = reuse[-1]
-            self._free[size].remove(buf)
-            if zero:
-                buf.fill(0)
-            return buf
+    # -- the host model's DMA API (DmaAllocator) -----------------------------------------------
+    def _new_buffer(self, size, align):
         addr = self.alloc_addr(size, align)
         block = self._block(addr, size)
         off = addr - block.base
         return DmaBuffer(addr, size, memoryview(block.mem)[off:off + size])
-
-    def free(self, buf):
-        if not isinstance(buf, DmaBuffer):
-            raise TypeError(f"{buf!r} is not a DmaBuffer")
-        self._free.setdefault(buf.size, []).append(buf)
-
-    def buffer(self, data, *, align=16):
-        buf = self.alloc(len(data), align=align, zero=False)
-        buf.write(0, data)
-        return buf

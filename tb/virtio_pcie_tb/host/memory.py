@@ -15,7 +15,7 @@ out, as no real host would.
 
 from dataclasses import dataclass
 
-__all__ = ["DmaBuffer", "HostMemory"]
+__all__ = ["DmaBuffer", "DmaAllocator", "HostMemory"]
 
 
 @dataclass
@@ -49,7 +49,52 @@ class DmaBuffer:
                              f"of {self.size} bytes at {self.addr:#x}")
 
 
-class HostMemory:
+class DmaAllocator:
+    """The host model's DMA API: :meth:`alloc`, :meth:`free` and :meth:`buffer`.
+
+    A subclass says where new buffers come from (:meth:`_new_buffer`); buffers given back with
+    :meth:`free` are reused by later allocations of the same size and alignment, as Linux's DMA
+    pools reuse their blocks, so rings and request buffers land at addresses a device has seen
+    before.
+    """
+
+    def __init__(self):
+        self._free = {}          # size -> [DmaBuffer] ready for reuse
+
+    def _new_buffer(self, size, align):
+        """A new :class:`DmaBuffer` of ``size`` bytes aligned to ``align``."""
+        raise NotImplementedError
+
+    def alloc(self, size, *, align=16, zero=True):
+        """A :class:`DmaBuffer` of ``size`` bytes aligned to ``align`` (a power of two)."""
+        if size <= 0:
+            raise ValueError(f"DMA buffer size must be positive, not {size!r}")
+        if align <= 0 or align & (align - 1):
+            raise ValueError(f"alignment must be a power of two, not {align!r}")
+        reuse = [b for b in self._free.get(size, ()) if b.addr % align == 0]
+        if reuse:
+            buf = reuse[-1]
+            self._free[size].remove(buf)
+        else:
+            buf = self._new_buffer(size, align)
+        if zero:
+            buf.fill(0)
+        return buf
+
+    def free(self, buf):
+        """Give ``buf`` back (it is reused by a later allocation of the same size)."""
+        if not isinstance(buf, DmaBuffer):
+            raise TypeError(f"{buf!r} is not a DmaBuffer")
+        self._free.setdefault(buf.size, []).append(buf)
+
+    def buffer(self, data, *, align=16):
+        """A new buffer holding ``data``."""
+        buf = self.alloc(len(data), align=align, zero=False)
+        buf.write(0, data)
+        return buf
+
+
+class HostMemory(DmaAllocator):
     """DMA-coherent memory of one simulated host.
 
     Parameters
@@ -68,44 +113,20 @@ class HostMemory:
             if base <= 0 or base % 4096:
                 raise ValueError(f"pool base must be a positive multiple of 4096, not {base:#x}")
             self.pool = rc.mem_address_space.create_pool(base, size)
+        super().__init__()
         self.allocated_bytes = 0
-        self._free = {}          # size -> [DmaBuffer] ready for reuse
         # The pool's buddy allocator would hand out bus address 0 first; keep it.
         self._guard = self.pool.alloc_region(4096)
 
-    def alloc(self, size, *, align=16, zero=True):
-        """A :class:`DmaBuffer` of ``size`` bytes aligned to ``align`` (a power of two)."""
-        if size <= 0:
-            raise ValueError(f"DMA buffer size must be positive, not {size!r}")
-        if align <= 0 or align & (align - 1):
-            raise ValueError(f"alignment must be a power of two, not {align!r}")
-        reuse = [b for b in self._free.get(size, ()) if b.addr % align == 0]
-        if reuse:
-            buf = reuse[-1]
-            self._free[size].remove(buf)
-        else:
-            # The buddy allocator aligns every block to its power-of-two size. The whole block is
-            # backed by memory: devices read whole dwords (and more) around a buffer, as they
-            # may on a real host.
-            block = 1 << (max(size, align, 64) - 1).bit_length()
-            region = self.pool.alloc_region(block)
-            addr = region.get_absolute_address(0)
-            if addr % align:
-                raise AssertionError(f"pool returned {addr:#x}, not aligned to {align}")
-            buf = DmaBuffer(addr, size, memoryview(region.mem)[:size])
-            self.allocated_bytes += block
-        if zero:
-            buf.fill(0)
-        return buf
-
-    def free(self, buf):
-        """Give ``buf`` back (it is reused by a later allocation of the same size)."""
-        if not isinstance(buf, DmaBuffer):
-            raise TypeError(f"{buf!r} is not a DmaBuffer")
-        self._free.setdefault(buf.size, []).append(buf)
-
-    def buffer(self, data, *, align=16):
-        """A new buffer holding ``data``."""
-        buf = self.alloc(len(data), align=align, zero=False)
-        buf.write(0, data)
+    def _new_buffer(self, size, align):
+        # The buddy allocator aligns every block to its power-of-two size. The whole block is
+        # backed by memory: devices read whole dwords (and more) around a buffer, as they
+        # may on a real host.
+        block = 1 << (max(size, align, 64) - 1).bit_length()
+        region = self.pool.alloc_region(block)
+        addr = region.get_absolute_address(0)
+        if addr % align:
+            raise AssertionError(f"pool returned {addr:#x}, not aligned to {align}")
+        buf = DmaBuffer(addr, size, memoryview(region.mem)[:size])
+        self.allocated_bytes += block
         return buf

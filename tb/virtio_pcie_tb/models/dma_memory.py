@@ -14,7 +14,7 @@ Allocations start above 4 GiB (64-bit DMA addresses) and are never reused unless
 
 import bisect
 
-from ..host.memory import DmaBuffer
+from ..host.memory import DmaAllocator, DmaBuffer
 
 __all__ = ["DmaMemory"]
 
@@ -22,14 +22,14 @@ _PAGE = 4096
 _TOP = 1 << 64
 
 
-class DmaMemory:
+class DmaMemory(DmaAllocator):
     def __init__(self, fill=0, base=0x1_0000_0000):
+        super().__init__()
         self._fill = fill
         self._next = base
         self._bases = []         # sorted region start addresses
         self._regions = {}       # start -> bytearray
         self._pages = {}         # sparse storage outside regions
-        self._free = {}          # size -> [DmaBuffer]
 
     # -- allocation -------------------------------------------------------------------------------
     def alloc_addr(self, length, align=64):
@@ -41,27 +41,9 @@ class DmaMemory:
         bisect.insort(self._bases, addr)
         return addr
 
-    def alloc(self, size, *, align=16, zero=True):
-        """A :class:`~virtio_pcie_tb.host.memory.DmaBuffer` (the host model's DMA API)."""
-        if size <= 0:
-            raise ValueError(f"DMA buffer size must be positive, not {size!r}")
-        reuse = [b for b in self._free.get(size, ()) if b.addr % align == 0]
-        if reuse:
-            buf = reuse[-1]
-            self._free[size].remove(buf)
-            if zero:
-                buf.fill(0)
-            return buf
+    def _new_buffer(self, size, align):
         addr = self.alloc_addr(size, align)
         return DmaBuffer(addr, size, memoryview(self._regions[addr]))
-
-    def free(self, buf):
-        self._free.setdefault(buf.size, []).append(buf)
-
-    def buffer(self, data, *, align=16):
-        buf = self.alloc(len(data), align=align, zero=False)
-        buf.write(0, data)
-        return buf
 
     # -- the address space -----------------------------------------------------------------------
     @staticmethod
