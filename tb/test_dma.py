@@ -32,7 +32,7 @@ from virtio_pcie.dma.interface import DmaError
 from virtio_pcie.spec.pcie import CplStatus, FmtType
 from virtio_pcie_tb.designs.dma_testbench import TIMEOUT_CYCLES, build_dma_testbench
 from virtio_pcie_tb.dma_env import DmaEnv
-from virtio_pcie_tb.models.tlp import RawTlp
+from virtio_pcie_tb.models.tlp import RawTlp, status_completion
 
 GUARD = 64            # bytes checked on each side of a transfer
 PAGE = 4096
@@ -444,15 +444,6 @@ def _cpl_hook(env, predicate, action, *, every=False):
     env.dev.completion_hook = hook
 
 
-def _status_cpl(cpl, status):
-    out = RawTlp(cpl.hdr)
-    out["dw0.fmt_type"] = FmtType.CPL.value
-    out["dw0.length"] = 0
-    out["cpl.status"] = status.value
-    out["cpl.byte_count"] = 4
-    return out
-
-
 async def expect_error(env, chk, action, error, *, length=3000, host_off=8, client=0,
                        mrrs=2):
     """A read whose first matching completion gets ``action`` ends with ``error``; then the
@@ -473,11 +464,12 @@ async def run_completion_errors(dut):
     set the matching event; the engine keeps working."""
     env, chk = await setup(dut, latency_ns=100)
 
-    await expect_error(env, chk, lambda r, c: _status_cpl(c, CplStatus.UR),
+    await expect_error(env, chk, lambda r, c: status_completion(c, CplStatus.UR),
                        DmaError.UNSUPPORTED_REQUEST)
-    await expect_error(env, chk, lambda r, c: _status_cpl(c, CplStatus.CA),
+    await expect_error(env, chk, lambda r, c: status_completion(c, CplStatus.CA),
                        DmaError.COMPLETER_ABORT)
-    await expect_error(env, chk, lambda r, c: _status_cpl(c, CplStatus.CRS), DmaError.MALFORMED)
+    await expect_error(env, chk, lambda r, c: status_completion(c, CplStatus.CRS),
+                       DmaError.MALFORMED)
 
     def poison(r, c):
         c["dw0.ep"] = 1

@@ -12,22 +12,13 @@ memory read of the device is hit with a probability; a hit read is answered in o
 * ``partial``: the first completion arrives, the rest never do.
 """
 
-from virtio_pcie.spec.pcie import CplStatus, FmtType
+from virtio_pcie.spec.pcie import CplStatus
 
-from ..models.tlp import RawTlp
+from ..models.tlp import RawTlp, status_completion
 
 __all__ = ["FaultInjector", "FAULT_KINDS"]
 
 FAULT_KINDS = ("ur", "ca", "poison", "drop", "partial")
-
-
-def _status_cpl(cpl, status):
-    out = RawTlp(cpl.hdr)
-    out["dw0.fmt_type"] = FmtType.CPL.value
-    out["dw0.length"] = 0
-    out["cpl.status"] = status.value
-    out["cpl.byte_count"] = 4
-    return out
 
 
 class FaultInjector:
@@ -76,9 +67,9 @@ class FaultInjector:
         if kind is None:
             return cpl
         if kind == "ur":
-            return [_status_cpl(cpl, CplStatus.UR)] if seen == 0 else []
+            return [status_completion(cpl, CplStatus.UR)] if seen == 0 else []
         if kind == "ca":
-            return [_status_cpl(cpl, CplStatus.CA)] if seen == 0 else []
+            return [status_completion(cpl, CplStatus.CA)] if seen == 0 else []
         if kind == "poison":
             if seen == 0:
                 out = RawTlp(cpl.hdr, cpl.payload)

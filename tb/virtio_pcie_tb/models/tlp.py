@@ -16,7 +16,7 @@ from amaranth.lib import data
 from virtio_pcie.spec.pcie import (FmtType, TlpHeader, TlpDw0, CplStatus, MsgCode)
 from virtio_pcie.tlp.signature import TlpBeat
 
-__all__ = ["MalformedTlp", "RawTlp", "BeatCodec", "fmt_type_name"]
+__all__ = ["MalformedTlp", "RawTlp", "BeatCodec", "fmt_type_name", "status_completion"]
 
 _FMT_TYPES = {m.value: m for m in FmtType}
 
@@ -209,6 +209,18 @@ class RawTlp:
             shown = self.payload[:16].hex()
             parts.append(f"data={shown}{'…' if len(self.payload) > 16 else ''}")
         return f"RawTlp({' '.join(parts)})"
+
+
+def status_completion(cpl, status):
+    """The completion without data a completer would send instead of ``cpl`` when the request
+    ended with ``status`` (UR, CA, CRS): ``cpl``'s IDs and tag, Byte Count 4 (PCIe Base 4.0
+    §2.2.9: a Cpl with a status other than SC reports Byte Count as if it were the last)."""
+    out = RawTlp(cpl.hdr)
+    out["dw0.fmt_type"] = FmtType.CPL.value
+    out["dw0.length"] = 0
+    out["cpl.status"] = status.value
+    out["cpl.byte_count"] = 4
+    return out
 
 
 class BeatCodec:
