@@ -16,18 +16,15 @@ outstanding; everything is withdrawn when a device reset completes.
 
 import logging
 
-from cocotb.triggers import Timer, with_timeout
+from cocotb.triggers import Timer
 from cocotb.utils import get_sim_time
 
-from virtio_pcie.spec.pcie import MsixCap, MsixTableEntry, PciType0Header, byte_offset, byte_size
-from virtio_pcie.spec.virtio import (DeviceStatus, VirtioF, VirtioPciCommonCfg,
-                                     feature_dependencies,
+from virtio_pcie.spec.virtio import (DeviceStatus, VirtioF, feature_dependencies,
                                      VirtioPciLegacyHeader, VIRTIO_MSI_NO_VECTOR,
                                      VIRTQ_AVAIL_ALIGN, VIRTQ_DESC_ALIGN, VIRTQ_USED_ALIGN)
 
 from ..codec import codec
 from ..models.virtq_ring import MALFORMATIONS
-from .monitors import COMPLETION_BOUND_NS
 from .rings import RawQueue
 
 __all__ = ["HostileDriver", "RunFailure", "RESET_BOUND_NS", "ACTIONS"]
@@ -37,11 +34,7 @@ __all__ = ["HostileDriver", "RunFailure", "RESET_BOUND_NS", "ACTIONS"]
 RESET_BOUND_NS = 60_000
 
 _S = {s.name: s.value for s in DeviceStatus}
-_COMMON = codec(VirtioPciCommonCfg)
 _LEGACY = codec(VirtioPciLegacyHeader)
-_CMD = byte_offset(PciType0Header, "command")
-_MSIX_CTRL = byte_offset(MsixCap, "message_control")
-_ENTRY = byte_size(MsixTableEntry)
 
 
 class RunFailure(Exception):
@@ -576,5 +569,3 @@ ACTIONS = {
     "wait":          6,
     "status_poke":   1,
 }
-
-_ = (with_timeout, COMPLETION_BOUND_NS, _CMD, _MSIX_CTRL, _ENTRY, _COMMON)

@@ -26,9 +26,12 @@ had already started may still finish.
 
 from cocotb.utils import get_sim_time
 
-from virtio_pcie.spec.pcie import (CapId, FmtType, MsixCap, MsixTableEntry, PciCommand,
+from virtio_pcie.spec.pcie import (CAP_POINTER_MIN, FmtType, MsixCap, MsixMessageControl,
+                                   MsixTableEntry, MsixVectorControl, PciCommand,
                                    PciType0Header, byte_offset, byte_size)
 from virtio_pcie.spec.virtio import VirtioPciCap, VirtioPciCfgCap
+
+from ..codec import codec
 
 __all__ = ["LinkMonitor", "COMPLETION_BOUND_NS", "GRACE_NS"]
 
@@ -48,9 +51,12 @@ _CPL = {FmtType.CPL.value, FmtType.CPLD.value}
 _CMD = byte_offset(PciType0Header, "command")
 _BME = PciCommand.BUS_MASTER.value
 _MSIX_CTRL = byte_offset(MsixCap, "message_control")
-_MSIX_ENABLE = 1 << 15
-_MSIX_MASKALL = 1 << 14
+_MSIX_ENABLE = 1 << MsixMessageControl["enable"].offset
+_MSIX_MASKALL = 1 << MsixMessageControl["function_mask"].offset
 _ENTRY = byte_size(MsixTableEntry)
+_ENTRY_CODEC = codec(MsixTableEntry)
+_VECTOR_MASK = 1 << MsixVectorControl["mask"].offset
+_CAP_NEXT = byte_offset(MsixCap, "cap_next")     # every capability starts with id, next
 _CAP_BAR = byte_offset(VirtioPciCap, "bar")
 _CAP_OFFSET = byte_offset(VirtioPciCap, "offset")
 _CAP_LENGTH = byte_offset(VirtioPciCap, "length")
@@ -147,11 +153,9 @@ class LinkMonitor:
         return int.from_bytes(self.config[at:at + 2], "little")
 
     def _entry(self, i):
-        raw = self.table[i * _ENTRY:(i + 1) * _ENTRY]
-        addr = int.from_bytes(raw[0:8], "little")
-        data = int.from_bytes(raw[8:12], "little")
-        masked = bool(raw[12] & 1)
-        return addr, data, masked
+        entry = _ENTRY_CODEC.unpack(self.table[i * _ENTRY:(i + 1) * _ENTRY])
+        addr = entry["msg_addr"] | entry["msg_upper_addr"] << 32
+        return addr, entry["msg_data"], bool(entry["vector_control"] & _VECTOR_MASK)
 
     def _refresh_msi(self, now):
         """Record when each vector stopped being allowed to send (closed) or reopened."""
@@ -297,12 +301,12 @@ def find_capability_offsets(config_bytes):
     out = {}
     pos = config_bytes[byte_offset(PciType0Header, "capabilities_pointer")]
     seen = set()
-    while pos >= 0x40 and pos not in seen:
+    while pos >= CAP_POINTER_MIN and pos not in seen:
         seen.add(pos)
         out.setdefault(config_bytes[pos], []).append(pos)
-        pos = config_bytes[pos + 1] & ~3
+        # The pointer's two low bits are reserved (PCI Local Bus 3.0 §6.7).
+        pos = config_bytes[pos + _CAP_NEXT] & ~3
     return out
 
 
 __all__.append("find_capability_offsets")
-_ = CapId

@@ -30,9 +30,11 @@ import cocotb
 from cocotb.triggers import ClockCycles, SimTimeoutError, Timer, with_timeout
 from cocotb.utils import get_sim_time
 
-from virtio_pcie.spec.pcie import (CapId, MsixCap, MsixTableEntry, PciCommand, PciType0Header,
+from virtio_pcie.spec.pcie import (CAP_POINTER_MIN, CONFIG_SPACE_SIZE, LEGACY_CONFIG_SPACE_SIZE,
+                                   CapId, MsixCap, MsixMessageControl, MsixTableEntry,
+                                   MsixVectorControl, PciCommand, PciType0Header, PmCap,
                                    byte_offset, byte_size)
-from virtio_pcie.spec.virtio import VirtioPciCapType, VirtioPciCap
+from virtio_pcie.spec.virtio import VirtioPciCap, VirtioPciCapType, VirtioPciCfgCap
 
 from ..host import PciFunction, VirtioDevice
 from ..host.pci import Resource
@@ -53,7 +55,19 @@ RUN_BOUND_NS = 2_000_000
 _CMD = byte_offset(PciType0Header, "command")
 _MSIX_CTRL = byte_offset(MsixCap, "message_control")
 _ENTRY = byte_size(MsixTableEntry)
-_PM_CTRL = 4          # PMCSR, from the power-management capability (PCI PM 1.2 §3.2.4)
+_ENTRY_ADDR = byte_offset(MsixTableEntry, "msg_addr")
+_ENTRY_UPPER = byte_offset(MsixTableEntry, "msg_upper_addr")
+_ENTRY_DATA = byte_offset(MsixTableEntry, "msg_data")
+_ENTRY_CONTROL = byte_offset(MsixTableEntry, "vector_control")
+_VECTOR_MASK = 1 << MsixVectorControl["mask"].offset
+_MSIX_ENABLE_BIT = MsixMessageControl["enable"].offset
+_MSIX_MASKALL_BIT = MsixMessageControl["function_mask"].offset
+_MSIX_CTRL_BITS = (1 << _MSIX_MASKALL_BIT) | (1 << _MSIX_ENABLE_BIT)
+_PM_CTRL = byte_offset(PmCap, "pmcsr")
+#: Header registers a random configuration write leaves alone (the BARs and the expansion ROM:
+#: moving them would only lose the device, not test it).
+_BARS = range(byte_offset(PciType0Header, "bar"), byte_offset(PciType0Header, "cardbus_cis"))
+_ROM = byte_offset(PciType0Header, "expansion_rom")
 
 #: Configuration dwords the root complex's enumeration leaves set up, restored after each
 #: power-on reset: the BARs, then the command register.
@@ -202,7 +216,7 @@ class FuzzContext:
         # The MSI-X table's reset state (PCIe Base 4.0 §7.7.2: every vector masked).
         self.table_reset = bytearray(_ENTRY * self.msix_vectors)
         for i in range(self.msix_vectors):
-            self.table_reset[i * _ENTRY + 12] = 1
+            self.table_reset[i * _ENTRY + _ENTRY_CONTROL] = _VECTOR_MASK
         await self.workload.start()
 
     async def _msi_hit(self):
@@ -237,7 +251,7 @@ class FuzzContext:
         # hostile driver unmasks without programming sends nothing left by an earlier run.
         window = self.dev.bar_window[self.msix_bir]
         for i in range(self.msix_vectors):
-            for off in (0, 4, 8):
+            for off in (_ENTRY_ADDR, _ENTRY_UPPER, _ENTRY_DATA):
                 await window.write_dword(self.msix_table + i * _ENTRY + off, 0)
         # The host model's view of the function and the transport: as freshly probed.
         pdev = self.pdev
@@ -377,7 +391,7 @@ class FuzzContext:
         for addr, value in self.restore[-2:]:
             await pdev.config_write32(addr, value)
         ctrl = await pdev.config_read16(self.msix_pos + _MSIX_CTRL)
-        await pdev.config_write16(self.msix_pos + _MSIX_CTRL, ctrl & 0x3FFF)
+        await pdev.config_write16(self.msix_pos + _MSIX_CTRL, ctrl & ~_MSIX_CTRL_BITS)
         await pdev.config_write16(_CMD, self.command)
 
     async def _recover(self, rng, result, driver):
@@ -449,20 +463,21 @@ class FuzzContext:
     async def random_config(self, rng):
         """A configuration read or write of 1 to 4 bytes (BARs and expansion ROM left alone;
         the Command register keeps its decode bits)."""
-        caps_end = 0x100
+        caps_end = LEGACY_CONFIG_SPACE_SIZE
         addr = rng.choice([rng.randrange(0, caps_end), rng.randrange(0, caps_end),
-                           rng.randrange(0x40, caps_end),
-                           (self.pci_cfg_pos or 0x40) + rng.randrange(0, 20),
-                           rng.randrange(caps_end, 0x1000)])
+                           rng.randrange(CAP_POINTER_MIN, caps_end),
+                           (self.pci_cfg_pos or CAP_POINTER_MIN)
+                           + rng.randrange(0, byte_size(VirtioPciCfgCap)),
+                           rng.randrange(caps_end, CONFIG_SPACE_SIZE)])
         size = rng.choice([1, 2, 4])
-        addr = min(addr, 0x1000 - size)
+        addr = min(addr, CONFIG_SPACE_SIZE - size)
         if rng.random() < 0.4:
             await self.rc.config_read(self.dev.pcie_id, addr, size,
                                       timeout=COMPLETION_TIMEOUT_NS, timeout_unit="ns")
             return
-        if addr < 0x40:
+        if addr < CAP_POINTER_MIN:
             lo = addr & ~3
-            if 0x10 <= lo < 0x28 or lo == 0x30 or lo in (0x18, 0x1C):
+            if lo in _BARS or lo == _ROM:
                 return
             if lo == _CMD:
                 value = rng.getrandbits(8 * size)
@@ -512,7 +527,8 @@ class FuzzContext:
             ctrl = await pdev.config_read16(ctrl_addr)
             enable = rng.random() < 0.7
             mask = rng.random() < 0.3
-            ctrl = (ctrl & 0x3FFF) | (enable << 15) | (mask << 14)
+            ctrl = ((ctrl & ~_MSIX_CTRL_BITS) | (enable << _MSIX_ENABLE_BIT) |
+                    (mask << _MSIX_MASKALL_BIT))
             await pdev.config_write16(ctrl_addr, ctrl)
             driver.msix_enabled = enable
             return
@@ -520,12 +536,12 @@ class FuzzContext:
         entry = self.msix_table + i * _ENTRY
         if choice < 0.6:
             vec = self.msi[rng.randrange(len(self.msi))]
-            await window.write_dword(entry, vec.addr & 0xFFFFFFFF)
-            await window.write_dword(entry + 4, vec.addr >> 32)
-            await window.write_dword(entry + 8, vec.data)
-        await window.write_dword(entry + 12, rng.random() < 0.4)
+            await window.write_dword(entry + _ENTRY_ADDR, vec.addr & 0xFFFFFFFF)
+            await window.write_dword(entry + _ENTRY_UPPER, vec.addr >> 32)
+            await window.write_dword(entry + _ENTRY_DATA, vec.data)
+        await window.write_dword(entry + _ENTRY_CONTROL, _VECTOR_MASK if rng.random() < 0.4 else 0)
         # Linux flushes table writes with a read (__pci_write_msi_msg).
-        await window.read_dword(entry + 8)
+        await window.read_dword(entry + _ENTRY_DATA)
 
     async def set_bus_master(self, on):
         cmd = await self.pdev.config_read16(_CMD)
