@@ -187,7 +187,8 @@ class _Trace:
         rings = {name: {"desc": q.vq.desc_addr, "avail": q.vq.avail_addr,
                         "used": q.vq.used_addr, "num": q.vq.num}
                  for name, q in (("rx", net.rx[0]), ("tx", net.tx[0]))}
-        self.file.write(json.dumps({"rings": rings, "point": p}) + "\n")
+        msi = net.vdev.transport.pdev.msix_message_addresses
+        self.file.write(json.dumps({"rings": rings, "msi": msi, "point": p}) + "\n")
 
         def sent(raw):
             if raw.is_completion or raw.is_message:

@@ -19,6 +19,10 @@ import argparse
 import json
 from collections import Counter, defaultdict
 
+from virtio_pcie.spec.virtio import (VIRTQ_IDX_BYTES, virtq_avail_event_offset,
+                                     virtq_avail_ring_offset, virtq_desc_size,
+                                     virtq_used_event_offset, virtq_used_ring_offset)
+
 __all__ = ["load", "classify", "profile"]
 
 
@@ -29,28 +33,38 @@ def load(path):
     return head, events
 
 
-def classify(rings, ev):
-    """The kind of one request ``ev`` (see the module docstring)."""
+def _ring_areas(r):
+    """Byte ranges of one queue's ring structures, from the split-ring layout in spec/."""
+    num, avail, used = r["num"], r["avail"], r["used"]
+    # Requests are dword aligned: the le16 event fields are reached from the dword they sit in.
+    return {
+        "avail_idx":   (avail, avail + virtq_avail_ring_offset(0)),
+        "avail_ring":  (avail + virtq_avail_ring_offset(0), avail + virtq_avail_ring_offset(num)),
+        "used_event":  (avail + virtq_used_event_offset(num) & ~3,
+                        avail + virtq_used_event_offset(num) + VIRTQ_IDX_BYTES),
+        "desc":        (r["desc"], r["desc"] + virtq_desc_size(num)),
+        "used_idx":    (used, used + virtq_used_ring_offset(0)),
+        "used_elem":   (used + virtq_used_ring_offset(0), used + virtq_used_ring_offset(num)),
+        "avail_event": (used + virtq_avail_event_offset(num) & ~3,
+                        used + virtq_avail_event_offset(num) + VIRTQ_IDX_BYTES),
+    }
+
+
+_READ_AREAS = ("avail_idx", "avail_ring", "used_event", "desc")
+_WRITE_AREAS = ("used_idx", "used_elem", "avail_event")
+
+
+def classify(rings, ev, msi=()):
+    """The kind of one request ``ev`` (see the module docstring); ``msi``: the MSI-X message
+    addresses of the trace."""
     a, k = ev["a"], ev["k"]
     for name, r in rings.items():
-        num = r["num"]
-        if k == "rd":
-            if a == r["avail"]:
-                return f"{name}.avail_idx"
-            if r["avail"] + 4 <= a < r["avail"] + 4 + 2 * num:
-                return f"{name}.avail_ring"
-            if a == (r["avail"] + 4 + 2 * num) & ~3:
-                return f"{name}.used_event"
-            if r["desc"] <= a < r["desc"] + 16 * num:
-                return f"{name}.desc"
-        else:
-            if a == r["used"]:
-                return f"{name}.used_idx"
-            if r["used"] + 4 <= a < r["used"] + 4 + 8 * num:
-                return f"{name}.used_elem"
-            if a == (r["used"] + 4 + 8 * num) & ~3:
-                return f"{name}.avail_event"
-    if a >> 20 == 0xFEE or k == "wr" and ev["n"] == 4 and a >= 1 << 32:
+        areas = _ring_areas(r)
+        for area in _READ_AREAS if k == "rd" else _WRITE_AREAS:
+            lo, hi = areas[area]
+            if lo <= a < hi:
+                return f"{name}.{area}"
+    if k == "wr" and a in msi:
         return "msi"
     return f"data.{k}"
 
@@ -60,7 +74,7 @@ def profile(path, timeline=0):
     rings, point = head["rings"], head["point"]
     reqs = [e for e in events if e["k"] != "cpl"]
     for e in reqs:
-        e["kind"] = classify(rings, e)
+        e["kind"] = classify(rings, e, head.get("msi", ()))
     # Round trips: a read's tag is reused only after its last completion.
     open_reads, rtts = {}, defaultdict(list)
     spans = []                    # (start, end, kind) of every read

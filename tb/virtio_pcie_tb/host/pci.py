@@ -608,6 +608,11 @@ class PciFunction:
         ctrl = await self.config_read16(ctrl_addr)
         await self.config_write16(ctrl_addr, ctrl & ~_MSIX_MASKALL)
 
+    @property
+    def msix_message_addresses(self):
+        """The Message Addresses the root complex gave this function's MSI-X vectors."""
+        return [vec.addr for vec in self._rc_vectors or ()]
+
     def _msix_callback(self, index):
         async def callback():
             if not self.msix_enabled or index >= len(self.msix_vectors):
