@@ -343,3 +343,19 @@ def test_blk_image_persists(simulate, sim_dir):
     design = build_system(MAIN)
     simulate(design, "test_system_blk", testcase=["run_image_write"], env=env)
     simulate(design, "test_system_blk", testcase=["run_image_read"], env=env)
+
+
+@pytest.mark.unit
+def test_irq_moderation_parameters():
+    """Moderation is on up to 128 bits and off at 256 (where holding an interrupt made the
+    device run dry); explicit values win; bad values are refused with their name."""
+    from virtio_pcie.top import IRQ_LOW_WATER, VirtioPcieDevice
+    from virtio_pcie.virtio.virtqueue import DEFAULT_IRQ_HOLDOFF
+    assert VirtioPcieDevice(data_width=64).irq_moderation == (DEFAULT_IRQ_HOLDOFF, IRQ_LOW_WATER)
+    assert VirtioPcieDevice(data_width=128).irq_moderation == (DEFAULT_IRQ_HOLDOFF, IRQ_LOW_WATER)
+    assert VirtioPcieDevice(data_width=256).irq_moderation == (0, IRQ_LOW_WATER)
+    assert VirtioPcieDevice(data_width=256, irq_holdoff=100,
+                            irq_low_water=3).irq_moderation == (100, 3)
+    for bad in ({"irq_holdoff": -1}, {"irq_holdoff": 1 << 16}, {"irq_low_water": 2.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            VirtioPcieDevice(**bad)

@@ -261,6 +261,11 @@ class VirtioPcieDevice(wiring.Component):
     def device_name(self):
         return self._device_name
 
+    @property
+    def irq_moderation(self):
+        """``(irq_holdoff, irq_low_water)`` of the virtqueue engine (holdoff 0: off)."""
+        return self._irq_holdoff, self._irq_low_water
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.function  = function  = self._function
