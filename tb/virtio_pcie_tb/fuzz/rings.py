@@ -23,17 +23,11 @@ import dataclasses
 from virtio_pcie.spec.virtio import (legacy_vring_layout, virtq_avail_size, virtq_desc_size,
                                      virtq_used_size)
 
+from ..models.virtq_ports import Segment
 from ..models.virtq_ring import (DESC_BYTES, INDIRECT, NEXT, WRITE, DescAllocator,
                                  SplitRing, malformed_chain, pack_desc, unpack_desc)
 
 __all__ = ["Segment", "Chain", "RawQueue"]
-
-
-@dataclasses.dataclass
-class Segment:
-    addr: int
-    len: int
-    write: bool
 
 
 @dataclasses.dataclass
