@@ -43,17 +43,17 @@ the host when they have crossed the link), the latency of the host's own request
 (MMIO), and memory bandwidth or cache effects on the host side.
 
 The link to the root port: cocotbext-pcie's :class:`~cocotbext.pcie.core.port.SimPort` pair models
-the data link layer (sequence numbers, ACK DLLPs, flow-control update DLLPs, a task per TLP
+the data link layer (sequence numbers, an ACK DLLP per TLP, flow-control DLLPs, tasks per TLP
 and per timer), all in zero simulated time when no link speed is set, as here: in a fuzz run it
 cost more Python than the root complex itself. Once connected to a root port, the bridge
-therefore carries TLPs *directly* between itself and the root port's routing in both directions
-where that changes nothing the DUT can see: every TLP from the DUT, and the completions the
-host sends down (the device's port advertises infinite completion credits, so the data link
-layer never holds them back). They keep their order and arrive :data:`LINK_STEPS` simulator
-steps (picoseconds) after they were sent, as through the SimPorts (a few steps): strictly
-between two clock edges, so every TLP meets the same clock edge as before. Requests from the
-host (configuration, MMIO) still cross the SimPorts, whose flow-control credits come back only
-when the RTL takes a request, so a device that stops taking requests still holds the host back.
+therefore carries TLPs *directly* between itself and the root port's routing, in both
+directions. They keep their order and arrive :data:`LINK_STEPS` simulator steps (picoseconds)
+after they were sent, as through the SimPorts (a few steps): strictly between two clock edges,
+so every TLP meets the same clock edge as before. Flow control stays as it was: requests from
+the host (configuration, MMIO) consume the receive credits the device port advertises, and they
+come back only when the RTL takes a request, so a device that stops taking requests still holds
+the host back; completions to the device (infinite credits) and TLPs to the root complex
+(which takes them at once) never wait for credits. The SimPorts stay connected, idle.
 
 INTx messages (which cocotbext-pcie's TLP class cannot represent) are consumed here and shown as
 :attr:`intx_asserted` and :attr:`intx_event`. TLPs that break the stream or header rules are
@@ -73,6 +73,7 @@ from cocotb.utils import get_sim_time
 
 from cocotbext.pcie.core import Device
 from cocotbext.pcie.core.bridge import SwitchDownstreamPort
+from cocotbext.pcie.core.dllp import FcType
 from cocotbext.pcie.core.port import SimPort
 from cocotbext.pcie.core.tlp import TlpType
 
@@ -268,6 +269,8 @@ class DutPcieDevice(Device):
         self._root_port = None             # the root port of the direct link, once connected
         self._link_up = _DirectLink(self._link_deliver_up)
         self._link_down = _DirectLink(self.upstream_recv)
+        self._request_credits = {}
+        self._credit_event = Event()
         self.stats = {"mrd": 0, "mwr": 0, "cpl_in": 0, "msg": 0, "cpl_out": 0, "req_in": 0}
         cocotb.start_soon(self._run_upstream())
         cocotb.start_soon(self._run_completions())
@@ -286,17 +289,40 @@ class DutPcieDevice(Device):
         super().connect(port)
         peer = self.upstream_port.other
         if isinstance(peer, SimPort) and isinstance(peer.parent, SwitchDownstreamPort):
-            # A root (or switch downstream) port: completions it sends down come the direct
-            # way; requests keep its SimPort (and the flow control the RTL exerts).
+            # A root (or switch downstream) port: what it sends down comes the direct way.
             self._root_port = root = peer.parent
-            port_send = root.downstream_tx_handler
+            root.downstream_tx_handler = self._link_send_down
+            fc = self.upstream_port.fc_state[0]
+            # FcType -> [header credits, data credits, credits in use]
+            self._request_credits = {
+                FcType.P: (fc.ph.rx_initial_allocation, fc.pd.rx_initial_allocation, [0, 0]),
+                FcType.NP: (fc.nph.rx_initial_allocation, fc.npd.rx_initial_allocation, [0, 0])}
 
-            async def downstream_tx(tlp):
-                if tlp.fmt_type in _COCOTBEXT_CPL:
-                    self._link_down.send(tlp)
-                else:
-                    await port_send(tlp)
-            root.downstream_tx_handler = downstream_tx
+    async def _link_send_down(self, tlp):
+        """The root port sends ``tlp`` to the DUT (its ``downstream_tx_handler``)."""
+        # Flow control as the SimPorts had it: the credits of the hop before are released (as
+        # SimPort.send does); a request waits for the receive credits the device port
+        # advertises (its initial allocation; 0 is infinite, as for completions) and gives them
+        # back when the bridge releases it, i.e. when the RTL takes it.
+        tlp.release_fc()
+        limits = self._request_credits.get(tlp.get_fc_type())
+        if limits is not None:
+            need = (1, tlp.get_data_credits())
+            used = limits[2]
+            while ((limits[0] and used[0] + 1 > limits[0]) or
+                   (limits[1] and used[1] + need[1] > limits[1])):
+                self._credit_event.clear()
+                await self._credit_event.wait()
+            used[0] += 1
+            used[1] += need[1]
+
+            def release(tlp=tlp, used=used, need=need):
+                tlp.release_fc_cb = None
+                used[0] -= need[0]
+                used[1] -= need[1]
+                self._credit_event.set()
+            tlp.release_fc_cb = release
+        self._link_down.send(tlp)
 
     async def _link_deliver_up(self, tlp):
         await self._root_port.downstream_recv(tlp)
