@@ -68,7 +68,7 @@ import re
 from dataclasses import dataclass
 
 import cocotb
-from cocotb.triggers import Event, Timer
+from cocotb.triggers import Event, First, Timer
 from cocotb.utils import get_sim_time
 
 from cocotbext.pcie.core import Device
@@ -264,7 +264,6 @@ class DutPcieDevice(Device):
         self._cpl_heap = []
         self._cpl_seq = 0
         self._cpl_event = Event()
-        self._cpl_alarm_ns = None          # the release time a _cpl_alarm task is sleeping to
         self._tag_last_release = {}
         self._root_port = None             # the root port of the direct link, once connected
         self._link_up = _DirectLink(self._link_deliver_up)
@@ -529,21 +528,15 @@ class DutPcieDevice(Device):
             now = get_sim_time("ns")
             if release > now:
                 self._cpl_event.clear()
-                # An alarm task sets the event at the release time; something due sooner that
-                # is scheduled meanwhile sets it too (and a stale alarm only wakes us early).
-                if self._cpl_alarm_ns is None or release < self._cpl_alarm_ns:
-                    self._cpl_alarm_ns = release
-                    cocotb.start_soon(self._cpl_alarm(release - now, release))
-                await self._cpl_event.wait()
+                # wake early if something due sooner is scheduled. (A fresh Timer each time: a
+                # completion released at a clock edge meets that edge or the next one depending
+                # on whether its Timer was registered before the clock's toggle, so even when
+                # the Timer is registered is part of the cycle-level behaviour.)
+                timer = Timer(release - now, "ns", round_mode="ceil")
+                await First(timer, self._cpl_event.wait())
                 continue
             _, _, cpl, retire_tag = heapq.heappop(self._cpl_heap)
             self._deliver(cpl, retire_tag)
-
-    async def _cpl_alarm(self, delay_ns, release):
-        await Timer(delay_ns, "ns", round_mode="ceil")
-        if self._cpl_alarm_ns == release:
-            self._cpl_alarm_ns = None
-        self._cpl_event.set()
 
     # -- misc ----------------------------------------------------------------------------------
     def _error(self, message):
