@@ -48,12 +48,16 @@ and per timer), all in zero simulated time when no link speed is set, as here: i
 cost more Python than the root complex itself. Once connected to a root port, the bridge
 therefore carries TLPs *directly* between itself and the root port's routing, in both
 directions. They keep their order and arrive :data:`LINK_STEPS` simulator steps (picoseconds)
-after they were sent, as through the SimPorts (a few steps): strictly between two clock edges,
-so every TLP meets the same clock edge as before. Flow control stays as it was: requests from
-the host (configuration, MMIO) consume the receive credits the device port advertises, and they
-come back only when the RTL takes a request, so a device that stops taking requests still holds
-the host back; completions to the device (infinite credits) and TLPs to the root complex
-(which takes them at once) never wait for credits. The SimPorts stay connected, idle.
+after they were sent, strictly between two clock edges, as through the SimPorts (which spaced
+TLPs and DLLPs 1 ps apart: 2 ps for a lone TLP). The benchmarks' cycle counts are the same
+either way; in a long fuzz run a host-model action now and then meets the next clock edge
+instead of this one (docs/robustness.md, "What a run costs").
+
+Flow control stays as it was: requests from the host (configuration, MMIO) consume the receive
+credits the device port advertises, and they come back only when the RTL takes a request, so a
+device that stops taking requests still holds the host back; completions to the device
+(infinite credits) and TLPs to the root complex (which takes them at once) never wait for
+credits. The SimPorts stay connected, idle.
 
 INTx messages (which cocotbext-pcie's TLP class cannot represent) are consumed here and shown as
 :attr:`intx_asserted` and :attr:`intx_event`. TLPs that break the stream or header rules are
@@ -292,7 +296,7 @@ class DutPcieDevice(Device):
             self._root_port = root = peer.parent
             root.downstream_tx_handler = self._link_send_down
             fc = self.upstream_port.fc_state[0]
-            # FcType -> [header credits, data credits, credits in use]
+            # FcType -> (header credits, data credits (0: infinite), [headers, data in use])
             self._request_credits = {
                 FcType.P: (fc.ph.rx_initial_allocation, fc.pd.rx_initial_allocation, [0, 0]),
                 FcType.NP: (fc.nph.rx_initial_allocation, fc.npd.rx_initial_allocation, [0, 0])}
