@@ -216,6 +216,51 @@ async def run_requests_refused(dut):
     assert tb.rc.find_device((1, 0, 0)) is not None
 
 
+@cocotb.test()
+async def run_request_credits(dut):
+    """Requests from the root port wait for the device port's receive credits, which come back
+    only when the RTL takes a request: with the request stream held back, as many posted writes
+    go down as the port has posted header credits and the next one waits; let go, all arrive."""
+    from cocotbext.pcie.core.tlp import Tlp, TlpType
+    data_width = harness.dut_params()["data_width"]
+    tb = EndpointTB(dut, data_width)
+    await tb.reset()
+    await with_timeout(tb.rc.enumerate(), 1, "ms")
+    port = tb.dev.upstream_port
+    root = port.other.parent                       # the root port the bridge is connected to
+    credits = port.fc_state[0].ph.rx_initial_allocation
+    assert credits == 64
+    held = [True]
+
+    def hold():
+        while True:
+            yield held[0]
+    tb.dev.rx_req.set_idle_generator(hold())
+    taken_before = tb.dev.rx_req.tlps
+    sent = []
+
+    async def send_writes(count):
+        for i in range(count):
+            tlp = Tlp()
+            tlp.fmt_type = TlpType.MEM_WRITE
+            tlp.requester_id = root.pcie_id
+            tlp.set_addr_be_data(0x1000 + 4 * i, i.to_bytes(4, "little"))
+            await root.downstream_send(tlp)
+            sent.append(i)
+    writer = cocotb.start_soon(send_writes(credits + 6))
+    await Timer(2, "us")
+    assert len(sent) == credits, f"{len(sent)} posted writes passed {credits} header credits"
+    assert tb.dev.rx_req.tlps == taken_before
+    held[0] = False
+    await with_timeout(writer, 10, "us")
+    for _ in range(2000):
+        if tb.dev.rx_req.tlps == taken_before + credits + 6:
+            break
+        await RisingEdge(dut.clk)
+    assert tb.dev.rx_req.tlps == taken_before + credits + 6
+    assert not tb.dev.all_errors
+
+
 # -- pytest launchers --------------------------------------------------------------------------
 
 WIDTHS = [64, 128, 256]
@@ -232,4 +277,5 @@ def test_loopback(simulate, data_width):
 @pytest.mark.parametrize("data_width", WIDTHS)
 def test_minimal_endpoint(simulate, data_width):
     design = harness.build(MinimalEndpoint, {"data_width": data_width}, name="minimal_endpoint")
-    simulate(design, "test_bridge", testcase=["run_enumerate", "run_requests_refused"])
+    simulate(design, "test_bridge", testcase=["run_enumerate", "run_requests_refused",
+                                              "run_request_credits"])

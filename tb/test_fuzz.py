@@ -191,8 +191,8 @@ async def run_legacy_disable_avail_event(dut):
 #: The default campaigns (seed 2026): ``chunks`` simulator processes of ``runs`` runs each per
 #: device, separate tests so that pytest-xdist spreads them over its workers. A run is a fresh
 #: device, 8 to 40 hostile actions and a clean Linux-model rebind with verified I/O: about 30 us
-#: of simulated time and 0.5 to 2 s of wall time (the Python models' cost per TLP dominates;
-#: docs/robustness.md).
+#: of simulated time and 0.2 to 0.4 s of CPU on average, up to about 2 s for the busiest runs
+#: (the Python models' cost per TLP dominates; docs/robustness.md, "What a run costs").
 CAMPAIGN = {"blk": {"chunks": 3, "runs": 40}, "net": {"chunks": 2, "runs": 40}}
 CAMPAIGN_SEED = 2026
 

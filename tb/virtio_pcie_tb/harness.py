@@ -58,6 +58,14 @@ LZ4_VERSION = "4.4.5"     # FST writer dependency, built from the PyPI sdist (se
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("VIRTIO_PCIE_SIM_TIMEOUT", 1800))
 
+#: Modules whose ``assert`` statements cocotb has pytest rewrite (for detailed failure
+#: messages) in a simulator process: the cocotb test modules and their helpers in tb/. cocotb's
+#: default ("*.py") rewrites every module imported after it starts, Amaranth and the
+#: verification IP included, which costs about a second per simulator process where no
+#: bytecode is cached (PYTHONDONTWRITEBYTECODE). The asserts elsewhere still run; their own
+#: messages say what failed. Set COCOTB_REWRITE_ASSERTION_FILES to override.
+REWRITE_ASSERTION_FILES = "test_*.py *_tb.py *_env.py"
+
 #: Where :func:`build` keeps the value of its ``describe`` function, in the build directory.
 DESCRIPTION_FILE = "description.json"
 
@@ -441,6 +449,8 @@ def run(design, test_module, *, test_dir, testcase=None, env=None, timeout_s=Non
     sim_env = {"DUT_PARAMS": json.dumps(_jsonable(design.params)),
                "DUT_BUILD": str(design.directory),
                "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "INFO")}
+    if "COCOTB_REWRITE_ASSERTION_FILES" not in os.environ:
+        sim_env["COCOTB_REWRITE_ASSERTION_FILES"] = REWRITE_ASSERTION_FILES
     sim_env.update(env or {})
 
     if waves and not design.waves:

@@ -93,6 +93,7 @@ class Summary:
             "legacy_runs": sum(1 for r in rs if r["stats"].get("legacy")),
             "sim_us": round(sum(r["sim_ns"] for r in rs) / 1000, 1),
             "wall_s": round(self.wall_s, 1),
+            "run_cpu_s": round(sum(r["stats"].get("cpu_s", 0) for r in rs), 2),
         }
 
     def report(self, limit=5):

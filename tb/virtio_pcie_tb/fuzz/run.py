@@ -282,6 +282,7 @@ class FuzzContext:
         result = RunResult(index, seed)
         started = get_sim_time("ns")
         wall = [time.perf_counter()]
+        cpu = time.process_time()
         await self.hw_reset(rng)
         wall.append(time.perf_counter())
         self.memory.reset(rng, high_share=rng.choice([0.0, 0.5, 1.0]))
@@ -343,6 +344,9 @@ class FuzzContext:
                                 zip(("reset", "hostile", "recovery"), wall[:-1], wall[1:],
                                     strict=True)}
         result.stats["hostile_ns"] = hostile_ns
+        # The simulator process's CPU time for the run (Python and Verilator): unlike the wall
+        # time, it hardly depends on what else the machine is doing.
+        result.stats["cpu_s"] = round(time.process_time() - cpu, 3)
         for key in ("bound_s", "io_done_s"):
             if key in result.stats:
                 result.stats[key] = round(result.stats[key] - wall[2], 3)

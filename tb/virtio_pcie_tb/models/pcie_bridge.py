@@ -42,11 +42,29 @@ Not modelled: the host's posted-write latency (writes, MSI-X messages included, 
 the host when they have crossed the link), the latency of the host's own requests to the DUT
 (MMIO), and memory bandwidth or cache effects on the host side.
 
+The link to the root port: cocotbext-pcie's :class:`~cocotbext.pcie.core.port.SimPort` pair models
+the data link layer (sequence numbers, an ACK DLLP per TLP, flow-control DLLPs, tasks per TLP
+and per timer), all in zero simulated time when no link speed is set, as here: in a fuzz run it
+cost more Python than the root complex itself. Once connected to a root port, the bridge
+therefore carries TLPs *directly* between itself and the root port's routing, in both
+directions. They keep their order and arrive :data:`LINK_STEPS` simulator steps (picoseconds)
+after they were sent, strictly between two clock edges, as through the SimPorts (which spaced
+TLPs and DLLPs 1 ps apart: 2 ps for a lone TLP). The benchmarks' cycle counts are the same
+either way; in a long fuzz run a host-model action now and then meets the next clock edge
+instead of this one (docs/robustness.md, "What a run costs").
+
+Flow control stays as it was: requests from the host (configuration, MMIO) consume the receive
+credits the device port advertises, and they come back only when the RTL takes a request, so a
+device that stops taking requests still holds the host back; completions to the device
+(infinite credits) and TLPs to the root complex (which takes them at once) never wait for
+credits. The SimPorts stay connected, idle.
+
 INTx messages (which cocotbext-pcie's TLP class cannot represent) are consumed here and shown as
 :attr:`intx_asserted` and :attr:`intx_event`. TLPs that break the stream or header rules are
 logged as errors and counted in :attr:`errors`; they never hang the bridge.
 """
 
+import collections
 import heapq
 import logging
 import random
@@ -58,13 +76,22 @@ from cocotb.triggers import Event, First, Timer
 from cocotb.utils import get_sim_time
 
 from cocotbext.pcie.core import Device
+from cocotbext.pcie.core.bridge import SwitchDownstreamPort
+from cocotbext.pcie.core.dllp import FcType
+from cocotbext.pcie.core.port import SimPort
+from cocotbext.pcie.core.tlp import TlpType
 
 from virtio_pcie.spec.pcie import FmtType, MsgCode, CplStatus
 
 from .tlp import RawTlp, MalformedTlp
 from .tlp_stream import TlpSink, TlpSource
 
-__all__ = ["DutPcieDevice", "PcieLink"]
+__all__ = ["DutPcieDevice", "PcieLink", "LINK_STEPS"]
+
+#: Simulator steps (ps) a TLP takes on the direct link to the root port (see the module's
+#: docstring): more than zero, so that a TLP sent at a clock edge arrives after it, and far
+#: below a clock period.
+LINK_STEPS = 2
 
 _MRD = (FmtType.MRD32.value, FmtType.MRD64.value)
 _CPL = (FmtType.CPL.value, FmtType.CPLD.value, FmtType.CPLLK.value, FmtType.CPLDLK.value)
@@ -149,6 +176,37 @@ def split_completion(cpl, rcb):
     return pieces
 
 
+_COCOTBEXT_CPL = frozenset({TlpType.CPL, TlpType.CPL_DATA, TlpType.CPL_LOCKED,
+                            TlpType.CPL_LOCKED_DATA})
+
+
+class _DirectLink:
+    """One direction of the direct link: TLPs reach ``handler`` in order, :data:`LINK_STEPS`
+    after they were sent (all those sent in the meantime together)."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.queue = collections.deque()
+        self.event = Event()
+        self.task = None
+
+    def send(self, tlp):
+        self.queue.append(tlp)
+        if self.task is None:
+            self.task = cocotb.start_soon(self._run())
+        self.event.set()
+
+    async def _run(self):
+        queue = self.queue
+        while True:
+            if not queue:
+                self.event.clear()
+                await self.event.wait()
+            await Timer(LINK_STEPS, "step")
+            while queue:
+                await self.handler(queue.popleft())
+
+
 class DutPcieDevice(Device):
     """A PCIe device whose function is the RTL behind four TLP streams.
 
@@ -198,11 +256,12 @@ class DutPcieDevice(Device):
         self.rx_monitors = []              # callables(tlp) for every TLP delivered to the DUT
 
         self._up_queue = []
+        # _run_upstream's wake-up: a TLP from the DUT, or a read leaving the host's resources
+        # (one event: cocotb's First() costs two tasks and a cancellation per wait)
         self._up_event = Event()
         self._pending_reads = {}           # tag -> [request, time accepted (ns), bytes, accepted]
         self._read_bytes_in_flight = 0
         self._reads_in_flight = 0
-        self._read_wait = Event()
         self._up_bytes_waiting = 0         # bytes from the DUT not yet across the link
         self._down_free_ns = 0             # when the link towards the DUT is next free
         self.max_seen = {"reads": 0, "read_bytes": 0}
@@ -210,6 +269,11 @@ class DutPcieDevice(Device):
         self._cpl_seq = 0
         self._cpl_event = Event()
         self._tag_last_release = {}
+        self._root_port = None             # the root port of the direct link, once connected
+        self._link_up = _DirectLink(self._link_deliver_up)
+        self._link_down = _DirectLink(self.upstream_recv)
+        self._request_credits = {}
+        self._credit_event = Event()
         self.stats = {"mrd": 0, "mwr": 0, "cpl_in": 0, "msg": 0, "cpl_out": 0, "req_in": 0}
         cocotb.start_soon(self._run_upstream())
         cocotb.start_soon(self._run_completions())
@@ -222,6 +286,49 @@ class DutPcieDevice(Device):
     def _tx_buffer_full(self):
         while True:
             yield self._up_bytes_waiting > self.tx_buffer_bytes
+
+    # -- the link to the root port ------------------------------------------------------------
+    def connect(self, port):
+        super().connect(port)
+        peer = self.upstream_port.other
+        if isinstance(peer, SimPort) and isinstance(peer.parent, SwitchDownstreamPort):
+            # A root (or switch downstream) port: what it sends down comes the direct way.
+            self._root_port = root = peer.parent
+            root.downstream_tx_handler = self._link_send_down
+            fc = self.upstream_port.fc_state[0]
+            # FcType -> (header credits, data credits (0: infinite), [headers, data in use])
+            self._request_credits = {
+                FcType.P: (fc.ph.rx_initial_allocation, fc.pd.rx_initial_allocation, [0, 0]),
+                FcType.NP: (fc.nph.rx_initial_allocation, fc.npd.rx_initial_allocation, [0, 0])}
+
+    async def _link_send_down(self, tlp):
+        """The root port sends ``tlp`` to the DUT (its ``downstream_tx_handler``)."""
+        # Flow control as the SimPorts had it: the credits of the hop before are released (as
+        # SimPort.send does); a request waits for the receive credits the device port
+        # advertises (its initial allocation; 0 is infinite, as for completions) and gives them
+        # back when the bridge releases it, i.e. when the RTL takes it.
+        tlp.release_fc()
+        limits = self._request_credits.get(tlp.get_fc_type())
+        if limits is not None:
+            need = (1, tlp.get_data_credits())
+            used = limits[2]
+            while ((limits[0] and used[0] + 1 > limits[0]) or
+                   (limits[1] and used[1] + need[1] > limits[1])):
+                self._credit_event.clear()
+                await self._credit_event.wait()
+            used[0] += 1
+            used[1] += need[1]
+
+            def release(tlp=tlp, used=used, need=need):
+                tlp.release_fc_cb = None
+                used[0] -= need[0]
+                used[1] -= need[1]
+                self._credit_event.set()
+            tlp.release_fc_cb = release
+        self._link_down.send(tlp)
+
+    async def _link_deliver_up(self, tlp):
+        await self._root_port.downstream_recv(tlp)
 
     # -- fabric → DUT ------------------------------------------------------------------------
     async def upstream_recv(self, tlp):
@@ -303,8 +410,7 @@ class DutPcieDevice(Device):
             if raw is None:
                 # nothing to send, or only reads the host cannot take: wait for either to change
                 self._up_event.clear()
-                self._read_wait.clear()
-                await First(self._up_event.wait(), self._read_wait.wait())
+                await self._up_event.wait()
                 continue
             if self.link is not None:
                 # The link carries one TLP after another at its rate.
@@ -329,7 +435,10 @@ class DutPcieDevice(Device):
             if not tlp.check():
                 self._error(f"DUT sent a TLP that fails cocotbext-pcie's checks: {raw!r}")
                 continue
-            await self.upstream_send(tlp)
+            if self._root_port is not None:
+                self._link_up.send(tlp)
+            else:
+                await self.upstream_send(tlp)
 
     def _message(self, raw):
         code = raw["msg.message_code"]
@@ -385,7 +494,7 @@ class DutPcieDevice(Device):
         if pending is not None and pending[3]:
             self._reads_in_flight -= 1
             self._read_bytes_in_flight -= pending[2]
-            self._read_wait.set()
+            self._up_event.set()
 
     def _schedule(self, cpl, release_ns, tag, retire=False):
         now = get_sim_time("ns")
@@ -423,7 +532,10 @@ class DutPcieDevice(Device):
             now = get_sim_time("ns")
             if release > now:
                 self._cpl_event.clear()
-                # wake early if something due sooner is scheduled
+                # wake early if something due sooner is scheduled. (A fresh Timer each time: a
+                # completion released at a clock edge meets that edge or the next one depending
+                # on whether its Timer was registered before the clock's toggle, so even when
+                # the Timer is registered is part of the cycle-level behaviour.)
                 timer = Timer(release - now, "ns", round_mode="ceil")
                 await First(timer, self._cpl_event.wait())
                 continue

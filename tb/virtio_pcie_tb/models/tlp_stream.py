@@ -93,31 +93,41 @@ class TlpSource(_Port):
             await self._idle.wait()
 
     async def _run(self):
-        clock = self.clock
+        # One trigger object per signal, awaited again and again (cheaper than a new one per
+        # cycle); valid and payload are written only when they change.
+        edge = RisingEdge(self.clock)
+        valid, ready, payload, reset = self.valid, self.ready, self.payload, self.reset
+        valid_now = 0
         while True:
             if not self._queue:
-                self.valid.value = 0
+                valid.value = valid_now = 0
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 # Woken by a Timer or an event, possibly in the time step of a clock edge but
                 # before it: drive only from just after an edge, so that the edge awaited below
                 # is the one that samples the first beat.
-                await RisingEdge(clock)
+                await edge
                 continue
             beats, tlp, on_sent = self._queue[0]
             i = 0
-            while i < len(beats):
-                if self._paused():
-                    self.valid.value = 0
-                    await RisingEdge(clock)
+            n = len(beats)
+            driven = -1         # the beat on payload (not written again while it waits)
+            while i < n:
+                if self._pause is not None and self._paused():
+                    if valid_now:
+                        valid.value = valid_now = 0
+                    await edge
                     continue
-                self.payload.value = beats[i]
-                self.valid.value = 1
-                await RisingEdge(clock)
-                if self.reset is not None and self.reset.value:
+                if driven != i:
+                    payload.value = beats[i]
+                    driven = i
+                if not valid_now:
+                    valid.value = valid_now = 1
+                await edge
+                if reset is not None and reset.value:
                     continue
-                if self.ready.value:
+                if ready.value:
                     i += 1
                     self.beats += 1
             self._queue.popleft()
@@ -125,7 +135,7 @@ class TlpSource(_Port):
             if on_sent is not None:
                 on_sent(tlp)
             if not self._queue:
-                self.valid.value = 0
+                valid.value = valid_now = 0
 
 
 class TlpSink(_Port):
@@ -162,8 +172,9 @@ class TlpSink(_Port):
         return self.queue.popleft() if self.queue else None
 
     async def _run(self):
-        clock = self.clock
+        edge = RisingEdge(self.clock)
         valid = self.valid
+        valid_rises = RisingEdge(valid)
         ready = self.ready
         payload = self.payload
         ready_now = 0
@@ -173,12 +184,12 @@ class TlpSink(_Port):
                 ready_now = 1
             if not valid.value:
                 # Idle: sleep until the DUT raises valid, then sample from the next edge on.
-                await RisingEdge(valid)
+                await valid_rises
             pause = self._paused()
             if pause != (not ready_now):
                 ready_now = 0 if pause else 1
                 ready.value = ready_now
-            await RisingEdge(clock)
+            await edge
             if self.reset is not None and self.reset.value:
                 continue
             if ready_now and valid.value:
