@@ -48,7 +48,7 @@ class RingWalker(wiring.Component):
     beyond the index seen; virtio checklist rule 85) into the port's entry cache; a *walk*
     follows one chain from the cache through the descriptor table and indirect table, checks
     it and writes its segments to the port's chain FIFO, committed only if the chain is valid.
-    Descriptors are read ``desc_window`` at a time; a window stays usable for every chain of
+    Descriptors are read ``walk_window`` at a time; a window stays usable for every chain of
     the refresh that preceded its read (descriptors of published, unfinished chains do not
     change) and is dropped at the next refresh. An indirect table is read whole. With
     ``prefetch_slots``, a :class:`~.desc_prefetcher.DescPrefetcher` reads the head windows and
@@ -87,7 +87,10 @@ class RingWalker(wiring.Component):
     avail_batch : int
         Avail ring entries read per refresh.
     desc_window : int
-        Descriptors read per direct-descriptor read.
+        Descriptors the prefetcher reads per head window.
+    walk_window : int, optional
+        Descriptors a walk reads when the descriptor it needs is in no window it has
+        (default ``desc_window``); the window is aligned to its size when that is a power of two.
     prefetch_slots : int
         Chains whose head window and indirect table are read ahead (0: none, a power of two).
     prefetch_table : int
@@ -125,7 +128,7 @@ class RingWalker(wiring.Component):
 
     def __init__(self, *, data_width, queue_count, max_queue_size, port_of_queue, pulled_ports,
                  max_chain, max_indirect, avail_batch, desc_window, prefetch_slots=16,
-                 prefetch_table=16):
+                 prefetch_table=16, walk_window=None):
         self._dw            = data_width
         self._qc            = queue_count
         self._max_size      = max_queue_size
@@ -136,12 +139,13 @@ class RingWalker(wiring.Component):
         self._max_indirect  = max_indirect
         self._batch         = avail_batch
         self._window        = desc_window
+        self._walk_window   = desc_window if walk_window is None else walk_window
         self._beat_bytes    = data_width // 8
         qw = queue_index_width(queue_count)
 
         beat = self._beat_bytes
         align = lambda n: (n + beat - 1) // beat * beat
-        self._desc_slots  = max(desc_window, max_indirect)
+        self._desc_slots  = max(desc_window, self._walk_window, max_indirect)
         self._desc_bytes  = align(_DESC_BYTES * self._desc_slots)
         self._cache_bytes = align(2 * avail_batch)
         self._ram_bytes   = self._desc_bytes + self._ports * self._cache_bytes
@@ -184,7 +188,9 @@ class RingWalker(wiring.Component):
         qc, ports, dw = self._qc, self._ports, self._dw
         beat = self._beat_bytes
         beat_shift = beat.bit_length() - 1
-        batch, window = self._batch, self._window
+        batch, window, pf_window = self._batch, self._walk_window, self._window
+        # Window placement: aligned to its size when that is a power of two.
+        walk_align = window if window & (window - 1) == 0 else 1
         max_chain, max_indirect = self._max_chain, self._max_indirect
 
         pushed_ports = [p for p in range(ports) if p not in self._pulled]
@@ -230,7 +236,7 @@ class RingWalker(wiring.Component):
         if use_pf:
             m.submodules.prefetch = pf = DescPrefetcher(
                 data_width=dw, queue_count=qc, ports=ports, batch=batch,
-                slots=self._pf_slots, window=window, table=self._pf_table,
+                slots=self._pf_slots, window=pf_window, table=self._pf_table,
                 max_indirect=max_indirect, slot_beat=self._pf_base // beat)
             pf_rp = rd_mem.read_port()
             wiring.connect(m, pf=pf.dma, walker=wiring.flipped(self.prefetch_dma))
@@ -257,6 +263,11 @@ class RingWalker(wiring.Component):
         cfg        = Signal(QueueConfigWord)
         last_avail = Signal(16)
         recheck    = Signal()
+        # cfg, last_avail and job_epoch hold queue `loaded_q`'s (of port `loaded_port`) since
+        # its last LOAD1: a walk of the same queue skips the two cycles of reloading them.
+        loaded      = Signal()
+        loaded_q    = Signal(qw)
+        loaded_port = Signal(range(ports))
         pos        = Signal(range(batch + 1))      # the job's port's cache_pos / cache_n
         count_n    = Signal(range(batch + 1))
         n_new      = Signal(16)
@@ -268,7 +279,7 @@ class RingWalker(wiring.Component):
         win_n     = Signal(range(window + 1))
         job_pf    = Signal()          # this chain has a prefetch slot (to release when done)
         sw_valid  = Signal()          # this chain's prefetched head window
-        sw_n      = Signal(range(window + 1))
+        sw_n      = Signal(range(pf_window + 1))
         sw_ram    = Signal(16)        # its first descriptor slot in the read buffer
         st_valid  = Signal()          # this chain's prefetched indirect table
         st_ram    = Signal(16)
@@ -377,22 +388,42 @@ class RingWalker(wiring.Component):
         with m.FSM(name="walker"):
             with m.State("REST"):
                 m.d.comb += self.idle.eq(~pf_busy)
+                # Round robin over the ports that have a job, starting after the port served
+                # last: a port with work is never kept waiting for the turn of idle ones.
                 rr = Signal(range(ports))
+                has_job = []
+                for p in range(ports):
+                    cached = sess_valid[p] & (cache_pos[p] != cache_n[p])
+                    if p in self._pulled:
+                        has_job.append(fetch_valid[p] & self.chain[p].space)
+                    else:
+                        has_job.append((cached & self.chain[p].space) |
+                                       (sess_valid[p] & (cache_pos[p] == cache_n[p])))
                 with m.If(~self.hold & ~self.reset & self.driver_ok):
-                    m.d.sync += rr.eq(Mux(rr == ports - 1, 0, rr + 1))
                     with m.Switch(rr):
-                        for p in range(ports):
-                            with m.Case(p):
-                                self._pick(m, p, p in self._pulled, sess_valid[p], sess_q[p],
-                                           cache_n[p], cache_pos[p], fetch_valid[p],
-                                           fetch_q[p], self.chain[p].space, job_port, job_q,
-                                           job_pulled, job_walk, pos, count_n)
+                        for r in range(ports):
+                            with m.Case(r):
+                                for i in range(ports):
+                                    p = (r + i) % ports
+                                    with (m.If if i == 0 else m.Elif)(has_job[p]):
+                                        m.d.sync += rr.eq((p + 1) % ports)
+                                        self._pick(
+                                            m, p, p in self._pulled, sess_valid[p], sess_q[p],
+                                            cache_n[p], cache_pos[p], fetch_valid[p],
+                                            fetch_q[p], self.chain[p].space, job_port, job_q,
+                                            job_pulled, job_walk, pos, count_n,
+                                            lambda q, p=p: loaded & (loaded_port == p) &
+                                            (loaded_q == q) & self.enabled.bit_select(q, 1) &
+                                            ~stopped.bit_select(q, 1) &
+                                            (self.epoch.bit_select(q * EPOCH_BITS, EPOCH_BITS)
+                                             == job_epoch))
             with m.State("LOAD0"):
                 m.next = "LOAD1"
             with m.State("LOAD1"):
                 m.d.sync += [cfg.eq(cfg_rp.data), last_avail.eq(la_rp.data), recheck.eq(0),
                              job_epoch.eq(self.epoch.bit_select(job_q * EPOCH_BITS,
-                                                                EPOCH_BITS))]
+                                                                EPOCH_BITS)),
+                             loaded.eq(0), loaded_q.eq(job_q), loaded_port.eq(job_port)]
                 usable = (job_q < qc) & self.enabled.bit_select(job_q, 1) & \
                     ~stopped.bit_select(job_q, 1)
                 if self._pulled:
@@ -411,6 +442,7 @@ class RingWalker(wiring.Component):
                         release()
                         m.next = "REST"
                 with m.Elif(job_walk):
+                    m.d.sync += loaded.eq(1)
                     m.next = "HEAD0"
                 with m.Else():
                     if use_pf:
@@ -445,13 +477,6 @@ class RingWalker(wiring.Component):
                 with m.Elif(n_new == 0):
                     with m.If(job_pulled):
                         m.next = "EMPTY"
-                    with m.Elif(self.event_idx & ~recheck & ~event_cur.bit_select(job_q, 1) &
-                                (self.hold | self.reset)):
-                        # A queue operation (a disable, a queue reset, a new ring) or a device
-                        # reset is waiting for this job: the driver may have taken the ring
-                        # back already, so write nothing into it; look again afterwards.
-                        release(set_pending=True)
-                        m.next = "REST"
                     with m.Elif(self.event_idx & ~recheck & ~event_cur.bit_select(job_q, 1)):
                         m.next = "WR_EVENT"
                     with m.Else():
@@ -565,12 +590,12 @@ class RingWalker(wiring.Component):
                     info = pf.query
                     slot_desc = pf.slot_desc(0) + \
                         (pos[:max(1, (self._pf_slots - 1).bit_length())]
-                         if self._pf_slots > 1 else 0) * (window + self._pf_table)
+                         if self._pf_slots > 1 else 0) * (pf_window + self._pf_table)
                     with m.If(self.reset):
                         m.next = "REST"
                     with m.Elif(info.state == SlotState.READY):
                         m.d.sync += [sw_valid.eq(1), sw_n.eq(info.wn), sw_ram.eq(slot_desc),
-                                     st_valid.eq(info.table), st_ram.eq(slot_desc + window)]
+                                     st_valid.eq(info.table), st_ram.eq(slot_desc + pf_window)]
                         m.next = "FETCH_DESC"
                     with m.Elif((info.state == SlotState.MISS) |
                                 (info.state == SlotState.FREE)):
@@ -599,19 +624,24 @@ class RingWalker(wiring.Component):
                     with m.Else():
                         m.next = "RD_WIN"
             with m.State("RD_WIN"):
+                # The aligned window around `cur` (ring sizes are powers of two, so it never
+                # runs past the table's end unless the table is smaller than the window):
+                # Linux reuses descriptors last freed first (virtio_ring.c's free list), so the
+                # heads of a refill run down as often as up; an aligned window serves both.
+                wbase = Signal(16)
                 wn = Signal(range(window + 1))
-                m.d.comb += wn.eq(window)
-                with m.If(size - cur < window):
-                    m.d.comb += wn.eq(size - cur)
+                m.d.comb += [wbase.eq(cur & ~(walk_align - 1)), wn.eq(window)]
+                with m.If(size - wbase < window):
+                    m.d.comb += wn.eq(size - wbase)
                 m.d.comb += [
                     rd_req.valid.eq(1),
-                    rd_req.payload.host_addr.eq(cfg.desc + cur * _DESC_BYTES),
+                    rd_req.payload.host_addr.eq(cfg.desc + wbase * _DESC_BYTES),
                     rd_req.payload.ram_addr.eq(0),
                     rd_req.payload.len.eq(wn * _DESC_BYTES),
                 ]
                 with m.If(rd_req.ready):
                     m.d.comb += self.counts.desc_read.eq(1)
-                    m.d.sync += [win_valid.eq(0), win_q.eq(job_q), win_base.eq(cur),
+                    m.d.sync += [win_valid.eq(0), win_q.eq(job_q), win_base.eq(wbase),
                                  win_n.eq(wn)]
                     m.next = "WAIT_WIN"
             with m.State("WAIT_WIN"):
@@ -621,7 +651,7 @@ class RingWalker(wiring.Component):
                     with m.Elif(~rd_ok):
                         fail(VirtqErrorCode.DMA)
                     with m.Else():
-                        m.d.sync += [win_valid.eq(1), desc_idx.eq(0)]
+                        m.d.sync += [win_valid.eq(1), desc_idx.eq(cur - win_base)]
                         m.next = "RD_DESC"
 
             # Descriptor slot `s` of the read buffer: bytes 16*s .. 16*s+15.
@@ -738,6 +768,7 @@ class RingWalker(wiring.Component):
                              self.counts.chain.eq(1), self.counts.chain_pulled.eq(job_pulled),
                              la_wp.addr.eq(job_q), la_wp.data.eq(last_avail + 1),
                              la_wp.en.eq(1)]
+                m.d.sync += last_avail.eq(last_avail + 1)     # still loaded (see `loaded`)
                 m.d.sync += event_cur.bit_select(job_q, 1).eq(0)
                 with m.Switch(job_port):
                     for p in range(ports):
@@ -756,6 +787,7 @@ class RingWalker(wiring.Component):
                 m.next = "REST"
             with m.State("FAIL"):
                 m.d.comb += ch_discard.eq(1)
+                m.d.sync += loaded.eq(0)
                 if use_pf:
                     m.d.comb += [pf.release.valid.eq(job_walk & job_pf),
                                  pf.release.payload.eq(pos)]
@@ -816,13 +848,13 @@ class RingWalker(wiring.Component):
             with m.If((nq < qc) & self.enabled.bit_select(nq, 1) & pushed_mask.bit_select(nq, 1)):
                 m.d.sync += pending.bit_select(nq, 1).eq(1)
         with m.If(self.stop.valid):
-            m.d.sync += stopped.bit_select(self.stop.payload, 1).eq(1)
+            m.d.sync += [stopped.bit_select(self.stop.payload, 1).eq(1), loaded.eq(0)]
 
         # --- queue configuration changes --------------------------------------------------------
         op = self.op.payload
         with m.If(self.op.valid):
             oq = op.queue
-            m.d.sync += [event_cur.bit_select(oq, 1).eq(0), win_valid.eq(0)]
+            m.d.sync += [event_cur.bit_select(oq, 1).eq(0), win_valid.eq(0), loaded.eq(0)]
             for p in range(ports):
                 with m.If(sess_q[p] == oq):
                     m.d.sync += sess_valid[p].eq(0)
@@ -838,15 +870,17 @@ class RingWalker(wiring.Component):
                     m.d.comb += [la_wp.addr.eq(oq), la_wp.data.eq(op.avail_idx), la_wp.en.eq(1)]
 
         with m.If(self.reset):
-            m.d.sync += [pending.eq(0), stopped.eq(0), event_cur.eq(0), win_valid.eq(0)]
+            m.d.sync += [pending.eq(0), stopped.eq(0), event_cur.eq(0), win_valid.eq(0),
+                         loaded.eq(0)]
             for p in range(ports):
                 m.d.sync += [sess_valid[p].eq(0), fetch_valid[p].eq(0)]
         return m
 
     @staticmethod
     def _pick(m, p, pulled, sess_valid, sess_q, cache_n, cache_pos, fetch_valid, fetch_q, space,
-              job_port, job_q, job_pulled, job_walk, pos, count_n):
-        """In REST: start port ``p``'s job if it has one."""
+              job_port, job_q, job_pulled, job_walk, pos, count_n, loaded):
+        """In REST: start port ``p``'s job if it has one (a walk of the queue whose state is
+        still loaded, ``loaded(q)``, goes straight to the walk)."""
         cached = sess_valid & (cache_pos != cache_n)
         start = [job_port.eq(p), job_pulled.eq(int(pulled)), pos.eq(cache_pos),
                  count_n.eq(cache_n)]
@@ -854,11 +888,17 @@ class RingWalker(wiring.Component):
             with m.If(fetch_valid & space):
                 walk = cached & (sess_q == fetch_q)
                 m.d.sync += start + [job_q.eq(fetch_q), job_walk.eq(walk)]
-                m.next = "LOAD0"
+                with m.If(walk & loaded(fetch_q)):
+                    m.next = "HEAD0"
+                with m.Else():
+                    m.next = "LOAD0"
         else:
             with m.If(cached & space):
                 m.d.sync += start + [job_q.eq(sess_q), job_walk.eq(1)]
-                m.next = "LOAD0"
+                with m.If(loaded(sess_q)):
+                    m.next = "HEAD0"
+                with m.Else():
+                    m.next = "LOAD0"
             with m.Elif(sess_valid & (cache_pos == cache_n)):
                 m.d.sync += start + [job_q.eq(sess_q), job_walk.eq(0)]
                 m.next = "LOAD0"
