@@ -43,17 +43,22 @@ WalkerCounts = data.StructLayout({
 class RingWalker(wiring.Component):
     """Turns doorbells (pushed queues) and fetches (pulled queues) into validated chains.
 
-    Work is done one *job* at a time, for one request port: a *refresh* reads ``avail->idx``
-    and then, only after that read completed, the new ring entries (up to ``avail_batch``, never
-    beyond the index seen; virtio checklist rule 85) into the port's entry cache; a *walk*
-    follows one chain from the cache through the descriptor table and indirect table, checks
-    it and writes its segments to the port's chain FIFO, committed only if the chain is valid.
-    Descriptors are read ``walk_window`` at a time; a window stays usable for every chain of
-    the refresh that preceded its read (descriptors of published, unfinished chains do not
-    change) and is dropped at the next refresh. An indirect table is read whole. With
-    ``prefetch_slots``, a :class:`~.desc_prefetcher.DescPrefetcher` reads the head windows and
-    indirect tables of a pushed port's cached batch ahead, several chains at a time; the walk
-    uses what it finds complete there and reads the rest itself.
+    Work is done one *job* at a time, for one request port, in a *session*: each pushed port
+    has one (serving one queue at a time), each queue of a pulled port its own, so that a device
+    pulling from several queues of a port in turn (the receive queues of a multiqueue NIC) costs
+    no re-read of any of them. A *refresh* reads ``avail->idx`` and then, only after that read
+    completed, the new ring entries (up to ``avail_batch``, never beyond the index seen; virtio
+    checklist rule 85) into the session's entry cache; a *walk* follows one chain from the cache
+    through the descriptor table and indirect table, checks it and writes its segments to the
+    port's chain FIFO, committed only if the chain is valid. Descriptors are read
+    ``walk_window`` at a time into the session's window, aligned to its size; a window stays
+    usable for every chain of the refresh that preceded its read (descriptors of published,
+    unfinished chains do not change) and is dropped at the session's next refresh. An indirect
+    table is read whole. With ``prefetch_slots``, a :class:`~.desc_prefetcher.DescPrefetcher`
+    reads the head windows and indirect tables of a pushed port's cached batch ahead, several
+    chains at a time; the walk uses what it finds complete there and reads the rest itself.
+    Ports with a job are served in turn; consecutive walks of one queue skip reloading its
+    configuration and ``last_avail_idx``.
 
     Pushed queues: a doorbell sets the queue's pending bit (merged, never lost); a scanner gives
     a pending queue to its port's idle session, clearing the bit; the session walks the cached
@@ -143,12 +148,24 @@ class RingWalker(wiring.Component):
         self._beat_bytes    = data_width // 8
         qw = queue_index_width(queue_count)
 
+        # Sessions: one per pushed port (the queue it serves changes), one per queue of a pulled
+        # port (a device pulling from several queues of a port, e.g. the receive queues of a
+        # multiqueue NIC, alternates between them: a shared session would re-read avail->idx
+        # and the ring, and a shared window the descriptors, at every switch).
+        self._sessions = tuple(
+            s for p in range(self._ports)
+            for s in ([(p, q) for q, pq in enumerate(self._port_of_queue) if pq == p]
+                      if p in self._pulled else [(p, None)]))
+
         beat = self._beat_bytes
         align = lambda n: (n + beat - 1) // beat * beat
-        self._desc_slots  = max(desc_window, self._walk_window, max_indirect)
-        self._desc_bytes  = align(_DESC_BYTES * self._desc_slots)
+        # Read buffer: the indirect table scratch, then each session's descriptor window, then
+        # each session's avail entry cache (then the prefetcher's slots).
+        self._table_bytes = align(_DESC_BYTES * max_indirect)
+        self._win_bytes   = align(_DESC_BYTES * self._walk_window)
+        self._desc_bytes  = self._table_bytes + len(self._sessions) * self._win_bytes
         self._cache_bytes = align(2 * avail_batch)
-        self._ram_bytes   = self._desc_bytes + self._ports * self._cache_bytes
+        self._ram_bytes   = self._desc_bytes + len(self._sessions) * self._cache_bytes
         # Prefetch slots: a head window and an indirect table each, 16-byte aligned.
         self._pf_slots    = prefetch_slots
         self._pf_table    = min(prefetch_table, max_indirect)
@@ -210,7 +227,7 @@ class RingWalker(wiring.Component):
         stopped   = Signal(qc)
         event_cur = Signal(qc)      # avail_event == last_avail_idx in host memory
 
-        # --- read buffer: descriptor window / indirect table, per-port avail entry caches ------
+        # --- read buffer: indirect table, per-session descriptor windows and avail caches ------
         ram_depth = self._ram_bytes // beat
         m.submodules.rd_mem = rd_mem = memory.Memory(shape=dw, depth=ram_depth, init=[])
         rd_wp = rd_mem.write_port(granularity=8)
@@ -245,17 +262,39 @@ class RingWalker(wiring.Component):
             pf_live = Signal()     # the prefetched batch is the owner port's current cache
             m.d.comb += pf.stop.eq(~pf_live | self.hold | self.reset)
 
-        # --- per-port sessions -----------------------------------------------------------------
+        # --- sessions (one per pushed port, one per queue of a pulled port) --------------------
+        # A session holds a queue's cached avail entries and a descriptor window read since
+        # those entries were (the window is dropped whenever the session's cache is refilled).
         qw = queue_index_width(qc)
-        sess_valid = [Signal(name=f"sess_valid_{p}") for p in range(ports)]
-        sess_q     = [Signal(qw, name=f"sess_q_{p}") for p in range(ports)]
-        cache_n    = [Signal(range(batch + 1), name=f"cache_n_{p}") for p in range(ports)]
-        cache_pos  = [Signal(range(batch + 1), name=f"cache_pos_{p}") for p in range(ports)]
+        sessions = self._sessions
+        n_sess = len(sessions)
+        sess_of_port = {p: i for i, (p, q) in enumerate(sessions) if q is None}
+        sess_valid = [Signal(name=f"sess_valid_{s}") for s in range(n_sess)]
+        sess_q     = [Signal(qw, name=f"sess_q_{s}") for s in range(n_sess)]
+        cache_n    = [Signal(range(batch + 1), name=f"cache_n_{s}") for s in range(n_sess)]
+        cache_pos  = [Signal(range(batch + 1), name=f"cache_pos_{s}") for s in range(n_sess)]
+        win_valid  = [Signal(name=f"win_valid_{s}") for s in range(n_sess)]
+        win_base   = [Signal(16, name=f"win_base_{s}") for s in range(n_sess)]
+        win_n      = [Signal(range(window + 1), name=f"win_n_{s}") for s in range(n_sess)]
         fetch_valid = [Signal(name=f"fetch_valid_{p}") for p in range(ports)]
         fetch_q     = [Signal(qw, name=f"fetch_q_{p}") for p in range(ports)]
+        # Per pulled port: the session of the queue its pending fetch names (the port's first
+        # session for a queue not on the port, which the job refuses before touching it).
+        fetch_sess = {}
+        for p in self._pulled:
+            mine = [i for i, (sp, _q) in enumerate(sessions) if sp == p]
+            if not mine:
+                continue
+            fetch_sess[p] = fs = Signal(range(n_sess), name=f"fetch_sess_{p}")
+            m.d.comb += fs.eq(mine[0])
+            with m.Switch(fetch_q[p]):
+                for i in mine:
+                    with m.Case(sessions[i][1]):
+                        m.d.comb += fs.eq(i)
 
         # --- the job ---------------------------------------------------------------------------
         job_port   = Signal(range(ports))
+        job_sess   = Signal(range(n_sess))
         job_q      = Signal(qw)
         job_pulled = Signal()
         job_walk   = Signal()
@@ -268,15 +307,23 @@ class RingWalker(wiring.Component):
         loaded      = Signal()
         loaded_q    = Signal(qw)
         loaded_port = Signal(range(ports))
-        pos        = Signal(range(batch + 1))      # the job's port's cache_pos / cache_n
+        pos        = Signal(range(batch + 1))      # the job's session's cache_pos / cache_n
         count_n    = Signal(range(batch + 1))
         n_new      = Signal(16)
         fetch_n    = Signal(range(batch + 1))
 
-        win_valid = Signal()          # the scratch window (descriptor slots from 0)
-        win_q     = Signal(qw)
-        win_base  = Signal(16)
-        win_n     = Signal(range(window + 1))
+        # The job's session's window (descriptor slots from `win_slot` of the read buffer).
+        j_win_valid = Signal()
+        j_win_base  = Signal(16)
+        j_win_n     = Signal(range(window + 1))
+        win_slot    = Signal(16)
+        with m.Switch(job_sess):
+            for i in range(n_sess):
+                with m.Case(i):
+                    m.d.comb += [j_win_valid.eq(win_valid[i]), j_win_base.eq(win_base[i]),
+                                 j_win_n.eq(win_n[i]),
+                                 win_slot.eq((self._table_bytes + i * self._win_bytes)
+                                             // _DESC_BYTES)]
         job_pf    = Signal()          # this chain has a prefetch slot (to release when done)
         sw_valid  = Signal()          # this chain's prefetched head window
         sw_n      = Signal(range(pf_window + 1))
@@ -336,11 +383,11 @@ class RingWalker(wiring.Component):
         m.d.comb += [cfg_rp.addr.eq(job_q), la_rp.addr.eq(job_q)]
 
         def release(set_pending=False):
-            """End the job's port session (pushed ports)."""
-            with m.Switch(job_port):
-                for p in range(ports):
-                    with m.Case(p):
-                        m.d.sync += sess_valid[p].eq(0)
+            """End the job's session."""
+            with m.Switch(job_sess):
+                for i in range(n_sess):
+                    with m.Case(i):
+                        m.d.sync += sess_valid[i].eq(0)
             if set_pending:
                 m.d.sync += pending.bit_select(job_q, 1).eq(1)
 
@@ -379,11 +426,17 @@ class RingWalker(wiring.Component):
             # written before the state machine so that starting a batch wins.
             owner_ok = Signal()
             with m.Switch(pf.owner_port):
-                for p in range(ports):
+                for p, i in sess_of_port.items():
                     with m.Case(p):
-                        m.d.comb += owner_ok.eq(sess_valid[p] & (sess_q[p] == pf.owner_queue))
+                        m.d.comb += owner_ok.eq(sess_valid[i] & (sess_q[i] == pf.owner_queue))
             with m.If(~owner_ok | stopped.bit_select(pf.owner_queue, 1)):
                 m.d.sync += pf_live.eq(0)
+
+        def is_loaded(p, q):
+            """Queue ``q`` of port ``p`` is the one loaded, unchanged since."""
+            return (loaded & (loaded_port == p) & (loaded_q == q) &
+                    self.enabled.bit_select(q, 1) & ~stopped.bit_select(q, 1) &
+                    (self.epoch.bit_select(q * EPOCH_BITS, EPOCH_BITS) == job_epoch))
 
         with m.FSM(name="walker"):
             with m.State("REST"):
@@ -393,12 +446,13 @@ class RingWalker(wiring.Component):
                 rr = Signal(range(ports))
                 has_job = []
                 for p in range(ports):
-                    cached = sess_valid[p] & (cache_pos[p] != cache_n[p])
                     if p in self._pulled:
                         has_job.append(fetch_valid[p] & self.chain[p].space)
                     else:
+                        i = sess_of_port[p]
+                        cached = sess_valid[i] & (cache_pos[i] != cache_n[i])
                         has_job.append((cached & self.chain[p].space) |
-                                       (sess_valid[p] & (cache_pos[p] == cache_n[p])))
+                                       (sess_valid[i] & (cache_pos[i] == cache_n[i])))
                 with m.If(~self.hold & ~self.reset & self.driver_ok):
                     with m.Switch(rr):
                         for r in range(ports):
@@ -408,15 +462,13 @@ class RingWalker(wiring.Component):
                                     with (m.If if i == 0 else m.Elif)(has_job[p]):
                                         m.d.sync += rr.eq((p + 1) % ports)
                                         self._pick(
-                                            m, p, p in self._pulled, sess_valid[p], sess_q[p],
-                                            cache_n[p], cache_pos[p], fetch_valid[p],
-                                            fetch_q[p], self.chain[p].space, job_port, job_q,
-                                            job_pulled, job_walk, pos, count_n,
-                                            lambda q, p=p: loaded & (loaded_port == p) &
-                                            (loaded_q == q) & self.enabled.bit_select(q, 1) &
-                                            ~stopped.bit_select(q, 1) &
-                                            (self.epoch.bit_select(q * EPOCH_BITS, EPOCH_BITS)
-                                             == job_epoch))
+                                            m, p, p in self._pulled, sessions,
+                                            sess_of_port.get(p), fetch_sess.get(p),
+                                            sess_valid, sess_q, cache_n, cache_pos,
+                                            fetch_valid[p], fetch_q[p], job_port, job_sess,
+                                            job_q, job_pulled, job_walk, pos, count_n,
+                                            self.chain[p].space,
+                                            lambda q, p=p: is_loaded(p, q))
             with m.State("LOAD0"):
                 m.next = "LOAD1"
             with m.State("LOAD1"):
@@ -515,7 +567,7 @@ class RingWalker(wiring.Component):
                         m.next = "RD_IDX"
             with m.State("RD_RING"):
                 cache_addr = Signal(DMA_RAM_ADDR_WIDTH)
-                m.d.comb += cache_addr.eq((cache_base_beat + job_port * cache_stride) << beat_shift)
+                m.d.comb += cache_addr.eq((cache_base_beat + job_sess * cache_stride) << beat_shift)
                 m.d.comb += [
                     rd_req.valid.eq(1),
                     rd_req.payload.host_addr.eq(cfg.driver + virtq_avail_ring_offset(slot)),
@@ -533,12 +585,12 @@ class RingWalker(wiring.Component):
                         fail(VirtqErrorCode.DMA)
                     with m.Else():
                         # A new look at the ring: descriptors read before it may be stale.
-                        m.d.sync += win_valid.eq(0)
-                        with m.Switch(job_port):
-                            for p in range(ports):
-                                with m.Case(p):
-                                    m.d.sync += [sess_valid[p].eq(1), sess_q[p].eq(job_q),
-                                                 cache_n[p].eq(fetch_n), cache_pos[p].eq(0)]
+                        with m.Switch(job_sess):
+                            for i in range(n_sess):
+                                with m.Case(i):
+                                    m.d.sync += [sess_valid[i].eq(1), sess_q[i].eq(job_q),
+                                                 cache_n[i].eq(fetch_n), cache_pos[i].eq(0),
+                                                 win_valid[i].eq(0)]
                         if use_pf:
                             with m.If(~job_pulled & ~pf.busy):
                                 m.d.comb += [
@@ -549,7 +601,7 @@ class RingWalker(wiring.Component):
                                     pf.start.payload.desc.eq(cfg.desc),
                                     pf.start.payload.size.eq(size),
                                     pf.start.payload.cache_beat.eq(
-                                        cache_base_beat + job_port * cache_stride),
+                                        cache_base_beat + job_sess * cache_stride),
                                 ]
                                 m.d.sync += pf_live.eq(1)
                         m.next = "REST"
@@ -558,7 +610,7 @@ class RingWalker(wiring.Component):
             with m.State("HEAD0"):
                 entry_byte = Signal(DMA_RAM_ADDR_WIDTH)
                 m.d.comb += [
-                    entry_byte.eq(((cache_base_beat + job_port * cache_stride) << beat_shift) +
+                    entry_byte.eq(((cache_base_beat + job_sess * cache_stride) << beat_shift) +
                                   pos * 2),
                     rd_rp.addr.eq(entry_byte >> beat_shift),
                 ]
@@ -601,8 +653,7 @@ class RingWalker(wiring.Component):
                                 (info.state == SlotState.FREE)):
                         m.next = "FETCH_DESC"
             with m.State("FETCH_DESC"):
-                in_win = win_valid & (win_q == job_q) & (cur >= win_base) & \
-                    (cur < win_base + win_n)
+                in_win = j_win_valid & (cur >= j_win_base) & (cur < j_win_base + j_win_n)
                 in_sw = sw_valid & (cur >= head) & (cur < head + sw_n)
                 with m.If(total >= max_chain):
                     fail(VirtqErrorCode.TOO_LONG)
@@ -619,7 +670,7 @@ class RingWalker(wiring.Component):
                         m.d.sync += desc_idx.eq(sw_ram + (cur - head))
                         m.next = "RD_DESC"
                     with m.Elif(in_win):
-                        m.d.sync += desc_idx.eq(cur - win_base)
+                        m.d.sync += desc_idx.eq(win_slot + (cur - j_win_base))
                         m.next = "RD_DESC"
                     with m.Else():
                         m.next = "RD_WIN"
@@ -636,13 +687,16 @@ class RingWalker(wiring.Component):
                 m.d.comb += [
                     rd_req.valid.eq(1),
                     rd_req.payload.host_addr.eq(cfg.desc + wbase * _DESC_BYTES),
-                    rd_req.payload.ram_addr.eq(0),
+                    rd_req.payload.ram_addr.eq(win_slot * _DESC_BYTES),
                     rd_req.payload.len.eq(wn * _DESC_BYTES),
                 ]
                 with m.If(rd_req.ready):
                     m.d.comb += self.counts.desc_read.eq(1)
-                    m.d.sync += [win_valid.eq(0), win_q.eq(job_q), win_base.eq(wbase),
-                                 win_n.eq(wn)]
+                    with m.Switch(job_sess):
+                        for i in range(n_sess):
+                            with m.Case(i):
+                                m.d.sync += [win_valid[i].eq(0), win_base[i].eq(wbase),
+                                             win_n[i].eq(wn)]
                     m.next = "WAIT_WIN"
             with m.State("WAIT_WIN"):
                 with m.If(rd_done):
@@ -651,7 +705,11 @@ class RingWalker(wiring.Component):
                     with m.Elif(~rd_ok):
                         fail(VirtqErrorCode.DMA)
                     with m.Else():
-                        m.d.sync += [win_valid.eq(1), desc_idx.eq(cur - win_base)]
+                        with m.Switch(job_sess):
+                            for i in range(n_sess):
+                                with m.Case(i):
+                                    m.d.sync += win_valid[i].eq(1)
+                        m.d.sync += desc_idx.eq(win_slot + (cur - j_win_base))
                         m.next = "RD_DESC"
 
             # Descriptor slot `s` of the read buffer: bytes 16*s .. 16*s+15.
@@ -744,7 +802,6 @@ class RingWalker(wiring.Component):
                 ]
                 with m.If(rd_req.ready):
                     m.d.comb += self.counts.desc_read.eq(1)
-                    m.d.sync += win_valid.eq(0)       # the table overwrites the window
                     m.next = "WAIT_TABLE"
             with m.State("WAIT_TABLE"):
                 with m.If(rd_done):
@@ -770,14 +827,14 @@ class RingWalker(wiring.Component):
                              la_wp.en.eq(1)]
                 m.d.sync += last_avail.eq(last_avail + 1)     # still loaded (see `loaded`)
                 m.d.sync += event_cur.bit_select(job_q, 1).eq(0)
-                with m.Switch(job_port):
-                    for p in range(ports):
-                        with m.Case(p):
-                            m.d.sync += cache_pos[p].eq(pos + 1)
-                            if p not in self._pulled:
+                with m.Switch(job_sess):
+                    for i, (_p, sq) in enumerate(sessions):
+                        with m.Case(i):
+                            m.d.sync += cache_pos[i].eq(pos + 1)
+                            if sq is None:
                                 with m.If(pos + 1 == count_n):
                                     # Cache used up: give the queue back (poll again later).
-                                    m.d.sync += sess_valid[p].eq(0)
+                                    m.d.sync += sess_valid[i].eq(0)
                                     m.d.sync += pending.bit_select(job_q, 1).eq(1)
                 if use_pf:
                     # Only this chain's own slot: positions of other ports' caches are
@@ -825,9 +882,10 @@ class RingWalker(wiring.Component):
             ~stopped.bit_select(scan_q, 1)
         with m.If(~self.hold & ~self.reset & self.driver_ok & scan_live):
             for p in pushed_ports:
-                with m.If(port_mask[p].bit_select(scan_q, 1) & ~sess_valid[p]):
-                    m.d.sync += [sess_valid[p].eq(1), sess_q[p].eq(scan_q), cache_n[p].eq(0),
-                                 cache_pos[p].eq(0), pending.bit_select(scan_q, 1).eq(0)]
+                i = sess_of_port[p]
+                with m.If(port_mask[p].bit_select(scan_q, 1) & ~sess_valid[i]):
+                    m.d.sync += [sess_valid[i].eq(1), sess_q[i].eq(scan_q), cache_n[i].eq(0),
+                                 cache_pos[i].eq(0), pending.bit_select(scan_q, 1).eq(0)]
 
         # --- fetches on pulled ports -------------------------------------------------------------
         for p in range(ports):
@@ -854,10 +912,11 @@ class RingWalker(wiring.Component):
         op = self.op.payload
         with m.If(self.op.valid):
             oq = op.queue
-            m.d.sync += [event_cur.bit_select(oq, 1).eq(0), win_valid.eq(0), loaded.eq(0)]
-            for p in range(ports):
-                with m.If(sess_q[p] == oq):
-                    m.d.sync += sess_valid[p].eq(0)
+            m.d.sync += [event_cur.bit_select(oq, 1).eq(0), loaded.eq(0)]
+            for i in range(n_sess):
+                m.d.sync += win_valid[i].eq(0)
+                with m.If(sess_q[i] == oq):
+                    m.d.sync += sess_valid[i].eq(0)
             with m.Switch(op.kind):
                 with m.Case(QueueOpKind.INIT):
                     m.d.comb += [cfg_wp.addr.eq(oq), cfg_wp.data.eq(op.config), cfg_wp.en.eq(1),
@@ -870,36 +929,51 @@ class RingWalker(wiring.Component):
                     m.d.comb += [la_wp.addr.eq(oq), la_wp.data.eq(op.avail_idx), la_wp.en.eq(1)]
 
         with m.If(self.reset):
-            m.d.sync += [pending.eq(0), stopped.eq(0), event_cur.eq(0), win_valid.eq(0),
-                         loaded.eq(0)]
+            m.d.sync += [pending.eq(0), stopped.eq(0), event_cur.eq(0), loaded.eq(0)]
+            for i in range(n_sess):
+                m.d.sync += [sess_valid[i].eq(0), win_valid[i].eq(0)]
             for p in range(ports):
-                m.d.sync += [sess_valid[p].eq(0), fetch_valid[p].eq(0)]
+                m.d.sync += fetch_valid[p].eq(0)
         return m
 
     @staticmethod
-    def _pick(m, p, pulled, sess_valid, sess_q, cache_n, cache_pos, fetch_valid, fetch_q, space,
-              job_port, job_q, job_pulled, job_walk, pos, count_n, loaded):
-        """In REST: start port ``p``'s job if it has one (a walk of the queue whose state is
-        still loaded, ``loaded(q)``, goes straight to the walk)."""
-        cached = sess_valid & (cache_pos != cache_n)
-        start = [job_port.eq(p), job_pulled.eq(int(pulled)), pos.eq(cache_pos),
-                 count_n.eq(cache_n)]
+    def _pick(m, p, pulled, sessions, port_sess, fetch_sess, sess_valid, sess_q, cache_n,
+              cache_pos, fetch_valid, fetch_q, job_port, job_sess, job_q, job_pulled, job_walk,
+              pos, count_n, space, loaded):
+        """In REST, port ``p`` has a job: start it (a walk of the queue whose state is still
+        loaded, ``loaded(q)``, goes straight to the walk)."""
         if pulled:
-            with m.If(fetch_valid & space):
-                walk = cached & (sess_q == fetch_q)
-                m.d.sync += start + [job_q.eq(fetch_q), job_walk.eq(walk)]
-                with m.If(walk & loaded(fetch_q)):
-                    m.next = "HEAD0"
-                with m.Else():
-                    m.next = "LOAD0"
-        else:
-            with m.If(cached & space):
-                m.d.sync += start + [job_q.eq(sess_q), job_walk.eq(1)]
-                with m.If(loaded(sess_q)):
-                    m.next = "HEAD0"
-                with m.Else():
-                    m.next = "LOAD0"
-            with m.Elif(sess_valid & (cache_pos == cache_n)):
-                m.d.sync += start + [job_q.eq(sess_q), job_walk.eq(0)]
+            # The session of the fetched queue.
+            mine = [i for i, (sp, _q) in enumerate(sessions) if sp == p]
+            m.d.sync += [job_port.eq(p), job_pulled.eq(1), job_q.eq(fetch_q)]
+            if not mine:
+                # No queue on this port: the job answers `empty` (the queue is not usable).
+                m.d.sync += [job_sess.eq(0), job_walk.eq(0)]
                 m.next = "LOAD0"
-
+                return
+            m.d.sync += job_sess.eq(fetch_sess)
+            with m.Switch(fetch_sess):
+                for i in mine:
+                    with m.Case(i):
+                        walk = sess_valid[i] & (cache_pos[i] != cache_n[i]) & \
+                            (sess_q[i] == fetch_q)
+                        m.d.sync += [pos.eq(cache_pos[i]), count_n.eq(cache_n[i]),
+                                     job_walk.eq(walk)]
+                        with m.If(walk & loaded(fetch_q)):
+                            m.next = "HEAD0"
+                        with m.Else():
+                            m.next = "LOAD0"
+        else:
+            i = port_sess
+            cached = sess_valid[i] & (cache_pos[i] != cache_n[i])
+            start = [job_port.eq(p), job_sess.eq(i), job_pulled.eq(0), job_q.eq(sess_q[i]),
+                     pos.eq(cache_pos[i]), count_n.eq(cache_n[i])]
+            with m.If(cached & space):
+                m.d.sync += start + [job_walk.eq(1)]
+                with m.If(loaded(sess_q[i])):
+                    m.next = "HEAD0"
+                with m.Else():
+                    m.next = "LOAD0"
+            with m.Else():
+                m.d.sync += start + [job_walk.eq(0)]
+                m.next = "LOAD0"
