@@ -249,7 +249,7 @@ class RingWalker(wiring.Component):
         cache_stride    = self._cache_bytes // beat
 
         # --- descriptor prefetcher (a second read port of the read buffer) --------------------
-        use_pf = bool(self._pf_slots) and len(self._pulled) < ports
+        use_pf = bool(self._pf_slots)
         if use_pf:
             m.submodules.prefetch = pf = DescPrefetcher(
                 data_width=dw, queue_count=qc, ports=ports, batch=batch,
@@ -259,7 +259,7 @@ class RingWalker(wiring.Component):
             wiring.connect(m, pf=pf.dma, walker=wiring.flipped(self.prefetch_dma))
             m.d.comb += [pf_rp.addr.eq(pf.ram_addr), pf.ram_data.eq(pf_rp.data),
                          pf.indirect_desc.eq(self.indirect_desc)]
-            pf_live = Signal()     # the prefetched batch is the owner port's current cache
+            pf_live = Signal()     # the prefetched batch is the owner session's current cache
             m.d.comb += pf.stop.eq(~pf_live | self.hold | self.reset)
 
         # --- sessions (one per pushed port, one per queue of a pulled port) --------------------
@@ -278,6 +278,7 @@ class RingWalker(wiring.Component):
         win_n      = [Signal(range(window + 1), name=f"win_n_{s}") for s in range(n_sess)]
         fetch_valid = [Signal(name=f"fetch_valid_{p}") for p in range(ports)]
         fetch_q     = [Signal(qw, name=f"fetch_q_{p}") for p in range(ports)]
+        pf_sess = Signal(range(n_sess))     # the session whose batch the prefetcher reads
         # Per pulled port: the session of the queue its pending fetch names (the port's first
         # session for a queue not on the port, which the job refuses before touching it).
         fetch_sess = {}
@@ -391,12 +392,15 @@ class RingWalker(wiring.Component):
             if set_pending:
                 m.d.sync += pending.bit_select(job_q, 1).eq(1)
 
+        answering = [Signal(name=f"answering_{p}") for p in range(ports)]
+
         def answer_fetch():
             with m.Switch(job_port):
                 for p in range(ports):
                     if p in self._pulled:
                         with m.Case(p):
                             m.d.sync += fetch_valid[p].eq(0)
+                            m.d.comb += answering[p].eq(1)
 
         def fail(code):
             m.d.sync += err_code.eq(code)
@@ -424,11 +428,13 @@ class RingWalker(wiring.Component):
         if use_pf:
             # The prefetched batch dies with its session (released, re-read, stopped, dropped);
             # written before the state machine so that starting a batch wins.
+            # (A pulled queue's session stays valid with its cache used up: the batch ends then.)
             owner_ok = Signal()
-            with m.Switch(pf.owner_port):
-                for p, i in sess_of_port.items():
-                    with m.Case(p):
-                        m.d.comb += owner_ok.eq(sess_valid[i] & (sess_q[i] == pf.owner_queue))
+            with m.Switch(pf_sess):
+                for i in range(n_sess):
+                    with m.Case(i):
+                        m.d.comb += owner_ok.eq(sess_valid[i] & (sess_q[i] == pf.owner_queue) &
+                                                (cache_pos[i] != cache_n[i]))
             with m.If(~owner_ok | stopped.bit_select(pf.owner_queue, 1)):
                 m.d.sync += pf_live.eq(0)
 
@@ -498,7 +504,7 @@ class RingWalker(wiring.Component):
                     m.next = "HEAD0"
                 with m.Else():
                     if use_pf:
-                        with m.If(job_port == pf.owner_port):
+                        with m.If(job_sess == pf_sess):
                             m.d.sync += pf_live.eq(0)     # its cache is about to be replaced
                     m.next = "RD_IDX"
 
@@ -592,7 +598,7 @@ class RingWalker(wiring.Component):
                                                  cache_n[i].eq(fetch_n), cache_pos[i].eq(0),
                                                  win_valid[i].eq(0)]
                         if use_pf:
-                            with m.If(~job_pulled & ~pf.busy):
+                            with m.If(~pf.busy):
                                 m.d.comb += [
                                     pf.start.valid.eq(1),
                                     pf.start.payload.port.eq(job_port),
@@ -603,7 +609,7 @@ class RingWalker(wiring.Component):
                                     pf.start.payload.cache_beat.eq(
                                         cache_base_beat + job_sess * cache_stride),
                                 ]
-                                m.d.sync += pf_live.eq(1)
+                                m.d.sync += [pf_live.eq(1), pf_sess.eq(job_sess)]
                         m.next = "REST"
 
             # --- walk: one chain from the cache ------------------------------------------------
@@ -628,7 +634,7 @@ class RingWalker(wiring.Component):
                     fail(VirtqErrorCode.HEAD)
                 with m.Else():
                     if use_pf:
-                        with m.If(pf.active & pf_live & (pf.owner_port == job_port) &
+                        with m.If(pf.active & pf_live & (pf_sess == job_sess) &
                                   (pf.owner_queue == job_q)):
                             m.d.sync += job_pf.eq(1)
                             m.next = "PF_WAIT"
@@ -891,7 +897,8 @@ class RingWalker(wiring.Component):
         for p in range(ports):
             f = self.fetch[p]
             if p in self._pulled:
-                m.d.comb += f.ready.eq(~fetch_valid[p] & ~self.reset)
+                # The next fetch is taken in the cycle the current one is answered.
+                m.d.comb += f.ready.eq((~fetch_valid[p] | answering[p]) & ~self.reset)
                 with m.If(f.valid & f.ready):
                     m.d.sync += [fetch_valid[p].eq(1), fetch_q[p].eq(f.payload)]
 
