@@ -24,7 +24,7 @@ import pytest
 from cocotb.triggers import ClockCycles
 
 from virtio_pcie.dma.interface import DmaError
-from virtio_pcie.spec.virtio import vring_need_event
+from virtio_pcie.spec.virtio import VirtqDescFlags, vring_need_event
 from virtio_pcie.virtio.engine_signatures import VirtqErrorCode
 from virtio_pcie.virtio.virtqueue import VirtqueueEngine
 from virtio_pcie_tb import harness
@@ -763,6 +763,246 @@ async def run_pulled(dut):
     assert not tb.device.errors, tb.device.errors
 
 
+def _walk_window_reads(tb, ring, since=0):
+    """The walker's own descriptor window reads of ``ring`` in the DMA log from entry
+    ``since`` (the NET design's walk window is larger than the prefetcher's head window, so
+    the two are told apart by length)."""
+    window = tb.params["walk_window"]
+    return [a for a in tb.dma.log[since:] if a.kind == "rd" and
+            ring.desc <= a.host_addr < ring.desc + 16 * ring.size and
+            a.length == 16 * min(window, ring.size)]
+
+
+async def _hold_prefetcher(tb):
+    """Give a pushed queue chains that its device does not take: its batch keeps the
+    descriptor prefetcher, so that pulled queues' walks read their own windows. Returns a
+    coroutine function that lets the chains go."""
+    tx = tb.pushed_queues()[0]
+    port = tb.port_of_queue[tx]
+    n = 96          # more than the port's chain FIFO holds
+    ring = tb.new_ring(128)
+    for h in range(n):
+        ring.write_desc(h, 0x200000 + 0x800 * h, 64, 0)
+        ring.add(h)
+    tb.device.sinks[port].pause()
+    await tb.enable(tx, ring)
+    tb.transport.notify(tx)
+    await ClockCycles(tb.dut.clk, 1000)
+
+    async def release():
+        tb.device.sinks[port].pause(False)
+        await tb.wait_quiet(until=lambda: len(tb.device.chains[port]) == n)
+    return release
+
+
+@cocotb.test()
+async def run_walk_window(dut):
+    """A pulled queue's receive buffers with heads running down (Linux refills with the
+    descriptors it freed last first), then up: the walk's aligned window serves each run with
+    one descriptor read per window, where a window starting at the head would miss on every
+    descending head. (A transmit batch holds the descriptor prefetcher meanwhile.)"""
+    tb = EngineTB(dut, seed=12)
+    await tb.reset()
+    rx = tb.pulled_queues()[0]
+    rx_port = tb.port_of_queue[rx]
+    window = tb.params.get("walk_window") or tb.params["desc_window"]
+    batch = tb.params["avail_batch"]
+    tb.transport.set_features(event_idx=True, indirect_desc=True)
+    ring = tb.new_ring(4 * window)
+    await tb.enable(rx, ring)
+    tb.transport.set_driver_ok()
+    release = await _hold_prefetcher(tb)
+    n = min(batch, 2 * window)
+    heads = list(range(n - 1, -1, -1)) + list(range(2 * window, 2 * window + n))[:batch]
+    for h in heads:
+        ring.write_desc(h, 0x80000 + 0x800 * h, 1536, VirtqDescFlags.WRITE.value)
+    got = []
+    for part in (heads[:n], heads[n:]):
+        for h in part:
+            ring.add(h)
+        before = len(tb.dma.log)
+        for _ in part:
+            got.append(await tb.device.fetch(rx_port, rx))
+        reads = len(_walk_window_reads(tb, ring, before))
+        assert reads <= -(-len(part) // window), (part, reads)
+    assert [c.head for c in got] == heads
+    assert all(c.segments[0].addr == 0x80000 + 0x800 * c.head and c.segments[0].write
+               for c in got)
+    await release()
+
+
+@cocotb.test()
+async def run_pulled_sessions(dut):
+    """Two pulled queues of one port fetched in turn (a multiqueue NIC's receive queues
+    sharing the receive port): each keeps its own cached avail entries and descriptor window,
+    so alternating costs no avail ring or descriptor re-reads (one avail->idx and one ring read
+    per queue, one descriptor read per window; a transmit batch holds the descriptor
+    prefetcher meanwhile)."""
+    tb = EngineTB(dut, seed=13)
+    await tb.reset()
+    qa, qb = tb.pulled_queues()[:2]
+    port = tb.port_of_queue[qa]
+    assert tb.port_of_queue[qb] == port
+    window = tb.params.get("walk_window") or tb.params["desc_window"]
+    n = min(tb.params["avail_batch"], 2 * window)
+    tb.transport.set_features(event_idx=True, indirect_desc=True)
+    rings = {qa: tb.new_ring(4 * window), qb: tb.new_ring(4 * window)}
+    for i, (q, ring) in enumerate(rings.items()):
+        await tb.enable(q, ring)
+        for h in range(n):
+            ring.write_desc(h, 0x100000 * (i + 1) + 0x800 * h, 1536, VirtqDescFlags.WRITE.value)
+            ring.add(h)
+    tb.transport.set_driver_ok()
+    release = await _hold_prefetcher(tb)
+    before = tb.transport.counters()
+    log_at = len(tb.dma.log)
+    got = {qa: [], qb: []}
+    for _ in range(n):
+        for q in (qa, qb):
+            got[q].append(await tb.device.fetch(port, q))
+    after = tb.transport.counters()
+    for i, q in enumerate((qa, qb)):
+        assert [c.head for c in got[q]] == list(range(n)), (q, [c.head for c in got[q]])
+        assert all(c.segments[0].addr == 0x100000 * (i + 1) + 0x800 * c.head
+                   for c in got[q]), q
+    avail_reads = after["avail_reads"] - before["avail_reads"]
+    desc_reads = sum(len(_walk_window_reads(tb, r, log_at)) for r in rings.values())
+    assert avail_reads <= 4, f"{avail_reads} avail reads for {2 * n} alternating fetches"
+    assert desc_reads <= 2 * -(-n // window), f"{desc_reads} descriptor window reads"
+    await release()
+
+
+@cocotb.test()
+async def run_walk_rate(dut):
+    """Back-to-back walks of one pushed queue, their descriptors prefetched and the DMA
+    answering at once: one chain every 9 cycles, the walk's own states only. Consecutive walks
+    of the loaded queue do not reload its configuration and ``last_avail_idx`` (2 cycles), and
+    a port with work does not wait for the round robin to pass idle ports (1 cycle here)."""
+    tb = EngineTB(dut, seed=14, read_latency=1, write_latency=1, reorder=False)
+    await tb.reset()
+    tx = tb.pushed_queues()[0]
+    port = tb.port_of_queue[tx]
+    n = tb.params["avail_batch"]
+    tb.transport.set_features(event_idx=True, indirect_desc=True)
+    ring = tb.new_ring(2 * n)
+    for h in range(n):
+        ring.write_desc(h, 0x80000 + 0x800 * h, 64, 0)
+        ring.add(h)
+    await tb.enable(tx, ring)
+    tb.transport.set_driver_ok()
+    await tb.wait_quiet(until=lambda: len(tb.device.chains[port]) == n)
+    got = tb.device.chains[port]
+    assert [c.head for c in got] == list(range(n))
+    # from the fourth chain on (the prefetcher is ahead by then)
+    cycles = (got[-1].time_ns - got[3].time_ns) / CLOCK_NS / (n - 4)
+    dut._log.info(f"{cycles:.2f} cycles per chain")
+    assert cycles <= 9.0, f"{cycles:.2f} cycles per chain"
+
+
+@cocotb.test()
+async def run_used_gather(dut):
+    """The used side keeps taking a queue's completions while the ``used_event`` read after its
+    last index update is in flight (a round trip), and publishes them together with the next
+    update: a device completing one chain every few cycles is not held to a few completions
+    per round trip. (``used_event`` is 5 from the start, so the early read says "no" for
+    index 1 and the read after the index write is needed.)"""
+    lat = 300
+    tb = EngineTB(dut, seed=11, read_latency=(lat, lat + 4))
+    await tb.reset()
+    rng = random.Random(11)
+    q = tb.pushed_queues()[0]
+    tb.transport.set_features(event_idx=True, indirect_desc=True)
+    ring = tb.new_ring(32)
+    ring.write_used_event(5)
+    alloc = DescAllocator(32, rng)
+    for _ in range(8):
+        ring.add(random_chain(ring, rng, alloc, indirect_ok=True, max_descs=2)[0])
+    chains = []
+    tb.device.on_chain = chains.append
+    await tb.enable(q, ring)
+    tb.transport.set_driver_ok()
+    tb.transport.notify(q)
+    await tb.wait_quiet(until=lambda: len(chains) == 8)
+    await ClockCycles(dut.clk, 3 * lat)        # the early reads are back
+
+    def event_reads():
+        return [a for a in tb.dma.log if a.kind == "rd" and a.host_addr == ring.used_event_addr]
+    before = len(event_reads())
+    irqs = len(tb.transport.irqs)
+    tb.device.complete(q, chains[0].head, 0)
+    while len(event_reads()) == before:
+        await ClockCycles(dut.clk, 1)
+    read = event_reads()[-1]
+    taken = []
+    for i, c in enumerate(chains[1:], 1):
+        tb.device.complete(q, c.head, i, on_sent=lambda *_: taken.append(1))
+    await ClockCycles(dut.clk, 40)
+    assert read.done_ns is None, "the used_event read came back too early for this test"
+    assert len(taken) == 7, f"{len(taken)} of 7 completions taken during the used_event read"
+    await tb.wait_quiet()
+    idx = [int.from_bytes(a.data, "little") for a in tb.dma.log
+           if a.kind == "wr" and a.host_addr == ring.used_idx_addr]
+    assert idx == [1, 8], idx
+    for i, c in enumerate(chains):
+        assert ring.read_used_elem(i) == (c.head, i)
+    assert len(tb.transport.irqs) == irqs + 1, "used_event 5 passed once: one interrupt"
+    tb.device.on_chain = None
+
+
+async def _pulled_burst(tb, heads, stride_bytes=0x800):
+    """Post single-buffer receive chains at ``heads`` on the first pulled queue, ask for all of
+    them at once, and return the chains with the cycles from the first fetch to the last
+    answer."""
+    rx = tb.pulled_queues()[0]
+    port = tb.port_of_queue[rx]
+    tb.transport.set_features(event_idx=True, indirect_desc=True)
+    ring = tb.new_ring(256)
+    for h in heads:
+        ring.write_desc(h, 0x80000 + stride_bytes * h, 1536, VirtqDescFlags.WRITE.value)
+        ring.add(h)
+    await tb.enable(rx, ring)
+    tb.transport.set_driver_ok()
+    t0 = tb.dma.now_ns()
+    for _ in heads:
+        tb.device.fetch_src[port].send_nowait(rx)
+    await tb.wait_quiet(until=lambda: len(tb.device.answers[port]) == len(heads))
+    got = list(tb.device.answers[port])
+    assert [c.head for c in got] == list(heads)
+    assert all(c.segments[0].addr == 0x80000 + stride_bytes * c.head for c in got)
+    return got, (got[-1].time_ns - t0) / CLOCK_NS
+
+
+@cocotb.test()
+async def run_pulled_rate(dut):
+    """Fetches of a pulled queue back to back, the descriptors in one window and the DMA
+    answering at once: one chain every 9 cycles (the next fetch is taken in the cycle the
+    current one is answered)."""
+    tb = EngineTB(dut, seed=15, read_latency=1, write_latency=1, reorder=False)
+    await tb.reset()
+    n = tb.params["avail_batch"]
+    got, _ = await _pulled_burst(tb, list(range(n)))
+    cycles = (got[-1].time_ns - got[3].time_ns) / CLOCK_NS / (n - 4)
+    dut._log.info(f"{cycles:.2f} cycles per chain")
+    assert cycles <= 9.0, f"{cycles:.2f} cycles per chain"
+
+
+@cocotb.test()
+async def run_pulled_prefetch(dut):
+    """Receive chains whose heads are far apart (each in a window of its own), DMA round trip
+    150 cycles: their descriptors are read ahead by the prefetcher, several at a time, instead
+    of one window read (a round trip) per chain."""
+    lat = 150
+    tb = EngineTB(dut, seed=16, read_latency=lat, write_latency=1, reorder=False)
+    await tb.reset()
+    n = tb.params["avail_batch"]
+    window = tb.params.get("walk_window") or tb.params["desc_window"]
+    got, cycles = await _pulled_burst(tb, [(2 * window * i) % 256 for i in range(n)])
+    dut._log.info(f"{n} chains in {cycles:.0f} cycles")
+    # avail->idx, the ring, then n chains, prefetch_slots at a time (not one round trip each)
+    slots = tb.params["prefetch_slots"]
+    assert cycles < (2 + 1.5 * n / slots) * lat + 16 * n, f"{cycles:.0f} cycles"
+
+
 def describe(scenario):
     lines = [f"event_idx={scenario.event_idx} indirect={scenario.indirect_desc} "
              f"ooo={scenario.out_of_order} batch_p={scenario.batch_p:.2f}"]
@@ -784,7 +1024,7 @@ BLK_TESTS = ["run_basic", "run_malformed", "run_dma_errors", "run_event_idx_race
              "run_batching", "run_irq_moderation", "run_early_used_event", "run_queue_reset",
              "run_stale_completion",
              "run_device_reset",
-             "run_config_errors", "run_doorbells", "run_random"]
+             "run_config_errors", "run_doorbells", "run_used_gather", "run_random"]
 
 
 #: virtio-net shaped: receive queues (even) pulled on port 0, transmit queues (odd) and the
@@ -793,10 +1033,12 @@ BLK_TESTS = ["run_basic", "run_malformed", "run_dma_errors", "run_event_idx_race
 #: without them.
 NET = {"data_width": 256, "queue_count": 33, "max_queue_size": 1024, "max_chain": 24,
        "max_indirect": 20, "avail_batch": 16, "used_batch": 16, "desc_window": 8,
-       "prefetch_slots": 4, "prefetch_table": 8,
+       "walk_window": 16, "prefetch_slots": 4, "prefetch_table": 8,
        "port_of_queue": [q % 2 if q < 32 else 1 for q in range(33)], "pulled_ports": [0]}
 
-NET_TESTS = ["run_pulled", "run_basic", "run_random"]
+NET_TESTS = ["run_pulled", "run_basic", "run_used_gather", "run_random", "run_walk_window",
+             "run_pulled_sessions", "run_walk_rate", "run_pulled_rate",
+             "run_pulled_prefetch"]
 
 
 @pytest.mark.sim

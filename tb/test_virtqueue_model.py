@@ -149,6 +149,8 @@ def test_audit_catches_bad_accesses():
     (dict(data_width=64, queue_count=4, max_chain=8, max_indirect=9), "max_indirect"),
     (dict(data_width=64, queue_count=4, avail_batch=0), "avail_batch"),
     (dict(data_width=64, queue_count=4, desc_window=0), "desc_window"),
+    (dict(data_width=64, queue_count=4, walk_window=65), "walk_window"),
+    (dict(data_width=64, queue_count=4, walk_window=0), "walk_window"),
     (dict(data_width=64, queue_count=4, used_batch=0), "used_batch"),
     (dict(data_width=64, queue_count=4, prefetch_slots=3), "prefetch_slots"),
     (dict(data_width=64, queue_count=4, prefetch_table=0), "prefetch_table"),

@@ -43,17 +43,22 @@ WalkerCounts = data.StructLayout({
 class RingWalker(wiring.Component):
     """Turns doorbells (pushed queues) and fetches (pulled queues) into validated chains.
 
-    Work is done one *job* at a time, for one request port: a *refresh* reads ``avail->idx``
-    and then, only after that read completed, the new ring entries (up to ``avail_batch``, never
-    beyond the index seen; virtio checklist rule 85) into the port's entry cache; a *walk*
-    follows one chain from the cache through the descriptor table and indirect table, checks
-    it and writes its segments to the port's chain FIFO, committed only if the chain is valid.
-    Descriptors are read ``desc_window`` at a time; a window stays usable for every chain of
-    the refresh that preceded its read (descriptors of published, unfinished chains do not
-    change) and is dropped at the next refresh. An indirect table is read whole. With
-    ``prefetch_slots``, a :class:`~.desc_prefetcher.DescPrefetcher` reads the head windows and
-    indirect tables of a pushed port's cached batch ahead, several chains at a time; the walk
-    uses what it finds complete there and reads the rest itself.
+    Work is done one *job* at a time, for one request port, in a *session*: each pushed port
+    has one (serving one queue at a time), each queue of a pulled port its own, so that a device
+    pulling from several queues of a port in turn (the receive queues of a multiqueue NIC) costs
+    no re-read of any of them. A *refresh* reads ``avail->idx`` and then, only after that read
+    completed, the new ring entries (up to ``avail_batch``, never beyond the index seen; virtio
+    checklist rule 85) into the session's entry cache; a *walk* follows one chain from the cache
+    through the descriptor table and indirect table, checks it and writes its segments to the
+    port's chain FIFO, committed only if the chain is valid. Descriptors are read
+    ``walk_window`` at a time into the session's window, aligned to its size; a window stays
+    usable for every chain of the refresh that preceded its read (descriptors of published,
+    unfinished chains do not change) and is dropped at the session's next refresh. An indirect
+    table is read whole. With ``prefetch_slots``, a :class:`~.desc_prefetcher.DescPrefetcher`
+    reads the head windows and indirect tables of a pushed port's cached batch ahead, several
+    chains at a time; the walk uses what it finds complete there and reads the rest itself.
+    Ports with a job are served in turn; consecutive walks of one queue skip reloading its
+    configuration and ``last_avail_idx``.
 
     Pushed queues: a doorbell sets the queue's pending bit (merged, never lost); a scanner gives
     a pending queue to its port's idle session, clearing the bit; the session walks the cached
@@ -87,7 +92,10 @@ class RingWalker(wiring.Component):
     avail_batch : int
         Avail ring entries read per refresh.
     desc_window : int
-        Descriptors read per direct-descriptor read.
+        Descriptors the prefetcher reads per head window.
+    walk_window : int, optional
+        Descriptors a walk reads when the descriptor it needs is in no window it has
+        (default ``desc_window``); the window is aligned to its size when that is a power of two.
     prefetch_slots : int
         Chains whose head window and indirect table are read ahead (0: none, a power of two).
     prefetch_table : int
@@ -125,7 +133,7 @@ class RingWalker(wiring.Component):
 
     def __init__(self, *, data_width, queue_count, max_queue_size, port_of_queue, pulled_ports,
                  max_chain, max_indirect, avail_batch, desc_window, prefetch_slots=16,
-                 prefetch_table=16):
+                 prefetch_table=16, walk_window=None):
         self._dw            = data_width
         self._qc            = queue_count
         self._max_size      = max_queue_size
@@ -136,15 +144,28 @@ class RingWalker(wiring.Component):
         self._max_indirect  = max_indirect
         self._batch         = avail_batch
         self._window        = desc_window
+        self._walk_window   = desc_window if walk_window is None else walk_window
         self._beat_bytes    = data_width // 8
         qw = queue_index_width(queue_count)
 
+        # Sessions: one per pushed port (the queue it serves changes), one per queue of a pulled
+        # port (a device pulling from several queues of a port, e.g. the receive queues of a
+        # multiqueue NIC, alternates between them: a shared session would re-read avail->idx
+        # and the ring, and a shared window the descriptors, at every switch).
+        self._sessions = tuple(
+            s for p in range(self._ports)
+            for s in ([(p, q) for q, pq in enumerate(self._port_of_queue) if pq == p]
+                      if p in self._pulled else [(p, None)]))
+
         beat = self._beat_bytes
         align = lambda n: (n + beat - 1) // beat * beat
-        self._desc_slots  = max(desc_window, max_indirect)
-        self._desc_bytes  = align(_DESC_BYTES * self._desc_slots)
+        # Read buffer: the indirect table scratch, then each session's descriptor window, then
+        # each session's avail entry cache (then the prefetcher's slots).
+        self._table_bytes = align(_DESC_BYTES * max_indirect)
+        self._win_bytes   = align(_DESC_BYTES * self._walk_window)
+        self._desc_bytes  = self._table_bytes + len(self._sessions) * self._win_bytes
         self._cache_bytes = align(2 * avail_batch)
-        self._ram_bytes   = self._desc_bytes + self._ports * self._cache_bytes
+        self._ram_bytes   = self._desc_bytes + len(self._sessions) * self._cache_bytes
         # Prefetch slots: a head window and an indirect table each, 16-byte aligned.
         self._pf_slots    = prefetch_slots
         self._pf_table    = min(prefetch_table, max_indirect)
@@ -184,7 +205,9 @@ class RingWalker(wiring.Component):
         qc, ports, dw = self._qc, self._ports, self._dw
         beat = self._beat_bytes
         beat_shift = beat.bit_length() - 1
-        batch, window = self._batch, self._window
+        batch, window, pf_window = self._batch, self._walk_window, self._window
+        # Window placement: aligned to its size when that is a power of two.
+        walk_align = window if window & (window - 1) == 0 else 1
         max_chain, max_indirect = self._max_chain, self._max_indirect
 
         pushed_ports = [p for p in range(ports) if p not in self._pulled]
@@ -204,7 +227,7 @@ class RingWalker(wiring.Component):
         stopped   = Signal(qc)
         event_cur = Signal(qc)      # avail_event == last_avail_idx in host memory
 
-        # --- read buffer: descriptor window / indirect table, per-port avail entry caches ------
+        # --- read buffer: indirect table, per-session descriptor windows and avail caches ------
         ram_depth = self._ram_bytes // beat
         m.submodules.rd_mem = rd_mem = memory.Memory(shape=dw, depth=ram_depth, init=[])
         rd_wp = rd_mem.write_port(granularity=8)
@@ -226,30 +249,53 @@ class RingWalker(wiring.Component):
         cache_stride    = self._cache_bytes // beat
 
         # --- descriptor prefetcher (a second read port of the read buffer) --------------------
-        use_pf = bool(self._pf_slots) and len(self._pulled) < ports
+        use_pf = bool(self._pf_slots)
         if use_pf:
             m.submodules.prefetch = pf = DescPrefetcher(
                 data_width=dw, queue_count=qc, ports=ports, batch=batch,
-                slots=self._pf_slots, window=window, table=self._pf_table,
+                slots=self._pf_slots, window=pf_window, table=self._pf_table,
                 max_indirect=max_indirect, slot_beat=self._pf_base // beat)
             pf_rp = rd_mem.read_port()
             wiring.connect(m, pf=pf.dma, walker=wiring.flipped(self.prefetch_dma))
             m.d.comb += [pf_rp.addr.eq(pf.ram_addr), pf.ram_data.eq(pf_rp.data),
                          pf.indirect_desc.eq(self.indirect_desc)]
-            pf_live = Signal()     # the prefetched batch is the owner port's current cache
+            pf_live = Signal()     # the prefetched batch is the owner session's current cache
             m.d.comb += pf.stop.eq(~pf_live | self.hold | self.reset)
 
-        # --- per-port sessions -----------------------------------------------------------------
+        # --- sessions (one per pushed port, one per queue of a pulled port) --------------------
+        # A session holds a queue's cached avail entries and a descriptor window read since
+        # those entries were (the window is dropped whenever the session's cache is refilled).
         qw = queue_index_width(qc)
-        sess_valid = [Signal(name=f"sess_valid_{p}") for p in range(ports)]
-        sess_q     = [Signal(qw, name=f"sess_q_{p}") for p in range(ports)]
-        cache_n    = [Signal(range(batch + 1), name=f"cache_n_{p}") for p in range(ports)]
-        cache_pos  = [Signal(range(batch + 1), name=f"cache_pos_{p}") for p in range(ports)]
+        sessions = self._sessions
+        n_sess = len(sessions)
+        sess_of_port = {p: i for i, (p, q) in enumerate(sessions) if q is None}
+        sess_valid = [Signal(name=f"sess_valid_{s}") for s in range(n_sess)]
+        sess_q     = [Signal(qw, name=f"sess_q_{s}") for s in range(n_sess)]
+        cache_n    = [Signal(range(batch + 1), name=f"cache_n_{s}") for s in range(n_sess)]
+        cache_pos  = [Signal(range(batch + 1), name=f"cache_pos_{s}") for s in range(n_sess)]
+        win_valid  = [Signal(name=f"win_valid_{s}") for s in range(n_sess)]
+        win_base   = [Signal(16, name=f"win_base_{s}") for s in range(n_sess)]
+        win_n      = [Signal(range(window + 1), name=f"win_n_{s}") for s in range(n_sess)]
         fetch_valid = [Signal(name=f"fetch_valid_{p}") for p in range(ports)]
         fetch_q     = [Signal(qw, name=f"fetch_q_{p}") for p in range(ports)]
+        pf_sess = Signal(range(n_sess))     # the session whose batch the prefetcher reads
+        # Per pulled port: the session of the queue its pending fetch names (the port's first
+        # session for a queue not on the port, which the job refuses before touching it).
+        fetch_sess = {}
+        for p in self._pulled:
+            mine = [i for i, (sp, _q) in enumerate(sessions) if sp == p]
+            if not mine:
+                continue
+            fetch_sess[p] = fs = Signal(range(n_sess), name=f"fetch_sess_{p}")
+            m.d.comb += fs.eq(mine[0])
+            with m.Switch(fetch_q[p]):
+                for i in mine:
+                    with m.Case(sessions[i][1]):
+                        m.d.comb += fs.eq(i)
 
         # --- the job ---------------------------------------------------------------------------
         job_port   = Signal(range(ports))
+        job_sess   = Signal(range(n_sess))
         job_q      = Signal(qw)
         job_pulled = Signal()
         job_walk   = Signal()
@@ -257,18 +303,31 @@ class RingWalker(wiring.Component):
         cfg        = Signal(QueueConfigWord)
         last_avail = Signal(16)
         recheck    = Signal()
-        pos        = Signal(range(batch + 1))      # the job's port's cache_pos / cache_n
+        # cfg, last_avail and job_epoch hold queue `loaded_q`'s (of port `loaded_port`) since
+        # its last LOAD1: a walk of the same queue skips the two cycles of reloading them.
+        loaded      = Signal()
+        loaded_q    = Signal(qw)
+        loaded_port = Signal(range(ports))
+        pos        = Signal(range(batch + 1))      # the job's session's cache_pos / cache_n
         count_n    = Signal(range(batch + 1))
         n_new      = Signal(16)
         fetch_n    = Signal(range(batch + 1))
 
-        win_valid = Signal()          # the scratch window (descriptor slots from 0)
-        win_q     = Signal(qw)
-        win_base  = Signal(16)
-        win_n     = Signal(range(window + 1))
+        # The job's session's window (descriptor slots from `win_slot` of the read buffer).
+        j_win_valid = Signal()
+        j_win_base  = Signal(16)
+        j_win_n     = Signal(range(window + 1))
+        win_slot    = Signal(16)
+        with m.Switch(job_sess):
+            for i in range(n_sess):
+                with m.Case(i):
+                    m.d.comb += [j_win_valid.eq(win_valid[i]), j_win_base.eq(win_base[i]),
+                                 j_win_n.eq(win_n[i]),
+                                 win_slot.eq((self._table_bytes + i * self._win_bytes)
+                                             // _DESC_BYTES)]
         job_pf    = Signal()          # this chain has a prefetch slot (to release when done)
         sw_valid  = Signal()          # this chain's prefetched head window
-        sw_n      = Signal(range(window + 1))
+        sw_n      = Signal(range(pf_window + 1))
         sw_ram    = Signal(16)        # its first descriptor slot in the read buffer
         st_valid  = Signal()          # this chain's prefetched indirect table
         st_ram    = Signal(16)
@@ -325,13 +384,15 @@ class RingWalker(wiring.Component):
         m.d.comb += [cfg_rp.addr.eq(job_q), la_rp.addr.eq(job_q)]
 
         def release(set_pending=False):
-            """End the job's port session (pushed ports)."""
-            with m.Switch(job_port):
-                for p in range(ports):
-                    with m.Case(p):
-                        m.d.sync += sess_valid[p].eq(0)
+            """End the job's session."""
+            with m.Switch(job_sess):
+                for i in range(n_sess):
+                    with m.Case(i):
+                        m.d.sync += sess_valid[i].eq(0)
             if set_pending:
                 m.d.sync += pending.bit_select(job_q, 1).eq(1)
+
+        answering = [Signal(name=f"answering_{p}") for p in range(ports)]
 
         def answer_fetch():
             with m.Switch(job_port):
@@ -339,6 +400,7 @@ class RingWalker(wiring.Component):
                     if p in self._pulled:
                         with m.Case(p):
                             m.d.sync += fetch_valid[p].eq(0)
+                            m.d.comb += answering[p].eq(1)
 
         def fail(code):
             m.d.sync += err_code.eq(code)
@@ -366,33 +428,60 @@ class RingWalker(wiring.Component):
         if use_pf:
             # The prefetched batch dies with its session (released, re-read, stopped, dropped);
             # written before the state machine so that starting a batch wins.
+            # (A pulled queue's session stays valid with its cache used up: the batch ends then.)
             owner_ok = Signal()
-            with m.Switch(pf.owner_port):
-                for p in range(ports):
-                    with m.Case(p):
-                        m.d.comb += owner_ok.eq(sess_valid[p] & (sess_q[p] == pf.owner_queue))
+            with m.Switch(pf_sess):
+                for i in range(n_sess):
+                    with m.Case(i):
+                        m.d.comb += owner_ok.eq(sess_valid[i] & (sess_q[i] == pf.owner_queue) &
+                                                (cache_pos[i] != cache_n[i]))
             with m.If(~owner_ok | stopped.bit_select(pf.owner_queue, 1)):
                 m.d.sync += pf_live.eq(0)
+
+        def is_loaded(p, q):
+            """Queue ``q`` of port ``p`` is the one loaded, unchanged since."""
+            return (loaded & (loaded_port == p) & (loaded_q == q) &
+                    self.enabled.bit_select(q, 1) & ~stopped.bit_select(q, 1) &
+                    (self.epoch.bit_select(q * EPOCH_BITS, EPOCH_BITS) == job_epoch))
 
         with m.FSM(name="walker"):
             with m.State("REST"):
                 m.d.comb += self.idle.eq(~pf_busy)
+                # Round robin over the ports that have a job, starting after the port served
+                # last: a port with work is never kept waiting for the turn of idle ones.
                 rr = Signal(range(ports))
+                has_job = []
+                for p in range(ports):
+                    if p in self._pulled:
+                        has_job.append(fetch_valid[p] & self.chain[p].space)
+                    else:
+                        i = sess_of_port[p]
+                        cached = sess_valid[i] & (cache_pos[i] != cache_n[i])
+                        has_job.append((cached & self.chain[p].space) |
+                                       (sess_valid[i] & (cache_pos[i] == cache_n[i])))
                 with m.If(~self.hold & ~self.reset & self.driver_ok):
-                    m.d.sync += rr.eq(Mux(rr == ports - 1, 0, rr + 1))
                     with m.Switch(rr):
-                        for p in range(ports):
-                            with m.Case(p):
-                                self._pick(m, p, p in self._pulled, sess_valid[p], sess_q[p],
-                                           cache_n[p], cache_pos[p], fetch_valid[p],
-                                           fetch_q[p], self.chain[p].space, job_port, job_q,
-                                           job_pulled, job_walk, pos, count_n)
+                        for r in range(ports):
+                            with m.Case(r):
+                                for i in range(ports):
+                                    p = (r + i) % ports
+                                    with (m.If if i == 0 else m.Elif)(has_job[p]):
+                                        m.d.sync += rr.eq((p + 1) % ports)
+                                        self._pick(
+                                            m, p, p in self._pulled, sessions,
+                                            sess_of_port.get(p), fetch_sess.get(p),
+                                            sess_valid, sess_q, cache_n, cache_pos,
+                                            fetch_valid[p], fetch_q[p], job_port, job_sess,
+                                            job_q, job_pulled, job_walk, pos, count_n,
+                                            self.chain[p].space,
+                                            lambda q, p=p: is_loaded(p, q))
             with m.State("LOAD0"):
                 m.next = "LOAD1"
             with m.State("LOAD1"):
                 m.d.sync += [cfg.eq(cfg_rp.data), last_avail.eq(la_rp.data), recheck.eq(0),
                              job_epoch.eq(self.epoch.bit_select(job_q * EPOCH_BITS,
-                                                                EPOCH_BITS))]
+                                                                EPOCH_BITS)),
+                             loaded.eq(0), loaded_q.eq(job_q), loaded_port.eq(job_port)]
                 usable = (job_q < qc) & self.enabled.bit_select(job_q, 1) & \
                     ~stopped.bit_select(job_q, 1)
                 if self._pulled:
@@ -411,10 +500,11 @@ class RingWalker(wiring.Component):
                         release()
                         m.next = "REST"
                 with m.Elif(job_walk):
+                    m.d.sync += loaded.eq(1)
                     m.next = "HEAD0"
                 with m.Else():
                     if use_pf:
-                        with m.If(job_port == pf.owner_port):
+                        with m.If(job_sess == pf_sess):
                             m.d.sync += pf_live.eq(0)     # its cache is about to be replaced
                     m.next = "RD_IDX"
 
@@ -445,13 +535,6 @@ class RingWalker(wiring.Component):
                 with m.Elif(n_new == 0):
                     with m.If(job_pulled):
                         m.next = "EMPTY"
-                    with m.Elif(self.event_idx & ~recheck & ~event_cur.bit_select(job_q, 1) &
-                                (self.hold | self.reset)):
-                        # A queue operation (a disable, a queue reset, a new ring) or a device
-                        # reset is waiting for this job: the driver may have taken the ring
-                        # back already, so write nothing into it; look again afterwards.
-                        release(set_pending=True)
-                        m.next = "REST"
                     with m.Elif(self.event_idx & ~recheck & ~event_cur.bit_select(job_q, 1)):
                         m.next = "WR_EVENT"
                     with m.Else():
@@ -490,7 +573,7 @@ class RingWalker(wiring.Component):
                         m.next = "RD_IDX"
             with m.State("RD_RING"):
                 cache_addr = Signal(DMA_RAM_ADDR_WIDTH)
-                m.d.comb += cache_addr.eq((cache_base_beat + job_port * cache_stride) << beat_shift)
+                m.d.comb += cache_addr.eq((cache_base_beat + job_sess * cache_stride) << beat_shift)
                 m.d.comb += [
                     rd_req.valid.eq(1),
                     rd_req.payload.host_addr.eq(cfg.driver + virtq_avail_ring_offset(slot)),
@@ -508,14 +591,14 @@ class RingWalker(wiring.Component):
                         fail(VirtqErrorCode.DMA)
                     with m.Else():
                         # A new look at the ring: descriptors read before it may be stale.
-                        m.d.sync += win_valid.eq(0)
-                        with m.Switch(job_port):
-                            for p in range(ports):
-                                with m.Case(p):
-                                    m.d.sync += [sess_valid[p].eq(1), sess_q[p].eq(job_q),
-                                                 cache_n[p].eq(fetch_n), cache_pos[p].eq(0)]
+                        with m.Switch(job_sess):
+                            for i in range(n_sess):
+                                with m.Case(i):
+                                    m.d.sync += [sess_valid[i].eq(1), sess_q[i].eq(job_q),
+                                                 cache_n[i].eq(fetch_n), cache_pos[i].eq(0),
+                                                 win_valid[i].eq(0)]
                         if use_pf:
-                            with m.If(~job_pulled & ~pf.busy):
+                            with m.If(~pf.busy):
                                 m.d.comb += [
                                     pf.start.valid.eq(1),
                                     pf.start.payload.port.eq(job_port),
@@ -524,16 +607,16 @@ class RingWalker(wiring.Component):
                                     pf.start.payload.desc.eq(cfg.desc),
                                     pf.start.payload.size.eq(size),
                                     pf.start.payload.cache_beat.eq(
-                                        cache_base_beat + job_port * cache_stride),
+                                        cache_base_beat + job_sess * cache_stride),
                                 ]
-                                m.d.sync += pf_live.eq(1)
+                                m.d.sync += [pf_live.eq(1), pf_sess.eq(job_sess)]
                         m.next = "REST"
 
             # --- walk: one chain from the cache ------------------------------------------------
             with m.State("HEAD0"):
                 entry_byte = Signal(DMA_RAM_ADDR_WIDTH)
                 m.d.comb += [
-                    entry_byte.eq(((cache_base_beat + job_port * cache_stride) << beat_shift) +
+                    entry_byte.eq(((cache_base_beat + job_sess * cache_stride) << beat_shift) +
                                   pos * 2),
                     rd_rp.addr.eq(entry_byte >> beat_shift),
                 ]
@@ -551,7 +634,7 @@ class RingWalker(wiring.Component):
                     fail(VirtqErrorCode.HEAD)
                 with m.Else():
                     if use_pf:
-                        with m.If(pf.active & pf_live & (pf.owner_port == job_port) &
+                        with m.If(pf.active & pf_live & (pf_sess == job_sess) &
                                   (pf.owner_queue == job_q)):
                             m.d.sync += job_pf.eq(1)
                             m.next = "PF_WAIT"
@@ -565,19 +648,18 @@ class RingWalker(wiring.Component):
                     info = pf.query
                     slot_desc = pf.slot_desc(0) + \
                         (pos[:max(1, (self._pf_slots - 1).bit_length())]
-                         if self._pf_slots > 1 else 0) * (window + self._pf_table)
+                         if self._pf_slots > 1 else 0) * (pf_window + self._pf_table)
                     with m.If(self.reset):
                         m.next = "REST"
                     with m.Elif(info.state == SlotState.READY):
                         m.d.sync += [sw_valid.eq(1), sw_n.eq(info.wn), sw_ram.eq(slot_desc),
-                                     st_valid.eq(info.table), st_ram.eq(slot_desc + window)]
+                                     st_valid.eq(info.table), st_ram.eq(slot_desc + pf_window)]
                         m.next = "FETCH_DESC"
                     with m.Elif((info.state == SlotState.MISS) |
                                 (info.state == SlotState.FREE)):
                         m.next = "FETCH_DESC"
             with m.State("FETCH_DESC"):
-                in_win = win_valid & (win_q == job_q) & (cur >= win_base) & \
-                    (cur < win_base + win_n)
+                in_win = j_win_valid & (cur >= j_win_base) & (cur < j_win_base + j_win_n)
                 in_sw = sw_valid & (cur >= head) & (cur < head + sw_n)
                 with m.If(total >= max_chain):
                     fail(VirtqErrorCode.TOO_LONG)
@@ -594,25 +676,33 @@ class RingWalker(wiring.Component):
                         m.d.sync += desc_idx.eq(sw_ram + (cur - head))
                         m.next = "RD_DESC"
                     with m.Elif(in_win):
-                        m.d.sync += desc_idx.eq(cur - win_base)
+                        m.d.sync += desc_idx.eq(win_slot + (cur - j_win_base))
                         m.next = "RD_DESC"
                     with m.Else():
                         m.next = "RD_WIN"
             with m.State("RD_WIN"):
+                # The aligned window around `cur` (ring sizes are powers of two, so it never
+                # runs past the table's end unless the table is smaller than the window):
+                # Linux reuses descriptors last freed first (virtio_ring.c's free list), so the
+                # heads of a refill run down as often as up; an aligned window serves both.
+                wbase = Signal(16)
                 wn = Signal(range(window + 1))
-                m.d.comb += wn.eq(window)
-                with m.If(size - cur < window):
-                    m.d.comb += wn.eq(size - cur)
+                m.d.comb += [wbase.eq(cur & ~(walk_align - 1)), wn.eq(window)]
+                with m.If(size - wbase < window):
+                    m.d.comb += wn.eq(size - wbase)
                 m.d.comb += [
                     rd_req.valid.eq(1),
-                    rd_req.payload.host_addr.eq(cfg.desc + cur * _DESC_BYTES),
-                    rd_req.payload.ram_addr.eq(0),
+                    rd_req.payload.host_addr.eq(cfg.desc + wbase * _DESC_BYTES),
+                    rd_req.payload.ram_addr.eq(win_slot * _DESC_BYTES),
                     rd_req.payload.len.eq(wn * _DESC_BYTES),
                 ]
                 with m.If(rd_req.ready):
                     m.d.comb += self.counts.desc_read.eq(1)
-                    m.d.sync += [win_valid.eq(0), win_q.eq(job_q), win_base.eq(cur),
-                                 win_n.eq(wn)]
+                    with m.Switch(job_sess):
+                        for i in range(n_sess):
+                            with m.Case(i):
+                                m.d.sync += [win_valid[i].eq(0), win_base[i].eq(wbase),
+                                             win_n[i].eq(wn)]
                     m.next = "WAIT_WIN"
             with m.State("WAIT_WIN"):
                 with m.If(rd_done):
@@ -621,7 +711,11 @@ class RingWalker(wiring.Component):
                     with m.Elif(~rd_ok):
                         fail(VirtqErrorCode.DMA)
                     with m.Else():
-                        m.d.sync += [win_valid.eq(1), desc_idx.eq(0)]
+                        with m.Switch(job_sess):
+                            for i in range(n_sess):
+                                with m.Case(i):
+                                    m.d.sync += win_valid[i].eq(1)
+                        m.d.sync += desc_idx.eq(win_slot + (cur - j_win_base))
                         m.next = "RD_DESC"
 
             # Descriptor slot `s` of the read buffer: bytes 16*s .. 16*s+15.
@@ -714,7 +808,6 @@ class RingWalker(wiring.Component):
                 ]
                 with m.If(rd_req.ready):
                     m.d.comb += self.counts.desc_read.eq(1)
-                    m.d.sync += win_valid.eq(0)       # the table overwrites the window
                     m.next = "WAIT_TABLE"
             with m.State("WAIT_TABLE"):
                 with m.If(rd_done):
@@ -738,15 +831,16 @@ class RingWalker(wiring.Component):
                              self.counts.chain.eq(1), self.counts.chain_pulled.eq(job_pulled),
                              la_wp.addr.eq(job_q), la_wp.data.eq(last_avail + 1),
                              la_wp.en.eq(1)]
+                m.d.sync += last_avail.eq(last_avail + 1)     # still loaded (see `loaded`)
                 m.d.sync += event_cur.bit_select(job_q, 1).eq(0)
-                with m.Switch(job_port):
-                    for p in range(ports):
-                        with m.Case(p):
-                            m.d.sync += cache_pos[p].eq(pos + 1)
-                            if p not in self._pulled:
+                with m.Switch(job_sess):
+                    for i, (_p, sq) in enumerate(sessions):
+                        with m.Case(i):
+                            m.d.sync += cache_pos[i].eq(pos + 1)
+                            if sq is None:
                                 with m.If(pos + 1 == count_n):
                                     # Cache used up: give the queue back (poll again later).
-                                    m.d.sync += sess_valid[p].eq(0)
+                                    m.d.sync += sess_valid[i].eq(0)
                                     m.d.sync += pending.bit_select(job_q, 1).eq(1)
                 if use_pf:
                     # Only this chain's own slot: positions of other ports' caches are
@@ -756,6 +850,7 @@ class RingWalker(wiring.Component):
                 m.next = "REST"
             with m.State("FAIL"):
                 m.d.comb += ch_discard.eq(1)
+                m.d.sync += loaded.eq(0)
                 if use_pf:
                     m.d.comb += [pf.release.valid.eq(job_walk & job_pf),
                                  pf.release.payload.eq(pos)]
@@ -793,15 +888,17 @@ class RingWalker(wiring.Component):
             ~stopped.bit_select(scan_q, 1)
         with m.If(~self.hold & ~self.reset & self.driver_ok & scan_live):
             for p in pushed_ports:
-                with m.If(port_mask[p].bit_select(scan_q, 1) & ~sess_valid[p]):
-                    m.d.sync += [sess_valid[p].eq(1), sess_q[p].eq(scan_q), cache_n[p].eq(0),
-                                 cache_pos[p].eq(0), pending.bit_select(scan_q, 1).eq(0)]
+                i = sess_of_port[p]
+                with m.If(port_mask[p].bit_select(scan_q, 1) & ~sess_valid[i]):
+                    m.d.sync += [sess_valid[i].eq(1), sess_q[i].eq(scan_q), cache_n[i].eq(0),
+                                 cache_pos[i].eq(0), pending.bit_select(scan_q, 1).eq(0)]
 
         # --- fetches on pulled ports -------------------------------------------------------------
         for p in range(ports):
             f = self.fetch[p]
             if p in self._pulled:
-                m.d.comb += f.ready.eq(~fetch_valid[p] & ~self.reset)
+                # The next fetch is taken in the cycle the current one is answered.
+                m.d.comb += f.ready.eq((~fetch_valid[p] | answering[p]) & ~self.reset)
                 with m.If(f.valid & f.ready):
                     m.d.sync += [fetch_valid[p].eq(1), fetch_q[p].eq(f.payload)]
 
@@ -816,16 +913,17 @@ class RingWalker(wiring.Component):
             with m.If((nq < qc) & self.enabled.bit_select(nq, 1) & pushed_mask.bit_select(nq, 1)):
                 m.d.sync += pending.bit_select(nq, 1).eq(1)
         with m.If(self.stop.valid):
-            m.d.sync += stopped.bit_select(self.stop.payload, 1).eq(1)
+            m.d.sync += [stopped.bit_select(self.stop.payload, 1).eq(1), loaded.eq(0)]
 
         # --- queue configuration changes --------------------------------------------------------
         op = self.op.payload
         with m.If(self.op.valid):
             oq = op.queue
-            m.d.sync += [event_cur.bit_select(oq, 1).eq(0), win_valid.eq(0)]
-            for p in range(ports):
-                with m.If(sess_q[p] == oq):
-                    m.d.sync += sess_valid[p].eq(0)
+            m.d.sync += [event_cur.bit_select(oq, 1).eq(0), loaded.eq(0)]
+            for i in range(n_sess):
+                m.d.sync += win_valid[i].eq(0)
+                with m.If(sess_q[i] == oq):
+                    m.d.sync += sess_valid[i].eq(0)
             with m.Switch(op.kind):
                 with m.Case(QueueOpKind.INIT):
                     m.d.comb += [cfg_wp.addr.eq(oq), cfg_wp.data.eq(op.config), cfg_wp.en.eq(1),
@@ -838,28 +936,51 @@ class RingWalker(wiring.Component):
                     m.d.comb += [la_wp.addr.eq(oq), la_wp.data.eq(op.avail_idx), la_wp.en.eq(1)]
 
         with m.If(self.reset):
-            m.d.sync += [pending.eq(0), stopped.eq(0), event_cur.eq(0), win_valid.eq(0)]
+            m.d.sync += [pending.eq(0), stopped.eq(0), event_cur.eq(0), loaded.eq(0)]
+            for i in range(n_sess):
+                m.d.sync += [sess_valid[i].eq(0), win_valid[i].eq(0)]
             for p in range(ports):
-                m.d.sync += [sess_valid[p].eq(0), fetch_valid[p].eq(0)]
+                m.d.sync += fetch_valid[p].eq(0)
         return m
 
     @staticmethod
-    def _pick(m, p, pulled, sess_valid, sess_q, cache_n, cache_pos, fetch_valid, fetch_q, space,
-              job_port, job_q, job_pulled, job_walk, pos, count_n):
-        """In REST: start port ``p``'s job if it has one."""
-        cached = sess_valid & (cache_pos != cache_n)
-        start = [job_port.eq(p), job_pulled.eq(int(pulled)), pos.eq(cache_pos),
-                 count_n.eq(cache_n)]
+    def _pick(m, p, pulled, sessions, port_sess, fetch_sess, sess_valid, sess_q, cache_n,
+              cache_pos, fetch_valid, fetch_q, job_port, job_sess, job_q, job_pulled, job_walk,
+              pos, count_n, space, loaded):
+        """In REST, port ``p`` has a job: start it (a walk of the queue whose state is still
+        loaded, ``loaded(q)``, goes straight to the walk)."""
         if pulled:
-            with m.If(fetch_valid & space):
-                walk = cached & (sess_q == fetch_q)
-                m.d.sync += start + [job_q.eq(fetch_q), job_walk.eq(walk)]
+            # The session of the fetched queue.
+            mine = [i for i, (sp, _q) in enumerate(sessions) if sp == p]
+            m.d.sync += [job_port.eq(p), job_pulled.eq(1), job_q.eq(fetch_q)]
+            if not mine:
+                # No queue on this port: the job answers `empty` (the queue is not usable).
+                m.d.sync += [job_sess.eq(0), job_walk.eq(0)]
                 m.next = "LOAD0"
+                return
+            m.d.sync += job_sess.eq(fetch_sess)
+            with m.Switch(fetch_sess):
+                for i in mine:
+                    with m.Case(i):
+                        walk = sess_valid[i] & (cache_pos[i] != cache_n[i]) & \
+                            (sess_q[i] == fetch_q)
+                        m.d.sync += [pos.eq(cache_pos[i]), count_n.eq(cache_n[i]),
+                                     job_walk.eq(walk)]
+                        with m.If(walk & loaded(fetch_q)):
+                            m.next = "HEAD0"
+                        with m.Else():
+                            m.next = "LOAD0"
         else:
+            i = port_sess
+            cached = sess_valid[i] & (cache_pos[i] != cache_n[i])
+            start = [job_port.eq(p), job_sess.eq(i), job_pulled.eq(0), job_q.eq(sess_q[i]),
+                     pos.eq(cache_pos[i]), count_n.eq(cache_n[i])]
             with m.If(cached & space):
-                m.d.sync += start + [job_q.eq(sess_q), job_walk.eq(1)]
+                m.d.sync += start + [job_walk.eq(1)]
+                with m.If(loaded(sess_q[i])):
+                    m.next = "HEAD0"
+                with m.Else():
+                    m.next = "LOAD0"
+            with m.Else():
+                m.d.sync += start + [job_walk.eq(0)]
                 m.next = "LOAD0"
-            with m.Elif(sess_valid & (cache_pos == cache_n)):
-                m.d.sync += start + [job_q.eq(sess_q), job_walk.eq(0)]
-                m.next = "LOAD0"
-

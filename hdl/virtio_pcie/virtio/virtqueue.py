@@ -92,7 +92,12 @@ class VirtqueueEngine(wiring.Component):
     used_batch : int
         Most used elements written at once.
     desc_window : int
-        Descriptors read at once when following a direct chain.
+        Descriptors the prefetcher reads ahead per chain (its head window).
+    walk_window : int, optional
+        Descriptors read at once when a walk needs one that is in no window read so far
+        (default ``desc_window``, 1 to 64): aligned to its size when that is a power of two, so
+        that heads running down (Linux reuses the descriptors freed last first) hit it as well
+        as heads running up.
     prefetch_slots : int
         Chains of a pushed queue whose head descriptors and indirect tables are read ahead, in
         parallel (0 or a power of two up to 32).
@@ -127,7 +132,8 @@ class VirtqueueEngine(wiring.Component):
 
     def __init__(self, *, data_width, queue_count, max_queue_size=256, port_of_queue=None,
                  pulled_ports=(), max_chain=64, max_indirect=None, avail_batch=32,
-                 used_batch=32, desc_window=4, prefetch_slots=16, prefetch_table=16):
+                 used_batch=32, desc_window=4, prefetch_slots=16, prefetch_table=16,
+                 walk_window=None):
         if data_width not in DATA_WIDTHS:
             raise ValueError(f"data_width must be one of {DATA_WIDTHS}, not {data_width!r}")
         queue_index_width(queue_count)
@@ -178,6 +184,11 @@ class VirtqueueEngine(wiring.Component):
         self._avail_batch = avail_batch
         self._used_batch = used_batch
         self._desc_window = desc_window
+        if walk_window is not None and (not isinstance(walk_window, int) or
+                                        not 1 <= walk_window <= 64):
+            raise ValueError(f"walk_window must be an integer from 1 to 64, not "
+                             f"{walk_window!r}")
+        self._walk_window = walk_window
         self._prefetch_slots = prefetch_slots
         if not isinstance(prefetch_table, int) or not 1 <= prefetch_table <= 256:
             raise ValueError(f"prefetch_table must be an integer from 1 to 256, not "
@@ -215,7 +226,8 @@ class VirtqueueEngine(wiring.Component):
                           pulled_ports=self._pulled, max_chain=self._max_chain,
                           max_indirect=self._max_indirect, avail_batch=self._avail_batch,
                           desc_window=self._desc_window, prefetch_slots=self._prefetch_slots,
-                          prefetch_table=self._prefetch_table)
+                          prefetch_table=self._prefetch_table,
+                          walk_window=self._walk_window)
 
     @property
     def ports(self):
