@@ -241,7 +241,7 @@ async def run_used_elem_dropped(dut):
         tb.device.on_chain = chains.append
         await tb.enable(q, ring)
         tb.transport.set_driver_ok()
-        await tb.wait_quiet(until=lambda: len(chains) == 4)
+        await tb.wait_quiet(until=lambda c=chains: len(c) == 4)
         errors = tb.transport.counters()["errors"]
         needs = tb.transport.needs_reset_events
         irqs = len(tb.transport.irqs)
