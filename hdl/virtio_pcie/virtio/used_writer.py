@@ -469,8 +469,13 @@ class UsedWriter(wiring.Component):
                         m.d.sync += [b_open.eq(0), b_n.eq(0)]
                         m.next = "COLLECT"
                     with m.Elif(w_err):
+                        # Nothing of the batch is published, and the stored index stays
+                        # where the driver saw it last: a later completion of the queue (its
+                        # used side keeps working) is written over the lost elements' slots,
+                        # never published behind them.
                         report(VirtqErrorCode.DMA)
-                        m.next = "FINAL"
+                        m.d.sync += [b_open.eq(0), b_n.eq(0)]
+                        m.next = "COLLECT"
                     with m.Elif(~b_end):
                         m.next = "COLLECT"         # elements written early; idx comes later
                     with m.Else():
