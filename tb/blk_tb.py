@@ -114,11 +114,14 @@ class SharedDma:
     """The project's DMA client model on the device's ``dma`` port, with this bench's checks.
 
     ``bad_ranges`` (host ``(lo, hi)`` pairs) make the DMA requests touching them fail.
+    ``bme_drops`` (host address -> count): the next ``count`` writes starting there end with
+    BUS_MASTER_DISABLED and write nothing, as the DMA engine's while Bus Master Enable is clear.
     """
 
     def __init__(self, tb, data_width, seed):
         self.tb = tb
         self.bad_ranges = []
+        self.bme_drops = {}
         self.reads = 0
         self.writes = 0
         # Write statuses come back at once: with a write latency the model waits with
@@ -154,6 +157,9 @@ class SharedDma:
         self.tb.check_dma(host, length, write=write, what=f"{kind} tag {req['tag']:#x}")
         if any(host < hi and lo < host + length for lo, hi in self.bad_ranges):
             return DmaError.UNSUPPORTED_REQUEST
+        if write and self.bme_drops.get(host, 0) > 0:
+            self.bme_drops[host] -= 1
+            return DmaError.BUS_MASTER_DISABLED
         return None
 
     @property

@@ -490,6 +490,8 @@ class VirtioBlkDevice(wiring.Component):
                 slot.wr_done.payload.slot.eq(wr_done_tag.slot),
                 slot.wr_done.payload.last.eq(wr_done_tag.last),
                 slot.wr_done.payload.error.eq(self.dma.wr_status.payload.error != OK),
+                slot.wr_done.payload.dropped.eq(self.dma.wr_status.payload.error ==
+                                                DmaError.BUS_MASTER_DISABLED),
             ]
 
         # -- Completions -------------------------------------------------------------------------

@@ -147,11 +147,13 @@ def ReadDone(slots, regions):
 
 
 def WriteDone(slots):
-    """A DMA write request finished; ``last`` marks the final request of a job."""
+    """A DMA write request finished; ``last`` marks the final request of a job; ``dropped``
+    (with ``error``): it was not sent because Bus Master Enable was clear."""
     return data.StructLayout({
-        "slot":  slot_index_width(slots),
-        "last":  1,
-        "error": 1,
+        "slot":    slot_index_width(slots),
+        "last":    1,
+        "error":   1,
+        "dropped": 1,
     })
 
 

@@ -503,7 +503,14 @@ class BlkSlot(wiring.Component):
                 on_reset()
 
             with m.State("STATUS_WAIT"):
-                with m.If(st_done):
+                with m.If(st_done & self.wr_done.payload.dropped):
+                    # The status byte was not sent (Bus Master Enable clear): the used entry
+                    # must not publish a byte that never landed (virtio 1.2 §2.7.8: len bytes
+                    # are written before used->idx; checklist rule 87), so it is written
+                    # again, now IOERR (the error is counted), once bus mastering is back; a
+                    # device reset ends the wait.
+                    m.next = "STATUS"
+                with m.Elif(st_done):
                     m.next = "COMPLETE"
                 on_reset()
 

@@ -474,7 +474,13 @@ class NetControl(wiring.Component):
                     m.next = "COMPLETE"
 
             with m.State("ACK_WAIT"):
-                with m.If(self.wr_status.valid):
+                with m.If(self.wr_status.valid & ~self.reset &
+                          (self.wr_status.payload.error == DmaError.BUS_MASTER_DISABLED)):
+                    # Not sent (Bus Master Enable clear): written again once bus mastering is
+                    # back, before the completion. A driver reads the ack whatever the used
+                    # length says (Linux does), and the command has taken effect.
+                    m.next = "ACK"
+                with m.Elif(self.wr_status.valid):
                     m.d.sync += used_len.eq(self.wr_status.payload.error == DmaError.OK)
                     m.next = "COMPLETE"
 

@@ -46,9 +46,11 @@ class UsedWriter(wiring.Component):
 
     Completions are gathered in the write buffer while they belong to the same queue and come
     back to back; a gathered batch is written with one DMA write (two when it wraps past the
-    ring's end), then ``used->idx`` with one 2-byte write, both in issue order behind the
-    device's own payload writes (whose statuses the device saw before completing; virtio 1.2
-    §2.7.8, checklist rules 86-87 and 91). A batch is published only at an entry with
+    ring's end), then, once their statuses are back without error, ``used->idx`` with one
+    2-byte write, all behind the device's own payload writes (whose statuses the device saw
+    before completing; virtio 1.2 §2.7.8, checklist rules 86-87 and 91). An element write that
+    failed (dropped while Bus Master Enable was clear) stops the queue with a DMA error and
+    its index is never written. A batch is published only at an entry with
     ``batch_end`` set; a batch larger than the buffer has its elements written early and its
     index later. After the index write's status came back, ``used_event`` (VIRTIO_F_EVENT_IDX)
     or ``avail->flags`` is read, so the read is ordered after the index on the link, and the
@@ -439,7 +441,18 @@ class UsedWriter(wiring.Component):
                     m.d.sync += [wr_idx.eq(wr_idx + b_n), b_n.eq(0)]
                     m.next = "W_IDX"
             with m.State("W_IDX"):
+                # used->idx publishes the elements: it goes out only once their writes' statuses
+                # are back without error (virtio 1.2 §2.7.8: the index is updated after the
+                # entries). A status is given when the write's last TLP has left, or when the
+                # DMA engine dropped it (Bus Master Enable clear, PCIe Base 4.0 §7.5.1.1.3): an
+                # index sent behind a dropped element, once bus mastering is back, would publish
+                # an entry the driver never got. On an error or a reset, no index: W_WAIT
+                # reports the error or drops the batch.
                 with m.If(~b_end):
+                    m.next = "W_WAIT"
+                with m.Elif((outstanding != 0) | wr_status.valid):
+                    pass
+                with m.Elif(w_err | self.reset):
                     m.next = "W_WAIT"
                 with m.Else():
                     m.d.comb += [
@@ -459,8 +472,13 @@ class UsedWriter(wiring.Component):
                         m.d.sync += [b_open.eq(0), b_n.eq(0)]
                         m.next = "COLLECT"
                     with m.Elif(w_err):
+                        # Nothing of the batch is published, and the stored index stays
+                        # where the driver saw it last: a later completion of the queue (its
+                        # used side keeps working) is written over the lost elements' slots,
+                        # never published behind them.
                         report(VirtqErrorCode.DMA)
-                        m.next = "FINAL"
+                        m.d.sync += [b_open.eq(0), b_n.eq(0)]
+                        m.next = "COLLECT"
                     with m.Elif(~b_end):
                         m.next = "COLLECT"         # elements written early; idx comes later
                     with m.Else():
