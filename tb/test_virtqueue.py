@@ -763,6 +763,56 @@ async def run_pulled(dut):
     assert not tb.device.errors, tb.device.errors
 
 
+@cocotb.test()
+async def run_used_gather(dut):
+    """The used side keeps taking a queue's completions while the ``used_event`` read after its
+    last index update is in flight (a round trip), and publishes them together with the next
+    update: a device completing one chain every few cycles is not held to a few completions
+    per round trip. (``used_event`` is 5 from the start, so the early read says "no" for
+    index 1 and the read after the index write is needed.)"""
+    lat = 300
+    tb = EngineTB(dut, seed=11, read_latency=(lat, lat + 4))
+    await tb.reset()
+    rng = random.Random(11)
+    q = tb.pushed_queues()[0]
+    tb.transport.set_features(event_idx=True, indirect_desc=True)
+    ring = tb.new_ring(32)
+    ring.write_used_event(5)
+    alloc = DescAllocator(32, rng)
+    for _ in range(8):
+        ring.add(random_chain(ring, rng, alloc, indirect_ok=True, max_descs=2)[0])
+    chains = []
+    tb.device.on_chain = chains.append
+    await tb.enable(q, ring)
+    tb.transport.set_driver_ok()
+    tb.transport.notify(q)
+    await tb.wait_quiet(until=lambda: len(chains) == 8)
+    await ClockCycles(dut.clk, 3 * lat)        # the early reads are back
+
+    def event_reads():
+        return [a for a in tb.dma.log if a.kind == "rd" and a.host_addr == ring.used_event_addr]
+    before = len(event_reads())
+    irqs = len(tb.transport.irqs)
+    tb.device.complete(q, chains[0].head, 0)
+    while len(event_reads()) == before:
+        await ClockCycles(dut.clk, 1)
+    read = event_reads()[-1]
+    taken = []
+    for i, c in enumerate(chains[1:], 1):
+        tb.device.complete(q, c.head, i, on_sent=lambda *_: taken.append(1))
+    await ClockCycles(dut.clk, 40)
+    assert read.done_ns is None, "the used_event read came back too early for this test"
+    assert len(taken) == 7, f"{len(taken)} of 7 completions taken during the used_event read"
+    await tb.wait_quiet()
+    idx = [int.from_bytes(a.data, "little") for a in tb.dma.log
+           if a.kind == "wr" and a.host_addr == ring.used_idx_addr]
+    assert idx == [1, 8], idx
+    for i, c in enumerate(chains):
+        assert ring.read_used_elem(i) == (c.head, i)
+    assert len(tb.transport.irqs) == irqs + 1, "used_event 5 passed once: one interrupt"
+    tb.device.on_chain = None
+
+
 def describe(scenario):
     lines = [f"event_idx={scenario.event_idx} indirect={scenario.indirect_desc} "
              f"ooo={scenario.out_of_order} batch_p={scenario.batch_p:.2f}"]
@@ -784,7 +834,7 @@ BLK_TESTS = ["run_basic", "run_malformed", "run_dma_errors", "run_event_idx_race
              "run_batching", "run_irq_moderation", "run_early_used_event", "run_queue_reset",
              "run_stale_completion",
              "run_device_reset",
-             "run_config_errors", "run_doorbells", "run_random"]
+             "run_config_errors", "run_doorbells", "run_used_gather", "run_random"]
 
 
 #: virtio-net shaped: receive queues (even) pulled on port 0, transmit queues (odd) and the
@@ -796,7 +846,7 @@ NET = {"data_width": 256, "queue_count": 33, "max_queue_size": 1024, "max_chain"
        "prefetch_slots": 4, "prefetch_table": 8,
        "port_of_queue": [q % 2 if q < 32 else 1 for q in range(33)], "pulled_ports": [0]}
 
-NET_TESTS = ["run_pulled", "run_basic", "run_random"]
+NET_TESTS = ["run_pulled", "run_basic", "run_used_gather", "run_random"]
 
 
 @pytest.mark.sim

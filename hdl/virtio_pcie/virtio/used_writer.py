@@ -54,6 +54,9 @@ class UsedWriter(wiring.Component):
     or ``avail->flags`` is read, so the read is ordered after the index on the link, and the
     interrupt decision is ``vring_need_event(used_event, new, old)`` over the whole batch
     (rule 93) or "NO_INTERRUPT clear" (rule 92). The interrupt request goes out on ``irq``.
+    While that read is in flight, the queue's further completions are still taken into the
+    write buffer and form its next update, so a device completing a chain every few cycles
+    gets a round trip's worth published per update, not a few.
 
     Completions for disabled queues, and completions of chains walked before the queue was last
     reset or re-enabled (``VirtqUsed.epoch``), are dropped. Queues stopped by a ring error keep
@@ -479,6 +482,16 @@ class UsedWriter(wiring.Component):
                 with m.If(rd_req.ready):
                     m.next = "R_WAIT"
             with m.State("R_WAIT"):
+                # The batch's elements and index are out (their writes' statuses came back, so
+                # the write buffer is free again): gather the queue's next completions during
+                # the read's round trip, so that a stream of them is published a round trip's
+                # worth at a time instead of a few per round trip. They stay open as the next
+                # batch of the same queue (FINAL), with its configuration and indices loaded.
+                with m.If(~self.reset & ~self.hold & self.driver_ok & used.valid & c_live &
+                          (c.queue == b_q) & (b_n != batch) & ~rd_status.valid):
+                    m.d.comb += [used.ready.eq(1), self.counts.completed.eq(1)]
+                    put(b_n)
+                    m.d.sync += [b_n.eq(b_n + 1), b_end.eq(c.batch_end)]
                 with m.If(rd_status.valid):
                     with m.If(self.reset):
                         m.d.sync += [b_open.eq(0), b_n.eq(0)]
@@ -495,12 +508,12 @@ class UsedWriter(wiring.Component):
                 m.d.sync += need.eq(due)
                 m.next = "NOTIFY"
             with m.State("NOTIFY"):
-                # The queue's chains in hand after this update (a value beyond the queue size,
-                # e.g. after a restore, counts as none).
+                # The queue's chains in hand after this update, less the completions gathered
+                # meanwhile (a value beyond the queue size, e.g. after a restore, counts as none).
                 in_hand  = Signal(16)
                 may_hold = Signal()
                 m.d.comb += [
-                    in_hand.eq(tk_rp.data - wr_idx),
+                    in_hand.eq(tk_rp.data - wr_idx - b_n),
                     may_hold.eq((H != 0) & moderated.bit_select(b_q, 1) &
                                 (in_hand <= cfg.size) & (in_hand != 0) &
                                 ((in_hand > LW) | refill_expected(b_q))),
@@ -556,7 +569,8 @@ class UsedWriter(wiring.Component):
                         m.next = "COLLECT"
             with m.State("FINAL"):
                 m.d.comb += [idx_wp.addr.eq(b_q), idx_wp.data.eq(wr_idx), idx_wp.en.eq(1)]
-                m.d.sync += [b_open.eq(0), b_n.eq(0), pub_idx.eq(wr_idx)]
+                # (completions gathered during the event read stay open as the next batch)
+                m.d.sync += [b_open.eq(b_n != 0), pub_idx.eq(wr_idx)]
                 m.next = "COLLECT"
 
         # --- queue configuration changes ---------------------------------------------------------

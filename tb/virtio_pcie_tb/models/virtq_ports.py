@@ -271,13 +271,15 @@ class VirtqDevicePorts:
                     from None
         return self.answers[port].popleft()
 
-    def complete(self, queue, head, length, batch_end=True, epoch=None):
+    def complete(self, queue, head, length, batch_end=True, epoch=None, on_sent=None):
         """Send a used entry; ``epoch`` defaults to that of the queue's last chain seen (pass
-        a chain's own :attr:`Chain.epoch` to complete a chain walked before a queue reset)."""
+        a chain's own :attr:`Chain.epoch` to complete a chain walked before a queue reset).
+        ``on_sent()`` is called when the engine has taken it."""
         if epoch is None:
             epoch = self.epochs.get(queue, 0)
         self.completion.send_nowait({"queue": queue, "head": head, "len": length,
-                                     "batch_end": int(batch_end), "epoch": epoch})
+                                     "batch_end": int(batch_end), "epoch": epoch},
+                                    on_sent=on_sent)
 
     async def wait_completions_sent(self):
         await self.completion.wait_idle()
