@@ -87,9 +87,14 @@ class UsedWriter(wiring.Component):
     running dry even with few chains in hand, and its next notification is held for the
     refill too (then, with the refill in hand, until the low-water mark again). A queue with no
     chain in hand is never held. A queue reset, a device reset or DRIVER_OK falling drops the
-    hold. The notification is only sent later, never suppressed (virtio 1.2
-    §2.7.10 sets no deadline). Pulled queues (``moderated_queues`` leaves them out) are never
-    held: a device keeps receive buffers until traffic comes. The count of chains in hand is
+    hold. A hold after which a message went out for another queue (with a vector shared by
+    both, or INTx, the driver's handler may have taken the held entries then) is decided again
+    before it goes: ``used_event`` (``avail->flags``) is read once more, after every entry it
+    covers was published, and if the driver no longer asks to be notified for any of them
+    (``vring_need_event`` over them all) nothing is sent; otherwise the notification is only
+    sent later, never suppressed (virtio 1.2 §2.7.10 sets no deadline). Pulled queues
+    (``moderated_queues`` leaves them out) are never held: a device keeps receive buffers
+    until traffic comes. The count of chains in hand is
     the queue's committed chains minus its used index (a RAM of ``queue_count`` 16-bit
     counters); after a state restore it starts from the restored used index.
 
@@ -320,7 +325,17 @@ class UsedWriter(wiring.Component):
         hold_timer = Signal(16)
         hold_left  = Signal(16)              # the held queue's chains in hand
         hold_cov   = Signal(16)              # used entries the held notification covers
+        hold_end   = Signal(16)              # ... up to this used index (the last published)
+        hold_ev    = Signal(64)              # the held queue's used_event / avail->flags address
+        # A message went out for another queue since the hold began: with a shared vector
+        # (or INTx) the driver's handler may have taken the held entries already.
+        hold_shadow = Signal()
         expire     = Signal()
+        held_due   = Signal()
+        held_ahead = Signal(16)
+        m.d.comb += [held_ahead.eq(hold_end - event_val - 1),
+                     held_due.eq(Mux(self.event_idx, held_ahead < hold_cov,
+                                     ~(event_val & VirtqAvailFlags.NO_INTERRUPT.value).any()))]
         with m.If(hold_valid & (hold_timer != 0)):
             m.d.sync += hold_timer.eq(hold_timer - 1)
         # The refill the last interrupt asked for: the driver resubmits what it reaped, so after
@@ -521,11 +536,13 @@ class UsedWriter(wiring.Component):
                 send_now = Signal()
                 with m.If(~need | ~self.driver_ok | self.reset):
                     with m.If(hold_valid & (hold_q == b_q)):
-                        m.d.sync += hold_cov.eq(hold_cov + moved)    # published under the hold
+                        # published under the hold
+                        m.d.sync += [hold_cov.eq(hold_cov + moved), hold_end.eq(wr_idx)]
                     m.next = "FINAL"
                 with m.Elif(hold_valid & (hold_q == b_q) & may_hold & (hold_timer != 0)):
                     # merged into the held one
-                    m.d.sync += [hold_left.eq(in_hand), hold_cov.eq(hold_cov + moved)]
+                    m.d.sync += [hold_left.eq(in_hand), hold_cov.eq(hold_cov + moved),
+                                 hold_end.eq(wr_idx)]
                     m.next = "FINAL"
                 with m.Elif(hold_valid & (hold_q == b_q)):
                     # The queue is running dry or its time is up: one interrupt for both.
@@ -542,11 +559,13 @@ class UsedWriter(wiring.Component):
                         m.d.comb += self.counts.interrupt.eq(1)
                         notified(hold_q, hold_cov)
                         m.d.sync += [hold_q.eq(b_q), hold_timer.eq(H), hold_left.eq(in_hand),
-                                     hold_cov.eq(moved)]
+                                     hold_cov.eq(moved), hold_end.eq(wr_idx),
+                                     hold_ev.eq(event_addr), hold_shadow.eq(1)]
                         m.next = "FINAL"
                 with m.Elif(may_hold):
                     m.d.sync += [hold_valid.eq(1), hold_q.eq(b_q), hold_timer.eq(H),
-                                 hold_left.eq(in_hand), hold_cov.eq(moved)]
+                                 hold_left.eq(in_hand), hold_cov.eq(moved), hold_end.eq(wr_idx),
+                                 hold_ev.eq(event_addr), hold_shadow.eq(0)]
                     m.next = "FINAL"
                 with m.Else():
                     m.d.comb += send_now.eq(1)
@@ -555,18 +574,64 @@ class UsedWriter(wiring.Component):
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
                         notified(b_q, moved)
+                        m.d.sync += hold_shadow.eq(1)
                         m.next = "FINAL"
+            def send_held():
+                m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
+                with m.If(self.irq.ready):
+                    m.d.comb += self.counts.interrupt.eq(1)
+                    m.d.sync += hold_valid.eq(0)
+                    notified(hold_q, hold_cov)
+                    m.next = "COLLECT"
             with m.State("SEND_HELD"):
                 with m.If(~hold_valid | self.reset | ~self.driver_ok):
                     m.d.sync += hold_valid.eq(0)
                     m.next = "COLLECT"
+                with m.Elif(hold_shadow):
+                    m.next = "H_READ"
                 with m.Else():
-                    m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
-                    with m.If(self.irq.ready):
-                        m.d.comb += self.counts.interrupt.eq(1)
+                    send_held()
+            # A shadowed hold: read used_event (avail->flags) again, now that every entry it
+            # covers is published, and decide over them all (virtio 1.2 §2.7.10): a driver
+            # whose handler already took them (run by a message for another queue on the same
+            # vector) has moved used_event past them, and the message would find no work.
+            with m.State("H_READ"):
+                with m.If(~hold_valid | self.reset | ~self.driver_ok):
+                    m.d.sync += hold_valid.eq(0)
+                    m.next = "COLLECT"
+                with m.Elif(~pf_busy):                       # one event read at a time
+                    m.d.comb += [
+                        rd_req.valid.eq(1),
+                        rd_req.payload.host_addr.eq(hold_ev),
+                        rd_req.payload.ram_addr.eq(USED_EVENT_ADDR),
+                        rd_req.payload.len.eq(VIRTQ_IDX_BYTES),
+                    ]
+                    with m.If(rd_req.ready):
+                        m.d.comb += self.counts.event_read.eq(1)
+                        m.d.sync += [ev_q.eq(hold_q), ev_valid.eq(0)]
+                        m.next = "H_WAIT"
+            with m.State("H_WAIT"):
+                with m.If(rd_status.valid):
+                    with m.If(self.reset | ~hold_valid):
                         m.d.sync += hold_valid.eq(0)
-                        notified(hold_q, hold_cov)
                         m.next = "COLLECT"
+                    with m.Elif(rd_status.payload.error != DmaError.OK):
+                        # Cannot tell: notify (a spurious interrupt is harmless).
+                        m.d.comb += [self.error.valid.eq(1),
+                                     self.error.payload.code.eq(VirtqErrorCode.DMA),
+                                     self.error.payload.queue.eq(hold_q),
+                                     self.stop.valid.eq(1), self.stop.payload.eq(hold_q)]
+                        m.d.sync += hold_shadow.eq(0)
+                        m.next = "SEND_HELD"
+                    with m.Else():
+                        m.d.sync += ev_valid.eq(1)
+                        m.next = "H_DECIDE"
+            with m.State("H_DECIDE"):
+                with m.If(~hold_valid | self.reset | ~self.driver_ok | ~held_due):
+                    m.d.sync += hold_valid.eq(0)             # nothing left to announce
+                    m.next = "COLLECT"
+                with m.Else():
+                    send_held()
             with m.State("FINAL"):
                 m.d.comb += [idx_wp.addr.eq(b_q), idx_wp.data.eq(wr_idx), idx_wp.en.eq(1)]
                 # (completions gathered during the event read stay open as the next batch)
