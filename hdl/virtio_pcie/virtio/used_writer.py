@@ -330,6 +330,7 @@ class UsedWriter(wiring.Component):
         # A message went out for another queue since the hold began: with a shared vector
         # (or INTx) the driver's handler may have taken the held entries already.
         hold_shadow = Signal()
+        recheck     = Signal()               # go from FINAL to the shadowed hold's second look
         expire     = Signal()
         held_due   = Signal()
         held_ahead = Signal(16)
@@ -353,6 +354,12 @@ class UsedWriter(wiring.Component):
         def refill_expected(q):
             return (rf_q == q) & (rf_left != 0) & (rf_timer != 0)
 
+        def in_hand_with_refill(q, n):
+            # Chains of the refill not yet committed count as in hand: a device that takes
+            # fewer chains at once than the refill brings commits its last ones only as it
+            # runs down, and must not be held until it is dry waiting for them.
+            return n + Mux(refill_expected(q), rf_left, 0)
+
         def notified(q, n):
             m.d.sync += [rf_q.eq(q), rf_left.eq(n), rf_timer.eq(H)]
         h_up   = cm_mod & (cm.payload == hold_q)
@@ -365,7 +372,7 @@ class UsedWriter(wiring.Component):
         # sends the notification, one interrupt for both)
         m.d.comb += expire.eq(hold_valid & ~(b_open & b_end & (b_q == hold_q)) &
                               ((hold_timer == 0) | (hold_left == 0) |
-                               ((hold_left <= LW) & ~refill_expected(hold_q))))
+                               (in_hand_with_refill(hold_q, hold_left) <= LW)))
 
         with m.FSM(name="used"):
             with m.State("COLLECT"):
@@ -531,20 +538,29 @@ class UsedWriter(wiring.Component):
                     in_hand.eq(tk_rp.data - wr_idx - b_n),
                     may_hold.eq((H != 0) & moderated.bit_select(b_q, 1) &
                                 (in_hand <= cfg.size) & (in_hand != 0) &
-                                ((in_hand > LW) | refill_expected(b_q))),
+                                (in_hand_with_refill(b_q, in_hand) > LW)),
                 ]
-                send_now = Signal()
-                with m.If(~need | ~self.driver_ok | self.reset):
-                    with m.If(hold_valid & (hold_q == b_q)):
-                        # published under the hold
-                        m.d.sync += [hold_cov.eq(hold_cov + moved), hold_end.eq(wr_idx)]
+                send_now  = Signal()
+                held_here = Signal()
+                m.d.comb += held_here.eq(hold_valid & (hold_q == b_q))
+                # The held queue's updates decide its release here, due or not: while its
+                # completions stream in, a batch of it is nearly always open, and the release
+                # in COLLECT (which waits for that batch) would wait until the queue is dry.
+                with m.If(~self.driver_ok | self.reset):
                     m.next = "FINAL"
-                with m.Elif(hold_valid & (hold_q == b_q) & may_hold & (hold_timer != 0)):
-                    # merged into the held one
+                with m.Elif(held_here & may_hold & (hold_timer != 0)):
+                    # merged into the held one (published under the hold)
                     m.d.sync += [hold_left.eq(in_hand), hold_cov.eq(hold_cov + moved),
                                  hold_end.eq(wr_idx)]
                     m.next = "FINAL"
-                with m.Elif(hold_valid & (hold_q == b_q)):
+                with m.Elif(held_here & hold_shadow & ~need):
+                    # running dry, but shadowed and this update is not due: decide again
+                    m.d.sync += [hold_cov.eq(hold_cov + moved), hold_end.eq(wr_idx),
+                                 recheck.eq(1)]
+                    m.next = "FINAL"
+                with m.Elif(~need & ~held_here):
+                    m.next = "FINAL"
+                with m.Elif(held_here):
                     # The queue is running dry or its time is up: one interrupt for both.
                     m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(b_q)]
                     with m.If(self.irq.ready):
@@ -635,8 +651,11 @@ class UsedWriter(wiring.Component):
             with m.State("FINAL"):
                 m.d.comb += [idx_wp.addr.eq(b_q), idx_wp.data.eq(wr_idx), idx_wp.en.eq(1)]
                 # (completions gathered during the event read stay open as the next batch)
-                m.d.sync += [b_open.eq(b_n != 0), pub_idx.eq(wr_idx)]
-                m.next = "COLLECT"
+                m.d.sync += [b_open.eq(b_n != 0), pub_idx.eq(wr_idx), recheck.eq(0)]
+                with m.If(recheck):
+                    m.next = "H_READ"
+                with m.Else():
+                    m.next = "COLLECT"
 
         # --- queue configuration changes ---------------------------------------------------------
         op = self.op.payload
