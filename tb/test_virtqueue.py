@@ -469,6 +469,75 @@ async def run_irq_moderation(dut):
 
 
 @cocotb.test()
+async def run_irq_shadowed(dut):
+    """A held notification after which a message went out for another queue (with a vector
+    shared by both, or INTx, the driver's handler then took the held entries too) is decided
+    again before it goes: used_event is read once more and, if the driver has moved it past
+    every entry the hold covers, nothing is sent (that message would find no work: Linux
+    counts it as unhandled). If the driver has not taken them, it is sent."""
+    tb = EngineTB(dut, seed=17, read_latency=(20, 30))
+    await tb.reset()
+    rng = random.Random(17)
+    H, LW = 3000, 2
+    tr = tb.transport
+    tr.set_irq_holdoff(H, low_water=LW)
+    qa, qb = tb.pushed_queues()[14:16]
+    tr.set_features(event_idx=True, indirect_desc=True)
+    rings = {q: tb.new_ring(64) for q in (qa, qb)}
+    allocs = {q: DescAllocator(64, rng) for q in rings}
+    chains = {q: [] for q in rings}
+    done = {q: 0 for q in rings}
+    tb.device.on_chain = lambda c: chains[c.queue].append(c)
+    for q, ring in rings.items():
+        ring.write_used_event(0)
+        await tb.enable(q, ring)
+    tr.set_driver_ok()
+
+    async def add(q, n):
+        for _ in range(n):
+            rings[q].add(random_chain(rings[q], rng, allocs[q], indirect_ok=True,
+                                      max_descs=3)[0])
+        want = len(chains[q]) + n
+        tr.notify(q)
+        await tb.wait_quiet(until=lambda: len(chains[q]) == want)
+
+    async def complete(q, n, settle=300):
+        for c in chains[q][done[q]:done[q] + n]:
+            tb.device.complete(q, c.head, 0)
+        done[q] += n
+        await ClockCycles(dut.clk, settle)
+
+    def irqs(q):
+        return [t for t, iq in tr.irqs if iq == q]
+
+    def event_reads(q):
+        return [a for a in tb.dma.log if a.kind == "rd" and
+                a.host_addr == rings[q].used_event_addr]
+    await add(qa, 6)
+    await add(qb, 2)
+    # (a) qa's notification is held; qb's goes out; the driver's handler (shared vector)
+    # takes qa's entry and re-arms after it: the held one is dropped after a second look
+    await complete(qa, 1)                      # 5 in hand: held
+    assert not irqs(qa)
+    await complete(qb, 1)
+    assert len(irqs(qb)) == 1
+    rings[qa].write_used_event(rings[qa].read_used_idx())
+    reads = len(event_reads(qa))
+    await ClockCycles(dut.clk, H + 200)
+    assert len(event_reads(qa)) > reads, "used_event not read again before the release"
+    assert not irqs(qa), "held notification sent although the driver had taken its entries"
+    # (b) the same, but the driver has not taken the new entry: it is sent
+    await complete(qa, 1)                      # 4 in hand: held
+    assert not irqs(qa)
+    rings[qb].write_used_event(rings[qb].read_used_idx())
+    await complete(qb, 1)
+    assert len(irqs(qb)) == 2
+    await ClockCycles(dut.clk, H + 200)
+    assert len(irqs(qa)) == 1, "held notification of entries not taken was dropped"
+    tb.device.on_chain = None
+
+
+@cocotb.test()
 async def run_early_used_event(dut):
     """used_event is read as soon as a chain is committed, while the device works on it: when
     the value already says "notify" the interrupt follows the used->idx write without a second
@@ -1092,7 +1161,8 @@ BLK = dict(BENCH_PARAMS, data_width=64)
 
 BLK_TESTS = ["run_basic", "run_malformed", "run_dma_errors", "run_used_elem_dropped",
              "run_event_idx_race",
-             "run_batching", "run_irq_moderation", "run_early_used_event", "run_queue_reset",
+             "run_batching", "run_irq_moderation", "run_irq_shadowed", "run_early_used_event",
+             "run_queue_reset",
              "run_stale_completion",
              "run_device_reset",
              "run_config_errors", "run_doorbells", "run_used_gather", "run_random"]
@@ -1127,7 +1197,9 @@ def test_engine_net(simulate):
 @pytest.mark.sim
 def test_notify_figure():
     """QD 32 streaming with EVENT_IDX and a Linux-like driver: at most 0.05 doorbells and
-    0.05 interrupts per request (issue 6), and EVENT_IDX does better than flags alone.
+    0.05 interrupts per request (issue 6), and EVENT_IDX does no worse than flags alone
+    (moderation holds the interrupt either way, and a driver that reaps ~20 completions per
+    interrupt resubmits them with one kick, so flags alone now reach the same figures).
 
     The device completes a request every 1.05 us (the whole 128-bit blk device's rate for
     4 KiB requests); the engine alone (no header read by a device, a DMA model instead of the
@@ -1139,7 +1211,7 @@ def test_notify_figure():
     flags = next(r for r in rows if not r["event_idx"])
     assert ev["doorbells_per_req"] <= 0.05, rows
     assert ev["interrupts_per_req"] <= 0.05, rows
-    assert flags["doorbells_per_req"] + flags["interrupts_per_req"] > \
+    assert flags["doorbells_per_req"] + flags["interrupts_per_req"] >= \
         ev["doorbells_per_req"] + ev["interrupts_per_req"], rows
 
 

@@ -59,11 +59,17 @@ _DEVICE_TYPE = {"blk": VirtioDeviceId.BLOCK, "net": VirtioDeviceId.NET}
 #: 250 MHz (6 KiB at 128 bits), the bandwidth-delay product of a 1 µs host and a little more.
 BLK_READ_BUDGET_CYCLES = 384
 
-#: Interrupt moderation's low-water mark on the whole device: a held notification goes out when
-#: the device has 14 chains of the queue left in hand (at QD 32 about 20 requests per
-#: interrupt). 12 gave fewer interrupts at 128 bits (0.047 per request) but a quarter of the
-#: legacy driver's interrupts then found no work (tb/test_system_blk_legacy.py).
-IRQ_LOW_WATER = DEFAULT_IRQ_LOW_WATER
+#: Interrupt moderation on the whole device, per data path width: the low-water mark (a held
+#: notification goes out when the device has this many chains of the queue left in hand) and
+#: the most cycles a notification is held. At QD 32 with the notify benchmark's host: 64 bits,
+#: a request every ~2 us, (16384, 10): about 25 requests per interrupt (with 8192 cycles the
+#: cap, not the mark, ended most holds: 18); 128 bits, (8192, 12): about 20 (10 runs the queue
+#: dry: fewer requests per interrupt, and doorbells); 256 bits: off, see docs/virtqueue.md (a
+#: low-water mark of 8 gave 0.059 interrupts per request and 82 % of the data path for 4 KiB
+#: writes, 16 held nothing). A held notification shadowed by another queue's message is
+#: decided again before it goes (the legacy mix's shared vector, tb/test_system_blk_legacy.py).
+IRQ_LOW_WATER = {64: 10, 128: 12, 256: DEFAULT_IRQ_LOW_WATER}
+IRQ_HOLDOFF = {64: 2 * DEFAULT_IRQ_HOLDOFF, 128: DEFAULT_IRQ_HOLDOFF, 256: 0}
 
 
 class VirtioPcieDevice(wiring.Component):
@@ -112,9 +118,9 @@ class VirtioPcieDevice(wiring.Component):
         Interrupt moderation of the virtqueue engine (its ``irq_holdoff`` and ``irq_low_water``
         inputs, here constants): a due notification waits at most ``irq_holdoff`` cycles, and
         only while the device has more than ``irq_low_water`` chains of the queue in hand.
-        Defaults: :data:`IRQ_LOW_WATER`, and :data:`~.virtio.virtqueue.DEFAULT_IRQ_HOLDOFF` up
-        to 128 bits but 0 (off) at 256 bits, where the chains left at the low-water mark do not
-        cover the host's refill time (see docs/virtqueue.md).
+        Defaults: :data:`IRQ_LOW_WATER` and :data:`IRQ_HOLDOFF` of the data width (0, off, at
+        256 bits, where no low-water mark in chains served both the interrupt target and the
+        data path; see docs/virtqueue.md).
     """
 
     def __init__(self, *, device="blk", data_width=128, transitional=False, config_mode="full",
@@ -142,9 +148,11 @@ class VirtioPcieDevice(wiring.Component):
                 raise ValueError(f"{name} must be None or an integer from 0 to 65535, "
                                  f"not {value!r}")
         if irq_holdoff is None:
-            irq_holdoff = DEFAULT_IRQ_HOLDOFF if data_width <= 128 else 0
+            irq_holdoff = IRQ_HOLDOFF[data_width]
         self._irq_holdoff = irq_holdoff
-        self._irq_low_water = IRQ_LOW_WATER if irq_low_water is None else irq_low_water
+        if irq_low_water is None:
+            irq_low_water = IRQ_LOW_WATER[data_width]
+        self._irq_low_water = irq_low_water
         self._device_name = device
         self._data_width = data_width
         self._onchip = onchip_medium

@@ -89,9 +89,14 @@ class UsedWriter(wiring.Component):
     running dry even with few chains in hand, and its next notification is held for the
     refill too (then, with the refill in hand, until the low-water mark again). A queue with no
     chain in hand is never held. A queue reset, a device reset or DRIVER_OK falling drops the
-    hold. The notification is only sent later, never suppressed (virtio 1.2
-    §2.7.10 sets no deadline). Pulled queues (``moderated_queues`` leaves them out) are never
-    held: a device keeps receive buffers until traffic comes. The count of chains in hand is
+    hold. A hold after which a message went out for another queue (with a vector shared by
+    both, or INTx, the driver's handler may have taken the held entries then) is decided again
+    before it goes: ``used_event`` (``avail->flags``) is read once more, after every entry it
+    covers was published, and if the driver no longer asks to be notified for any of them
+    (``vring_need_event`` over them all) nothing is sent; otherwise the notification is only
+    sent later, never suppressed (virtio 1.2 §2.7.10 sets no deadline). Pulled queues
+    (``moderated_queues`` leaves them out) are never held: a device keeps receive buffers
+    until traffic comes. The count of chains in hand is
     the queue's committed chains minus its used index (a RAM of ``queue_count`` 16-bit
     counters); after a state restore it starts from the restored used index.
 
@@ -322,7 +327,18 @@ class UsedWriter(wiring.Component):
         hold_timer = Signal(16)
         hold_left  = Signal(16)              # the held queue's chains in hand
         hold_cov   = Signal(16)              # used entries the held notification covers
+        hold_end   = Signal(16)              # ... up to this used index (the last published)
+        hold_ev    = Signal(64)              # the held queue's used_event / avail->flags address
+        # A message went out for another queue since the hold began: with a shared vector
+        # (or INTx) the driver's handler may have taken the held entries already.
+        hold_shadow = Signal()
+        recheck     = Signal()               # go from FINAL to the shadowed hold's second look
         expire     = Signal()
+        held_due   = Signal()
+        held_ahead = Signal(16)
+        m.d.comb += [held_ahead.eq(hold_end - event_val - 1),
+                     held_due.eq(Mux(self.event_idx, held_ahead < hold_cov,
+                                     ~(event_val & VirtqAvailFlags.NO_INTERRUPT.value).any()))]
         with m.If(hold_valid & (hold_timer != 0)):
             m.d.sync += hold_timer.eq(hold_timer - 1)
         # The refill the last interrupt asked for: the driver resubmits what it reaped, so after
@@ -340,6 +356,12 @@ class UsedWriter(wiring.Component):
         def refill_expected(q):
             return (rf_q == q) & (rf_left != 0) & (rf_timer != 0)
 
+        def in_hand_with_refill(q, n):
+            # Chains of the refill not yet committed count as in hand: a device that takes
+            # fewer chains at once than the refill brings commits its last ones only as it
+            # runs down, and must not be held until it is dry waiting for them.
+            return n + Mux(refill_expected(q), rf_left, 0)
+
         def notified(q, n):
             m.d.sync += [rf_q.eq(q), rf_left.eq(n), rf_timer.eq(H)]
         h_up   = cm_mod & (cm.payload == hold_q)
@@ -352,7 +374,7 @@ class UsedWriter(wiring.Component):
         # sends the notification, one interrupt for both)
         m.d.comb += expire.eq(hold_valid & ~(b_open & b_end & (b_q == hold_q)) &
                               ((hold_timer == 0) | (hold_left == 0) |
-                               ((hold_left <= LW) & ~refill_expected(hold_q))))
+                               (in_hand_with_refill(hold_q, hold_left) <= LW)))
 
         with m.FSM(name="used"):
             with m.State("COLLECT"):
@@ -534,18 +556,29 @@ class UsedWriter(wiring.Component):
                     in_hand.eq(tk_rp.data - wr_idx - b_n),
                     may_hold.eq((H != 0) & moderated.bit_select(b_q, 1) &
                                 (in_hand <= cfg.size) & (in_hand != 0) &
-                                ((in_hand > LW) | refill_expected(b_q))),
+                                (in_hand_with_refill(b_q, in_hand) > LW)),
                 ]
-                send_now = Signal()
-                with m.If(~need | ~self.driver_ok | self.reset):
-                    with m.If(hold_valid & (hold_q == b_q)):
-                        m.d.sync += hold_cov.eq(hold_cov + moved)    # published under the hold
+                send_now  = Signal()
+                held_here = Signal()
+                m.d.comb += held_here.eq(hold_valid & (hold_q == b_q))
+                # The held queue's updates decide its release here, due or not: while its
+                # completions stream in, a batch of it is nearly always open, and the release
+                # in COLLECT (which waits for that batch) would wait until the queue is dry.
+                with m.If(~self.driver_ok | self.reset):
                     m.next = "FINAL"
-                with m.Elif(hold_valid & (hold_q == b_q) & may_hold & (hold_timer != 0)):
-                    # merged into the held one
-                    m.d.sync += [hold_left.eq(in_hand), hold_cov.eq(hold_cov + moved)]
+                with m.Elif(held_here & may_hold & (hold_timer != 0)):
+                    # merged into the held one (published under the hold)
+                    m.d.sync += [hold_left.eq(in_hand), hold_cov.eq(hold_cov + moved),
+                                 hold_end.eq(wr_idx)]
                     m.next = "FINAL"
-                with m.Elif(hold_valid & (hold_q == b_q)):
+                with m.Elif(held_here & hold_shadow & ~need):
+                    # running dry, but shadowed and this update is not due: decide again
+                    m.d.sync += [hold_cov.eq(hold_cov + moved), hold_end.eq(wr_idx),
+                                 recheck.eq(1)]
+                    m.next = "FINAL"
+                with m.Elif(~need & ~held_here):
+                    m.next = "FINAL"
+                with m.Elif(held_here):
                     # The queue is running dry or its time is up: one interrupt for both.
                     m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(b_q)]
                     with m.If(self.irq.ready):
@@ -560,11 +593,13 @@ class UsedWriter(wiring.Component):
                         m.d.comb += self.counts.interrupt.eq(1)
                         notified(hold_q, hold_cov)
                         m.d.sync += [hold_q.eq(b_q), hold_timer.eq(H), hold_left.eq(in_hand),
-                                     hold_cov.eq(moved)]
+                                     hold_cov.eq(moved), hold_end.eq(wr_idx),
+                                     hold_ev.eq(event_addr), hold_shadow.eq(1)]
                         m.next = "FINAL"
                 with m.Elif(may_hold):
                     m.d.sync += [hold_valid.eq(1), hold_q.eq(b_q), hold_timer.eq(H),
-                                 hold_left.eq(in_hand), hold_cov.eq(moved)]
+                                 hold_left.eq(in_hand), hold_cov.eq(moved), hold_end.eq(wr_idx),
+                                 hold_ev.eq(event_addr), hold_shadow.eq(0)]
                     m.next = "FINAL"
                 with m.Else():
                     m.d.comb += send_now.eq(1)
@@ -573,23 +608,72 @@ class UsedWriter(wiring.Component):
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
                         notified(b_q, moved)
+                        m.d.sync += hold_shadow.eq(1)
                         m.next = "FINAL"
+            def send_held():
+                m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
+                with m.If(self.irq.ready):
+                    m.d.comb += self.counts.interrupt.eq(1)
+                    m.d.sync += hold_valid.eq(0)
+                    notified(hold_q, hold_cov)
+                    m.next = "COLLECT"
             with m.State("SEND_HELD"):
                 with m.If(~hold_valid | self.reset | ~self.driver_ok):
                     m.d.sync += hold_valid.eq(0)
                     m.next = "COLLECT"
+                with m.Elif(hold_shadow):
+                    m.next = "H_READ"
                 with m.Else():
-                    m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
-                    with m.If(self.irq.ready):
-                        m.d.comb += self.counts.interrupt.eq(1)
+                    send_held()
+            # A shadowed hold: read used_event (avail->flags) again, now that every entry it
+            # covers is published, and decide over them all (virtio 1.2 §2.7.10): a driver
+            # whose handler already took them (run by a message for another queue on the same
+            # vector) has moved used_event past them, and the message would find no work.
+            with m.State("H_READ"):
+                with m.If(~hold_valid | self.reset | ~self.driver_ok):
+                    m.d.sync += hold_valid.eq(0)
+                    m.next = "COLLECT"
+                with m.Elif(~pf_busy):                       # one event read at a time
+                    m.d.comb += [
+                        rd_req.valid.eq(1),
+                        rd_req.payload.host_addr.eq(hold_ev),
+                        rd_req.payload.ram_addr.eq(USED_EVENT_ADDR),
+                        rd_req.payload.len.eq(VIRTQ_IDX_BYTES),
+                    ]
+                    with m.If(rd_req.ready):
+                        m.d.comb += self.counts.event_read.eq(1)
+                        m.d.sync += [ev_q.eq(hold_q), ev_valid.eq(0)]
+                        m.next = "H_WAIT"
+            with m.State("H_WAIT"):
+                with m.If(rd_status.valid):
+                    with m.If(self.reset | ~hold_valid):
                         m.d.sync += hold_valid.eq(0)
-                        notified(hold_q, hold_cov)
                         m.next = "COLLECT"
+                    with m.Elif(rd_status.payload.error != DmaError.OK):
+                        # Cannot tell: notify (a spurious interrupt is harmless).
+                        m.d.comb += [self.error.valid.eq(1),
+                                     self.error.payload.code.eq(VirtqErrorCode.DMA),
+                                     self.error.payload.queue.eq(hold_q),
+                                     self.stop.valid.eq(1), self.stop.payload.eq(hold_q)]
+                        m.d.sync += hold_shadow.eq(0)
+                        m.next = "SEND_HELD"
+                    with m.Else():
+                        m.d.sync += ev_valid.eq(1)
+                        m.next = "H_DECIDE"
+            with m.State("H_DECIDE"):
+                with m.If(~hold_valid | self.reset | ~self.driver_ok | ~held_due):
+                    m.d.sync += hold_valid.eq(0)             # nothing left to announce
+                    m.next = "COLLECT"
+                with m.Else():
+                    send_held()
             with m.State("FINAL"):
                 m.d.comb += [idx_wp.addr.eq(b_q), idx_wp.data.eq(wr_idx), idx_wp.en.eq(1)]
                 # (completions gathered during the event read stay open as the next batch)
-                m.d.sync += [b_open.eq(b_n != 0), pub_idx.eq(wr_idx)]
-                m.next = "COLLECT"
+                m.d.sync += [b_open.eq(b_n != 0), pub_idx.eq(wr_idx), recheck.eq(0)]
+                with m.If(recheck):
+                    m.next = "H_READ"
+                with m.Else():
+                    m.next = "COLLECT"
 
         # --- queue configuration changes ---------------------------------------------------------
         op = self.op.payload

@@ -395,8 +395,8 @@ widths by default, as `all` does.
 How long `all` takes was timed in this round: 14 min 33 s of wall time (900 s of user CPU,
 `/usr/bin/time`) for every point, nine Verilator builds included, on a 2-core machine that was
 running a full `make test` at the same time, inside the 20-minute budget; an idle machine is
-faster. (That run had the interrupt low-water mark at 12; the 64- and 128-bit blk and notify
-rows were measured again with the final 14.) Simulator CPU per job, measured earlier: dma
+faster. (The blk and notify rows were measured again later, with the per-width interrupt
+moderation of `VirtioPcieDevice`.) Simulator CPU per job, measured earlier: dma
 76 s (64 bits), 59 s (128); blk 139 s (64), 106 s (128), 76 s (256); net 31 s (64), 25 s (128);
 notify 18 s per EVENT_IDX setting at 64 bits.
 """
@@ -638,25 +638,27 @@ _NOTIFY_HOW = """\
 With EVENT_IDX Linux's `virtblk_done` re-arms at every handler run (`virtqueue_enable_cb`), so
 without moderation there is one interrupt per handler run: about 6 requests each at this rate.
 The virtqueue engine's adaptive moderation ([virtqueue.md](virtqueue.md)) holds a due
-notification while the device has more than `irq_low_water` chains of the queue in hand (14 on
-the whole device), for at most `irq_holdoff` (8192 cycles, 32.8 µs), and lets it go as soon as
-the queue runs down to the low-water mark, so that the host refills while the device still has
-work; after an interrupt, the next notification also waits for the refill that interrupt asked
-for. One interrupt then covers about QD − 14 + 2 requests. At QD 1 nothing is held. Doorbells
-stay low because the engine keeps polling `avail->idx` while it has work.
+notification while the device has more than `irq_low_water` chains of the queue in hand, for at
+most `irq_holdoff` cycles, and lets it go as soon as the queue runs down to the low-water mark
+(decided at every update of the held queue), so that the host refills while the device still
+has work; after an interrupt, the chains of the refill it asked for count as in hand until they
+arrive. The whole device's values depend on the width: 64 bits 10 chains and 16384 cycles
+(65.5 µs; a request takes ~2 µs there and 8192 cycles ended most holds before the mark did:
+18 requests per interrupt, now 25), 128 bits 12 chains and 8192 cycles. At QD 1 nothing is
+held. Doorbells stay low because the engine keeps polling `avail->idx` while it has work, and
+without EVENT_IDX a driver that reaps 25 completions per interrupt resubmits them with one kick.
 """
 
 _NOTIFY_WHY = """\
 ### Where interrupts stay above 0.05 per request
 
-The moderation rule counts chains in hand, not time. At QD 32 with the low-water mark at 14 one
-interrupt covers about 20 requests, right at the target: 0.05 per request give or take one
-interrupt in a run of about 256 requests. A mark of 12 gave 0.047 at 128 bits, but then a
-quarter of the legacy driver's interrupts found no work (`tb/test_system_blk_legacy.py`), so the
-device keeps 14. At 256 bits a 4 KiB request takes half as long and the device ran dry while the
-notification was held (4 KiB writes at QD 32, L = 1 µs: 79 % of the data path with the mark at
-14, 87 % at 24, 92 % without moderation), so the whole device turns moderation off at 256 bits
-(`VirtioPcieDevice(irq_holdoff=0)` default there) and one interrupt covers a handler run's
-completions (about 7). A rule that counts the work in hand in time, not in chains, would serve
-every width; it is not built.
+The moderation rule counts chains the engine has committed to the device, not time. At 128 bits
+one interrupt covers about 20 requests, right at the target (0.051); a mark of 10 or 11 ran the
+queue dry (0.063 interrupts per request, 7 % fewer IOPS, and doorbells). At 256 bits a 4 KiB
+request takes 0.5 µs; with moderation on, a mark of 16 held nothing (0.137) and a mark of 8 gave
+0.059 interrupts per request but only 82 % of the data path for 4 KiB writes at QD 32,
+L = 1 µs, so the whole device keeps moderation off at 256 bits (`VirtioPcieDevice(irq_holdoff=0)`
+default there) and one interrupt covers a handler run's completions (about 7). A rule that
+counts the work in hand in time (chains the host has published, times the measured cycles per
+completion, against the measured refill time) would serve every width; it is not built.
 """
