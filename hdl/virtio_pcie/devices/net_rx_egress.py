@@ -133,9 +133,17 @@ class NetRxEgress(wiring.Component):
         # (None of these is cleared by a device reset: frames in flight drain through them.)
         m.submodules.releases = releases = SyncFIFOBuffered(
             width=Shape.cast(Release).width, depth=self._in_flight)
+        # A frame's rows are freed as soon as its writes are back, so frames_in_flight bounds
+        # only the frames being written: the frames written and waiting for their used entries
+        # to be taken (the virtqueue engine may be slow to take them, e.g. behind a long host
+        # latency) are bounded by the completions FIFO alone, one entry at least per frame. The
+        # write errors (one per frame) and the count of frames due (to_complete) must hold that
+        # many: with fewer, the errors FIFO dropped a frame's flag when full and to_complete
+        # wrapped to 0 at 64, after which the completions were never sent again (issue 9).
+        completion_depth = 2 * self._in_flight
         m.submodules.completions = completions = SyncFIFOBuffered(
-            width=Shape.cast(Completion).width, depth=2 * self._in_flight)
-        m.submodules.errors = errors = SyncFIFOBuffered(width=1, depth=self._in_flight)
+            width=Shape.cast(Completion).width, depth=completion_depth)
+        m.submodules.errors = errors = SyncFIFOBuffered(width=1, depth=completion_depth)
 
         # The frame being placed -------------------------------------------------------------------
         fr = Signal(RxFrame(g))
@@ -359,7 +367,7 @@ class NetRxEgress(wiring.Component):
         status = self.wr_status.payload
         outstanding = Signal(16)
         written = Signal(range(self._in_flight + 1))    # frames written, rows not yet freed
-        to_complete = Signal(range(self._in_flight + 1))
+        to_complete = Signal(range(completion_depth + 1))   # frames written, entries not sent
         failed = Signal()                               # a write of the current frame failed
         issued = self.wr_req.valid & self.wr_req.ready
         got = self.wr_status.valid
