@@ -279,3 +279,50 @@ def test_request_arbiter_withdrawn_request():
     sim.add_testbench(bench)
     sim.run()
     assert taken == [0], "client 0's request was never taken after client 1 withdrew its own"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("device", ["blk", "net"])
+def test_fuzz_chain_limits(device):
+    """Fuzz finding (blk seed 600, runs 5 and 287), the fuzzer's, not the device's: the hostile
+    driver took the engine's chain limits from ``engine_options`` with the engine's defaults
+    (64 / 64), but the blk design raises them to cover ``seg_max`` (129 / 128). Its
+    "oversized" indirect table of 65 entries was legal, the device rightly used the chain and
+    returned its head, and the fuzzer, which had not recorded it as outstanding, reported a
+    corruption. The limits must be the design's, and the chains malformed as ``too_long`` and
+    ``indirect_size`` must exceed them."""
+    from virtio_pcie.top import VirtioPcieDevice
+    from virtio_pcie_tb.fuzz.campaign import fuzz_params
+    from virtio_pcie_tb.fuzz.run import chain_limits
+    from virtio_pcie_tb.models.dma_memory import DmaMemory
+    from virtio_pcie_tb.models.virtq_ring import (DESC_BYTES, INDIRECT, NEXT, DescAllocator,
+                                                  SplitRing, malformed_chain)
+
+    params = fuzz_params(device)
+    design = VirtioPcieDevice(**params).chain_limits
+    limits = chain_limits(params)
+    assert limits == design
+    if device == "blk":
+        assert limits["max_indirect"] > 64, "the blk design's table limit is above the default"
+    rng = random.Random(600)
+    for kind in ("indirect_size", "too_long"):
+        for _ in range(8):
+            memory = DmaMemory()
+            ring = SplitRing(memory, 64)
+            head = malformed_chain(ring, rng, DescAllocator(64, rng), kind, **limits)
+            # walk the chain as the engine counts it: direct descriptors, one table
+            count, i, table = 0, head, None
+            while True:
+                addr, length, flags, nxt = ring.read_desc(i)
+                count += 1
+                if flags & INDIRECT:
+                    table = length // DESC_BYTES
+                    count += table
+                    break
+                if not flags & NEXT:
+                    break
+                i = nxt
+            if kind == "indirect_size":
+                assert table > design["max_indirect"], (kind, table, design)
+            else:
+                assert count > design["max_chain"], (kind, count, design)
