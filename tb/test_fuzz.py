@@ -326,3 +326,44 @@ def test_fuzz_chain_limits(device):
                 assert table > design["max_indirect"], (kind, table, design)
             else:
                 assert count > design["max_chain"], (kind, count, design)
+
+
+@pytest.mark.unit
+def test_fuzz_memory_bad_size_ring():
+    """Fuzz finding (net seed 2026, run 138), the fuzzer's, not the device's: the hostile
+    driver wrote an invalid queue size (say 3) with an 8-entry ring; the device ignored the
+    size, as it may, and the enable took the queue at its size of 256. The driver had granted
+    the 2054-byte used ring of that size but allocated only the 70 bytes of its own, so the
+    device's legitimate `avail_event` write at the ring's end (used + 0x804) zeroed two bytes
+    of a transmit frame allocated there later, which came back "never transmitted". The
+    driver now keeps the whole used ring it gave free (``FuzzMemory.extend``)."""
+    from virtio_pcie.spec.virtio import virtq_used_size
+    from virtio_pcie_tb.fuzz.memory import FuzzMemory
+
+    class _Region:
+        def __init__(self, size):
+            self.mem = bytearray(size)
+
+        def get_absolute_address(self, offset):
+            return 0x10_0000 + offset
+
+    class _Rc:
+        class mem_pool:                                          # noqa: N801
+            alloc_region = _Region
+
+        class mem_address_space:                                 # noqa: N801
+            @staticmethod
+            def register_region(region, base):
+                pass
+
+    memory = FuzzMemory(_Rc, size=1 << 16, rng=random.Random(138))
+    memory.reset(random.Random(138))
+    used = memory.alloc_addr(virtq_used_size(8), 4)
+    memory.extend(used, virtq_used_size(8), virtq_used_size(256))
+    avail_event = used + virtq_used_size(256) - 2
+    for _ in range(64):                       # later allocations, in either block
+        addr = memory.alloc_addr(984, 2)
+        assert not addr <= avail_event < addr + 984 and \
+            not used <= addr < used + virtq_used_size(256), (hex(addr), hex(used))
+    with pytest.raises(ValueError, match="not the last allocation"):
+        memory.extend(used, virtq_used_size(256), virtq_used_size(512))
