@@ -11,7 +11,8 @@
 read ends that request with IOERR and the next request works without a reset; an unreadable
 ring stops the queue with DEVICE_NEEDS_RESET, and after a reset a freshly bound driver does
 verified I/O. ``run_legacy_disable_avail_event`` and ``test_request_arbiter_withdrawn_request``
-are regression tests of fuzz findings (docs/robustness.md). ``test_fuzz`` runs the default
+are regression tests of fuzz findings (docs/robustness.md), ``test_fuzz_chain_limits`` and
+``test_fuzz_memory_bad_size_ring`` of the fuzzer's own. ``test_fuzz`` runs the default
 ``virtio-pcie fuzz`` campaigns in chunks (the fuzz builds) and requires every run to pass;
 ``test_fuzz_long`` (``slow``) is issue 12's 10 000-run campaign per device.
 """
