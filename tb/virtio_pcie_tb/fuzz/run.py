@@ -131,8 +131,20 @@ class _VqObserver:
 def chain_limits(params):
     """The virtqueue engine's ``max_chain`` / ``max_indirect`` of the design ``params`` build
     (constructed, not elaborated: a fraction of a second)."""
+    import gc
+    import warnings
+
+    from amaranth.hdl import UnusedElaboratable
+
     from virtio_pcie.top import VirtioPcieDevice
-    return VirtioPcieDevice(**params).chain_limits
+    with warnings.catch_warnings():
+        # the design (and its blocks) is looked at, never elaborated: no warning for that
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        design = VirtioPcieDevice(**params)
+        limits = design.chain_limits
+        del design
+        gc.collect()
+    return limits
 
 
 class FuzzContext:
