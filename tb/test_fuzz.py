@@ -11,7 +11,8 @@
 read ends that request with IOERR and the next request works without a reset; an unreadable
 ring stops the queue with DEVICE_NEEDS_RESET, and after a reset a freshly bound driver does
 verified I/O. ``run_legacy_disable_avail_event`` and ``test_request_arbiter_withdrawn_request``
-are regression tests of fuzz findings (docs/robustness.md). ``test_fuzz`` runs the default
+are regression tests of fuzz findings (docs/robustness.md), ``test_fuzz_chain_limits`` and
+``test_fuzz_memory_bad_size_ring`` of the fuzzer's own. ``test_fuzz`` runs the default
 ``virtio-pcie fuzz`` campaigns in chunks (the fuzz builds) and requires every run to pass;
 ``test_fuzz_long`` (``slow``) is issue 12's 10 000-run campaign per device.
 """
@@ -279,3 +280,91 @@ def test_request_arbiter_withdrawn_request():
     sim.add_testbench(bench)
     sim.run()
     assert taken == [0], "client 0's request was never taken after client 1 withdrew its own"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("device", ["blk", "net"])
+def test_fuzz_chain_limits(device):
+    """Fuzz finding (blk seed 600, runs 5 and 287), the fuzzer's, not the device's: the hostile
+    driver took the engine's chain limits from ``engine_options`` with the engine's defaults
+    (64 / 64), but the blk design raises them to cover ``seg_max`` (129 / 128). Its
+    "oversized" indirect table of 65 entries was legal, the device rightly used the chain and
+    returned its head, and the fuzzer, which had not recorded it as outstanding, reported a
+    corruption. The limits must be the design's, and the chains malformed as ``too_long`` and
+    ``indirect_size`` must exceed them."""
+    from virtio_pcie.top import VirtioPcieDevice
+    from virtio_pcie_tb.fuzz.campaign import fuzz_params
+    from virtio_pcie_tb.fuzz.run import chain_limits
+    from virtio_pcie_tb.models.dma_memory import DmaMemory
+    from virtio_pcie_tb.models.virtq_ring import (DESC_BYTES, INDIRECT, NEXT, DescAllocator,
+                                                  SplitRing, malformed_chain)
+
+    params = fuzz_params(device)
+    design = VirtioPcieDevice(**params).chain_limits
+    limits = chain_limits(params)
+    assert limits == design
+    if device == "blk":
+        assert limits["max_indirect"] > 64, "the blk design's table limit is above the default"
+    rng = random.Random(600)
+    for kind in ("indirect_size", "too_long"):
+        for _ in range(8):
+            memory = DmaMemory()
+            ring = SplitRing(memory, 64)
+            head = malformed_chain(ring, rng, DescAllocator(64, rng), kind, **limits)
+            # walk the chain as the engine counts it: direct descriptors, one table
+            count, i, table = 0, head, None
+            while True:
+                addr, length, flags, nxt = ring.read_desc(i)
+                count += 1
+                if flags & INDIRECT:
+                    table = length // DESC_BYTES
+                    count += table
+                    break
+                if not flags & NEXT:
+                    break
+                i = nxt
+            if kind == "indirect_size":
+                assert table > design["max_indirect"], (kind, table, design)
+            else:
+                assert count > design["max_chain"], (kind, count, design)
+
+
+@pytest.mark.unit
+def test_fuzz_memory_bad_size_ring():
+    """Fuzz finding (net seed 2026, run 138), the fuzzer's, not the device's: the hostile
+    driver wrote an invalid queue size (say 3) with an 8-entry ring; the device ignored the
+    size, as it may, and the enable took the queue at its size of 256. The driver had granted
+    the 2054-byte used ring of that size but allocated only the 70 bytes of its own, so the
+    device's legitimate `avail_event` write at the ring's end (used + 0x804) zeroed two bytes
+    of a transmit frame allocated there later, which came back "never transmitted". The
+    driver now keeps the whole used ring it gave free (``FuzzMemory.extend``)."""
+    from virtio_pcie.spec.virtio import virtq_used_size
+    from virtio_pcie_tb.fuzz.memory import FuzzMemory
+
+    class _Region:
+        def __init__(self, size):
+            self.mem = bytearray(size)
+
+        def get_absolute_address(self, offset):
+            return 0x10_0000 + offset
+
+    class _Rc:
+        class mem_pool:                                          # noqa: N801
+            alloc_region = _Region
+
+        class mem_address_space:                                 # noqa: N801
+            @staticmethod
+            def register_region(region, base):
+                pass
+
+    memory = FuzzMemory(_Rc, size=1 << 16, rng=random.Random(138))
+    memory.reset(random.Random(138))
+    used = memory.alloc_addr(virtq_used_size(8), 4)
+    memory.extend(used, virtq_used_size(8), virtq_used_size(256))
+    avail_event = used + virtq_used_size(256) - 2
+    for _ in range(64):                       # later allocations, in either block
+        addr = memory.alloc_addr(984, 2)
+        assert not addr <= avail_event < addr + 984 and \
+            not used <= addr < used + virtq_used_size(256), (hex(addr), hex(used))
+    with pytest.raises(ValueError, match="not the last allocation"):
+        memory.extend(used, virtq_used_size(256), virtq_used_size(512))

@@ -273,6 +273,12 @@ class VirtioPcieDevice(wiring.Component):
         return self._device_name
 
     @property
+    def chain_limits(self):
+        """``{"max_chain": ..., "max_indirect": ...}`` of the virtqueue engine: the longest chain
+        and the largest indirect table it takes (blk raises both to cover ``seg_max``)."""
+        return {"max_chain": self._engine.max_chain, "max_indirect": self._engine.max_indirect}
+
+    @property
     def irq_moderation(self):
         """``(irq_holdoff, irq_low_water)`` of the virtqueue engine (holdoff 0: off)."""
         return self._irq_holdoff, self._irq_low_water

@@ -535,6 +535,13 @@ class RingWalker(wiring.Component):
                 with m.Elif(n_new == 0):
                     with m.If(job_pulled):
                         m.next = "EMPTY"
+                    with m.Elif(self.event_idx & ~recheck & ~event_cur.bit_select(job_q, 1) &
+                                (self.hold | self.reset)):
+                        # A queue operation (a disable, a queue reset, a new ring) or a device
+                        # reset is waiting for this job: the driver may have taken the ring
+                        # back already, so write nothing into it; look again afterwards.
+                        release(set_pending=True)
+                        m.next = "REST"
                     with m.Elif(self.event_idx & ~recheck & ~event_cur.bit_select(job_q, 1)):
                         m.next = "WR_EVENT"
                     with m.Else():

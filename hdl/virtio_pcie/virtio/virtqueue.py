@@ -233,6 +233,18 @@ class VirtqueueEngine(wiring.Component):
     def ports(self):
         return self._ports
 
+    @property
+    def max_chain(self):
+        """Most descriptors in a chain (an indirect table's entries and the descriptor pointing
+        to it included); a longer chain stops its queue (``TOO_LONG``)."""
+        return self._max_chain
+
+    @property
+    def max_indirect(self):
+        """Most entries in an indirect table; a larger table stops its queue
+        (``INDIRECT_SIZE``)."""
+        return self._max_indirect
+
     def elaborate(self, platform):
         m = Module()
         qc, ports = self._qc, self._ports

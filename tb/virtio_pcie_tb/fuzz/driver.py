@@ -318,7 +318,13 @@ class HostileDriver:
                     self.problems.append(("protocol", f"queue {index} enabled with a bad "
                                                       f"{which}: {bad}"))
                 # Whatever the device uses now, the driver gave it; the queue is unusable.
+                # An invalid size is ignored, so the device's used ring can be larger than
+                # the one allocated: the driver keeps the rest of it free too, or the device's
+                # legitimate writes there (`avail_event`, at its end) land in buffers allocated
+                # later (net seed 2026 run 138: a transmit frame's bytes 922-923 zeroed).
                 from virtio_pcie.spec.virtio import virtq_used_size
+                self.ctx.memory.extend(used, virtq_used_size(size),
+                                       bad[3] - used + virtq_used_size(actual))
                 self.mon.grant(("used", index, "bad"), bad[3], virtq_used_size(actual))
                 q.broken = True
                 self.queues[index] = q

@@ -108,6 +108,24 @@ class FuzzMemory(DmaAllocator):
                 return addr
         raise MemoryError(f"fuzz memory exhausted ({length} bytes wanted)")
 
+    def extend(self, addr, length, new_length):
+        """Grow the allocation of ``length`` bytes at ``addr`` to ``new_length`` bytes (zeroed).
+
+        Only the last allocation of its block can grow: nothing else may lie in the new bytes.
+        """
+        block = self._block(addr, max(length, 1))
+        end = addr + max(length, 1) - block.base
+        if block.next != end:
+            raise ValueError(f"{addr:#x}+{length} is not the last allocation of its block")
+        if new_length <= length:
+            return
+        if not block.contains(addr, new_length):
+            raise MemoryError(f"fuzz memory exhausted ({new_length} bytes wanted)")
+        block.mem[end:addr + new_length - block.base] = bytes(addr + new_length - block.base
+                                                              - end)
+        self.allocated_bytes += new_length - length
+        block.next = addr + new_length - block.base
+
     def read(self, addr, length):
         block = self._block(addr, length)
         off = addr - block.base
