@@ -233,6 +233,23 @@ def test_fuzz(device, chunk, tmp_path):
     assert result["requests"] > 0 and result["faults_injected"] > 0
 
 
+@pytest.mark.system
+def test_fuzz_walk_bound(tmp_path):
+    """Fuzz finding (net seed 701, run 5784), the fuzzer's, not the device's: a control-queue
+    chain looping between descriptors 0xab and 0xf5, in two different 64-descriptor windows,
+    cost the walker a host round trip per step (1.27 us at 1 us latency) until the 64-step
+    ``max_chain`` limit failed it, about 81 us. 28 transmit chains waited behind it, and the
+    tidy-up, which allowed 40 us without a completion, called that a hang. The device was
+    working, within its bound; the tidy-up's bound now includes the walks the engine may
+    rightly make (``stall_bound_ns``), and the run must pass with the loop reported."""
+    from virtio_pcie_tb.fuzz import run_campaign
+    from virtio_pcie_tb.fuzz.workload import STALL_NS, stall_bound_ns
+    assert stall_bound_ns(queues=3, max_chain=64, latency_ns=1000) > STALL_NS + 64 * 1270
+    summary = run_campaign("net", runs=1, seed=701, first=5784, batch=1, out_dir=tmp_path)
+    result = _check(summary, 1)
+    assert result["errors_reported"] >= 6, "the loop is failed and reported, not ignored"
+
+
 @pytest.mark.slow
 @pytest.mark.system
 @pytest.mark.parametrize("device", ["blk", "net"])
