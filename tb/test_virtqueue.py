@@ -24,7 +24,7 @@ import pytest
 from cocotb.triggers import ClockCycles
 
 from virtio_pcie.dma.interface import DmaError
-from virtio_pcie.spec.virtio import VirtqDescFlags, vring_need_event
+from virtio_pcie.spec.virtio import VirtqDescFlags, virtq_desc_size, vring_need_event
 from virtio_pcie.virtio.engine_signatures import VirtqErrorCode
 from virtio_pcie.virtio.virtqueue import VirtqueueEngine
 from virtio_pcie_tb import harness
@@ -908,8 +908,8 @@ def _walk_window_reads(tb, ring, since=0):
     the two are told apart by length)."""
     window = tb.params["walk_window"]
     return [a for a in tb.dma.log[since:] if a.kind == "rd" and
-            ring.desc <= a.host_addr < ring.desc + 16 * ring.size and
-            a.length == 16 * min(window, ring.size)]
+            ring.desc <= a.host_addr < ring.desc + virtq_desc_size(ring.size) and
+            a.length == virtq_desc_size(min(window, ring.size))]
 
 
 async def _hold_prefetcher(tb):
