@@ -150,22 +150,28 @@ def test_report_targets():
 def test_net_profile_classifies_ring_accesses():
     """The trace classifier finds each split-ring structure of a queue where the virtio layout
     puts it (an odd queue size, so the le16 event fields share a dword with the last entry)."""
+    from virtio_pcie.spec.virtio import (virtq_avail_event_offset, virtq_avail_ring_offset,
+                                         virtq_desc_size, virtq_used_event_offset,
+                                         virtq_used_ring_offset)
     from virtio_pcie_tb.bench.net_profile import classify
     num = 255
-    rings = {"tx": {"desc": 0x10000, "avail": 0x20000, "used": 0x30000, "num": num}}
+    desc, avail, used = 0x10000, 0x20000, 0x30000
+    rings = {"tx": {"desc": desc, "avail": avail, "used": used, "num": num}}
     cases = [
-        ("rd", 0x20000, "tx.avail_idx"),
-        ("rd", 0x20004, "tx.avail_ring"),
-        ("rd", 0x20000 + 4 + 2 * num - 2, "tx.avail_ring"),   # last entry and used_event
-        ("rd", 0x10000 + 16 * (num - 1), "tx.desc"),
-        ("rd", 0x10000 + 16 * num, "data.rd"),
-        ("wr", 0x30000, "tx.used_idx"),
-        ("wr", 0x30004 + 8 * (num - 1), "tx.used_elem"),
-        ("wr", 0x30004 + 8 * num, "tx.avail_event"),
+        ("rd", avail, "tx.avail_idx"),
+        ("rd", avail + virtq_avail_ring_offset(0), "tx.avail_ring"),
+        # the dword read of the last entry, which holds used_event too
+        ("rd", avail + virtq_avail_ring_offset(num - 1), "tx.avail_ring"),
+        ("rd", desc + virtq_desc_size(num - 1), "tx.desc"),
+        ("rd", desc + virtq_desc_size(num), "data.rd"),
+        ("wr", used, "tx.used_idx"),
+        ("wr", used + virtq_used_ring_offset(num - 1), "tx.used_elem"),
+        ("wr", used + virtq_avail_event_offset(num), "tx.avail_event"),
         ("wr", 0xFEE0_0000, "msi"),
         ("wr", 0x40000, "data.wr"),
     ]
     for kind, addr, expect in cases:
         assert classify(rings, {"k": kind, "a": addr}, msi=[0xFEE0_0000]) == expect, hex(addr)
-    rings["tx"]["num"] = 256          # even size: used_event has a dword of its own
-    assert classify(rings, {"k": "rd", "a": 0x20000 + 4 + 2 * 256}) == "tx.used_event"
+    num = rings["tx"]["num"] = 256    # even size: used_event has a dword of its own
+    assert classify(rings, {"k": "rd", "a": avail + virtq_used_event_offset(num)}) == \
+        "tx.used_event"

@@ -24,7 +24,7 @@ import pytest
 from cocotb.triggers import ClockCycles
 
 from virtio_pcie.dma.interface import DmaError
-from virtio_pcie.spec.virtio import VirtqDescFlags, vring_need_event
+from virtio_pcie.spec.virtio import VirtqDescFlags, virtq_desc_size, vring_need_event
 from virtio_pcie.virtio.engine_signatures import VirtqErrorCode
 from virtio_pcie.virtio.virtqueue import VirtqueueEngine
 from virtio_pcie_tb import harness
@@ -362,6 +362,56 @@ async def run_batching(dut):
     tb.device.on_chain = None
 
 
+class _HeldIrqs:
+    """The set-up of the interrupt moderation tests: pushed queues (``queues``, a slice of
+    :meth:`EngineTB.pushed_queues`) with 64-entry rings, interrupt moderation (``holdoff``
+    cycles, ``low_water`` chains), EVENT_IDX as ``event_idx`` (with it, each ring's
+    ``used_event`` is 0 from the start), the driver OK; :meth:`add` posts chains and waits for
+    the device to have them, :meth:`complete` completes the oldest ones, :meth:`irqs` lists a
+    queue's interrupts."""
+
+    @classmethod
+    async def start(cls, dut, *, seed, queues, holdoff, low_water, event_idx):
+        self = cls()
+        self.dut = dut
+        self.tb = tb = EngineTB(dut, seed=seed, read_latency=(20, 30))
+        await tb.reset()
+        self.rng = random.Random(seed)
+        tr = tb.transport
+        tr.set_irq_holdoff(holdoff, low_water=low_water)
+        tr.set_features(event_idx=event_idx, indirect_desc=True)
+        self.rings = {q: tb.new_ring(64) for q in tb.pushed_queues()[queues]}
+        self.allocs = {q: DescAllocator(64, self.rng) for q in self.rings}
+        self.chains = {q: [] for q in self.rings}
+        self.done = {q: 0 for q in self.rings}
+        tb.device.on_chain = lambda c: self.chains[c.queue].append(c)
+        for q, ring in self.rings.items():
+            if event_idx:
+                ring.write_used_event(0)
+            await tb.enable(q, ring)
+        tr.set_driver_ok()
+        return self
+
+    async def add(self, q, n):
+        ring, chains = self.rings[q], self.chains[q]
+        for _ in range(n):
+            ring.add(random_chain(ring, self.rng, self.allocs[q], indirect_ok=True,
+                                  max_descs=3)[0])
+        want = len(chains) + n
+        self.tb.transport.notify(q)
+        await self.tb.wait_quiet(until=lambda: len(chains) == want)
+
+    async def complete(self, q, n, settle=300):
+        done = self.done[q]
+        for c in self.chains[q][done:done + n]:
+            self.tb.device.complete(q, c.head, 0)
+        self.done[q] += n
+        await ClockCycles(self.dut.clk, settle)
+
+    def irqs(self, q):
+        return [t for t, iq in self.tb.transport.irqs if iq == q]
+
+
 @cocotb.test()
 async def run_irq_moderation(dut):
     """Adaptive interrupt moderation, per queue: a notification due while the device has more
@@ -371,41 +421,14 @@ async def run_irq_moderation(dut):
     its last interrupt asked for is still to come; a held notification gives its place to
     another queue's (it goes out then) and never delays another queue's unheld one; a queue
     reset or a device reset drops it."""
-    tb = EngineTB(dut, seed=11, read_latency=(20, 30))
-    await tb.reset()
-    rng = random.Random(11)
     H, LW = 4000, 2
-    tr = tb.transport
-    tr.set_irq_holdoff(H, low_water=LW)
-    qa, qb, qc = tb.pushed_queues()[9:12]
     # without EVENT_IDX and with NO_INTERRUPT clear, every publication is due
-    tr.set_features(event_idx=False, indirect_desc=True)
-    rings = {q: tb.new_ring(64) for q in (qa, qb, qc)}
-    allocs = {q: DescAllocator(64, rng) for q in rings}
-    chains = {q: [] for q in rings}
-    done = {q: 0 for q in rings}
-    tb.device.on_chain = lambda c: chains[c.queue].append(c)
-    for q, ring in rings.items():
-        await tb.enable(q, ring)
-    tr.set_driver_ok()
+    held = await _HeldIrqs.start(dut, seed=11, queues=slice(9, 12), holdoff=H, low_water=LW,
+                                 event_idx=False)
+    tb, tr, rings = held.tb, held.tb.transport, held.rings
+    add, complete, irqs = held.add, held.complete, held.irqs
+    qa, qb, qc = rings
     from cocotb.utils import get_sim_time
-
-    async def add(q, n):
-        for _ in range(n):
-            rings[q].add(random_chain(rings[q], rng, allocs[q], indirect_ok=True,
-                                      max_descs=3)[0])
-        want = len(chains[q]) + n
-        tr.notify(q)
-        await tb.wait_quiet(until=lambda: len(chains[q]) == want)
-
-    async def complete(q, n, settle=300):
-        for c in chains[q][done[q]:done[q] + n]:
-            tb.device.complete(q, c.head, 0)
-        done[q] += n
-        await ClockCycles(dut.clk, settle)
-
-    def irqs(q):
-        return [t for t, iq in tr.irqs if iq == q]
 
     def idx_time(q, value):
         return next(a.done_ns for a in tb.dma.log if a.kind == "wr" and
@@ -475,40 +498,12 @@ async def run_irq_shadowed(dut):
     again before it goes: used_event is read once more and, if the driver has moved it past
     every entry the hold covers, nothing is sent (that message would find no work: Linux
     counts it as unhandled). If the driver has not taken them, it is sent."""
-    tb = EngineTB(dut, seed=17, read_latency=(20, 30))
-    await tb.reset()
-    rng = random.Random(17)
     H, LW = 3000, 2
-    tr = tb.transport
-    tr.set_irq_holdoff(H, low_water=LW)
-    qa, qb = tb.pushed_queues()[14:16]
-    tr.set_features(event_idx=True, indirect_desc=True)
-    rings = {q: tb.new_ring(64) for q in (qa, qb)}
-    allocs = {q: DescAllocator(64, rng) for q in rings}
-    chains = {q: [] for q in rings}
-    done = {q: 0 for q in rings}
-    tb.device.on_chain = lambda c: chains[c.queue].append(c)
-    for q, ring in rings.items():
-        ring.write_used_event(0)
-        await tb.enable(q, ring)
-    tr.set_driver_ok()
-
-    async def add(q, n):
-        for _ in range(n):
-            rings[q].add(random_chain(rings[q], rng, allocs[q], indirect_ok=True,
-                                      max_descs=3)[0])
-        want = len(chains[q]) + n
-        tr.notify(q)
-        await tb.wait_quiet(until=lambda: len(chains[q]) == want)
-
-    async def complete(q, n, settle=300):
-        for c in chains[q][done[q]:done[q] + n]:
-            tb.device.complete(q, c.head, 0)
-        done[q] += n
-        await ClockCycles(dut.clk, settle)
-
-    def irqs(q):
-        return [t for t, iq in tr.irqs if iq == q]
+    held = await _HeldIrqs.start(dut, seed=17, queues=slice(14, 16), holdoff=H, low_water=LW,
+                                 event_idx=True)
+    tb, rings = held.tb, held.rings
+    add, complete, irqs = held.add, held.complete, held.irqs
+    qa, qb = rings
 
     def event_reads(q):
         return [a for a in tb.dma.log if a.kind == "rd" and
@@ -908,8 +903,8 @@ def _walk_window_reads(tb, ring, since=0):
     the two are told apart by length)."""
     window = tb.params["walk_window"]
     return [a for a in tb.dma.log[since:] if a.kind == "rd" and
-            ring.desc <= a.host_addr < ring.desc + 16 * ring.size and
-            a.length == 16 * min(window, ring.size)]
+            ring.desc <= a.host_addr < ring.desc + virtq_desc_size(ring.size) and
+            a.length == virtq_desc_size(min(window, ring.size))]
 
 
 async def _hold_prefetcher(tb):
