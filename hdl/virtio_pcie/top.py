@@ -62,13 +62,15 @@ BLK_READ_BUDGET_CYCLES = 384
 #: Interrupt moderation on the whole device, per data path width: the low-water mark (a held
 #: notification goes out when the device has this many chains of the queue left in hand) and
 #: the most cycles a notification is held. At QD 32 with the notify benchmark's host: 64 bits,
-#: a request every ~2 us, (16384, 10): about 25 requests per interrupt (with 8192 cycles the
-#: cap, not the mark, ended most holds: 18); 128 bits, (8192, 12): about 20 (10 runs the queue
-#: dry: fewer requests per interrupt, and doorbells); 256 bits: off, see docs/virtqueue.md (a
-#: low-water mark of 8 gave 0.059 interrupts per request and 82 % of the data path for 4 KiB
-#: writes, 16 held nothing). A held notification shadowed by another queue's message is
-#: decided again before it goes (the legacy mix's shared vector, tb/test_system_blk_legacy.py).
-IRQ_LOW_WATER = {64: 10, 128: 12, 256: DEFAULT_IRQ_LOW_WATER}
+#: a request every ~2 us, (16384, 8): about 21 requests per interrupt, 0.047 interrupts per
+#: request (10 gave 19.6 and 0.051, 12 gave 18.2, 6 ran the queue dry: 17 and 90 % of the
+#: data path); 128 bits, (8192, 12): about 20 (10 and 11 run the queue dry: fewer requests per
+#: interrupt, and doorbells; 13 and 14 no better than 12); 256 bits: off, see docs/virtqueue.md
+#: (a low-water mark of 8 gave 0.059 interrupts per request and 82 % of the data path for 4 KiB
+#: writes, 12 gave 0.090 and 84 % in the notify bench, 16 held nothing). A held notification
+#: shadowed by another queue's message is decided again before it goes (the legacy mix's shared
+#: vector, tb/test_system_blk_legacy.py).
+IRQ_LOW_WATER = {64: 8, 128: 12, 256: DEFAULT_IRQ_LOW_WATER}
 IRQ_HOLDOFF = {64: 2 * DEFAULT_IRQ_HOLDOFF, 128: DEFAULT_IRQ_HOLDOFF, 256: 0}
 
 
