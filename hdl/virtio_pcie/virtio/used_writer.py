@@ -300,16 +300,18 @@ class UsedWriter(wiring.Component):
         event_addr = cfg.driver + Mux(self.event_idx, virtq_used_event_offset(cfg.size),
                                       byte_offset(VirtqAvailHeader, "flags"))
 
-        def read_event():
+        def read_event(addr=event_addr, queue=b_q):
+            # The one used_event (avail->flags) read: the batch's (by default) or a held
+            # queue's; its value lands at USED_EVENT_ADDR for queue `queue`.
             m.d.comb += [
                 rd_req.valid.eq(1),
-                rd_req.payload.host_addr.eq(event_addr),
+                rd_req.payload.host_addr.eq(addr),
                 rd_req.payload.ram_addr.eq(USED_EVENT_ADDR),
                 rd_req.payload.len.eq(VIRTQ_IDX_BYTES),
             ]
             with m.If(rd_req.ready):
                 m.d.comb += self.counts.event_read.eq(1)
-                m.d.sync += [ev_q.eq(b_q), ev_valid.eq(0)]
+                m.d.sync += [ev_q.eq(queue), ev_valid.eq(0)]
 
         # --- early used_event read: its status -------------------------------------------------
         with m.If(cm_mod):
@@ -634,15 +636,8 @@ class UsedWriter(wiring.Component):
                     m.d.sync += hold_valid.eq(0)
                     m.next = "COLLECT"
                 with m.Elif(~pf_busy):                       # one event read at a time
-                    m.d.comb += [
-                        rd_req.valid.eq(1),
-                        rd_req.payload.host_addr.eq(hold_ev),
-                        rd_req.payload.ram_addr.eq(USED_EVENT_ADDR),
-                        rd_req.payload.len.eq(VIRTQ_IDX_BYTES),
-                    ]
+                    read_event(hold_ev, hold_q)
                     with m.If(rd_req.ready):
-                        m.d.comb += self.counts.event_read.eq(1)
-                        m.d.sync += [ev_q.eq(hold_q), ev_valid.eq(0)]
                         m.next = "H_WAIT"
             with m.State("H_WAIT"):
                 with m.If(rd_status.valid):
