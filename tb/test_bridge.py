@@ -279,3 +279,16 @@ def test_minimal_endpoint(simulate, data_width):
     design = harness.build(MinimalEndpoint, {"data_width": data_width}, name="minimal_endpoint")
     simulate(design, "test_bridge", testcase=["run_enumerate", "run_requests_refused",
                                               "run_request_credits"])
+
+
+@pytest.mark.sim
+def test_build_keeps_binary_only(simulate):
+    """A finished build keeps the simulator and its sources but none of Verilator's ~150 MB of
+    precompiled headers and objects per design (a full run once filled a CI machine's disk)."""
+    design = harness.build(TlpFifo, {"data_width": 64, "depth": 8}, name="tlp_fifo")
+    left = sorted(p.name for p in design.directory.iterdir())
+    assert (design.directory / design.toplevel).is_file(), left
+    assert design.verilog.is_file(), left
+    for pattern in ("*.gch", "*.o", "*.a", "Vtop*.cpp"):
+        assert not list(design.directory.glob(pattern)), (pattern, left)
+    simulate(design, "test_bridge", testcase=["run_loopback"])

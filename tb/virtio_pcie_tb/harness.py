@@ -35,7 +35,7 @@ from pathlib import Path
 
 __all__ = ["REPO", "SIM_BUILD", "HDL_PACKAGE", "Build", "SimulationFailed", "build", "run",
            "dut_params", "dut_description", "verilator_bin_dir", "strip_debug_aliases",
-           "fix_constant_always", "component_ports"]
+           "fix_constant_always", "component_ports", "prune_intermediates"]
 
 import virtio_pcie
 
@@ -285,6 +285,27 @@ def fix_constant_always(text):
     return _CONSTANT_ALWAYS.sub(repl, text)
 
 
+# What Verilator's make leaves besides the simulator binary: object files, archives, dependency
+# lists, the generated C++ and above all two precompiled headers of ~75 MB each per design. Kept,
+# they made a full run's sim_build 4.6 GB (74 designs), and a CI machine ran out of disk.
+_INTERMEDIATES = ("*.gch", "*.o", "*.a", "*.d", "Vtop*.cpp", "Vtop*.h")
+
+
+def prune_intermediates(directory):
+    """Delete a finished Verilator build's intermediates, keeping the binary, sources and logs.
+
+    Returns the number of bytes freed. The simulator binary is all :func:`run` needs; a build
+    whose binary is missing is simply made again.
+    """
+    freed = 0
+    for pattern in _INTERMEDIATES:
+        for path in Path(directory).glob(pattern):
+            if path.is_file():
+                freed += path.stat().st_size
+                path.unlink()
+    return freed
+
+
 def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, waves=False,
           debug_aliases=True, ports_only=False, describe=None):
     """Elaborate ``factory(**params)`` and compile it with Verilator, once per distinct design.
@@ -359,6 +380,7 @@ def build(factory, params=None, *, name=None, toplevel="dut", verbose=False, wav
             raise RuntimeError(f"Verilator build of {name} failed ({e}); log {log}:\n{tail}") \
                 from None
         compiled = time.monotonic()
+        prune_intermediates(directory)
         stamp.write_text(json.dumps({"key": key_src, "elaborate_s": elaborated - started,
                                      "compile_s": compiled - elaborated}))
         if verbose:
