@@ -25,10 +25,12 @@ epochs (chains built before a queue was reset are dropped at the port), raises
 ``needs_reset`` on any ring error and adds up the counters.
 
 Host round trips per request: one avail->idx read and one ring read per batch of up to
-``avail_batch`` requests; the head descriptor window and indirect table of each chain, read
-ahead for up to ``prefetch_slots`` chains at once; one used element write per batch of
-completions, one used->idx write and one used_event (or avail->flags) read per publication
-(none when the value read early, while the device worked, already says "notify").
+``avail_batch`` requests (on a pushed queue with work, read by the walker's look-ahead while it
+walks the batch before: ``ahead_dma``, the mux's fourth requester); the head descriptor window
+and indirect table of each chain, read ahead for up to ``prefetch_slots`` chains at once; one
+used element write per batch of completions, one used->idx write and one used_event (or
+avail->flags) read per publication (none when the value read early, while the device
+worked, already says "notify").
 Doorbells and interrupts: with VIRTIO_F_EVENT_IDX the driver is asked to kick only when the
 engine has gone idle, and interrupts follow ``used_event``, held (``irq_holdoff``) while the
 device has more than ``irq_low_water`` chains of the queue in hand.
@@ -252,7 +254,7 @@ class VirtqueueEngine(wiring.Component):
 
         m.submodules.walker = walker = self._walker
         m.submodules.used   = used   = self._used
-        m.submodules.dma_mux = mux = DmaRequestMux(clients=3)
+        m.submodules.dma_mux = mux = DmaRequestMux(clients=4)
         fifos = []
         for p in range(ports):
             fifo = ChainFifo(queue_count=qc, depth=self._fifo_depth, max_chain=self._max_chain,
@@ -267,6 +269,7 @@ class VirtqueueEngine(wiring.Component):
         wiring.connect(m, walker=walker.dma, mux=mux.client[0])
         wiring.connect(m, used=used.dma, mux=mux.client[1])
         wiring.connect(m, prefetch=walker.prefetch_dma, mux=mux.client[2])
+        wiring.connect(m, ahead=walker.ahead_dma, mux=mux.client[3])
         dma = self.dma
         m.d.comb += [
             dma.rd_req.payload.eq(mux.rd_req.payload),
@@ -432,7 +435,7 @@ class VirtqueueEngine(wiring.Component):
         c = self.counters
         incr = {
             "doorbells":    [walker.counts.doorbell],
-            "avail_reads":  [walker.counts.avail_read],
+            "avail_reads":  [walker.counts.avail_read, walker.counts.ahead_read],
             "desc_reads":   [walker.counts.desc_read],
             "event_writes": [walker.counts.event_write],
             "chains":       [walker.counts.chain],
