@@ -374,6 +374,13 @@ class RingWalker(wiring.Component):
         ah_arm      = Signal()          # strobe from the walker: the fields below are new
         ah_inflight = Signal()          # a look-ahead read is in flight (or being issued)
         ah_ready    = Signal()          # `ah_n` entries from `ah_from` are in the other cache
+        ah_armed    = Signal()          # armed, no read in flight yet
+        ah_none     = Signal()          # looked, found nothing (IDLE or NONE)
+        ah_desc     = Signal(64)
+        # A pushed session whose cache ran out while the look-ahead was still reading for it
+        # waits for it (no job for the walker meanwhile) instead of refreshing itself.
+        sess_wait   = [Signal(name=f"sess_wait_{s}") for s in range(n_sess)]
+        pf_starting = Signal()          # the walker starts the prefetcher this cycle
         ah_kill     = Signal()          # a queue operation, reset or stop since the arming
         ah_sess     = Signal(range(n_sess))
         ah_q        = Signal(qw)
@@ -528,7 +535,8 @@ class RingWalker(wiring.Component):
                         i = sess_of_port[p]
                         cached = sess_valid[i] & (cache_pos[i] != cache_n[i])
                         has_job.append((cached & self.chain[p].space) |
-                                       (sess_valid[i] & (cache_pos[i] == cache_n[i])))
+                                       (sess_valid[i] & ~sess_wait[i] &
+                                        (cache_pos[i] == cache_n[i])))
                 with m.If(~self.hold & ~self.reset & self.driver_ok):
                     with m.Switch(rr):
                         for r in range(ports):
@@ -677,12 +685,13 @@ class RingWalker(wiring.Component):
                             m.d.comb += ah_arm.eq(1)
                             m.d.sync += [ah_sess.eq(job_sess), ah_q.eq(job_q),
                                          ah_drv.eq(cfg.driver), ah_size.eq(size),
+                                         ah_desc.eq(cfg.desc),
                                          ah_from.eq(last_avail + fetch_n),
                                          ah_seen.eq(avail_hdr_idx), ah_kill.eq(0)]
                         if use_pf:
                             with m.If(~pf.busy):
                                 m.d.comb += [
-                                    pf.start.valid.eq(1),
+                                    pf.start.valid.eq(1), pf_starting.eq(1),
                                     pf.start.payload.port.eq(job_port),
                                     pf.start.payload.queue.eq(job_q),
                                     pf.start.payload.count.eq(fetch_n),
@@ -917,15 +926,20 @@ class RingWalker(wiring.Component):
                 # unless another queue of the port waits for its turn (then give the queue back
                 # as before; the look-ahead is dropped with the session).
                 swap = Signal()
+                wait = Signal()
                 others = Signal(qc)
                 m.d.comb += others.eq(pending & self.enabled & ~stopped &
                                       ~(Const(1, qc) << job_q))
                 with m.Switch(job_port):
                     for p in pushed_ports:
                         with m.Case(p):
-                            m.d.comb += swap.eq((pos + 1 == count_n) & ah_ready & ~ah_dead &
-                                                (ah_sess == job_sess) &
-                                                ~(others & port_mask[p]).any())
+                            m.d.comb += [
+                                swap.eq((pos + 1 == count_n) & ah_ready & ~ah_dead &
+                                        (ah_sess == job_sess) & ~(others & port_mask[p]).any()),
+                                wait.eq((pos + 1 == count_n) & (ah_armed | ah_inflight) &
+                                        ~ah_dead & (ah_sess == job_sess) &
+                                        ~(others & port_mask[p]).any()),
+                            ]
                 with m.Switch(job_sess):
                     for i, (_p, sq) in enumerate(sessions):
                         with m.Case(i):
@@ -937,6 +951,9 @@ class RingWalker(wiring.Component):
                                     m.d.sync += [cache_sel[i].eq(~cache_sel[i]),
                                                  cache_n[i].eq(ah_n), cache_pos[i].eq(0),
                                                  win_valid[i].eq(0)]
+                                with m.Elif(wait):
+                                    # The look-ahead is reading for it: wait for that batch.
+                                    m.d.sync += sess_wait[i].eq(1)
                                 with m.Elif(pos + 1 == count_n):
                                     # Cache used up: give the queue back (poll again later).
                                     m.d.sync += sess_valid[i].eq(0)
@@ -966,7 +983,7 @@ class RingWalker(wiring.Component):
                         m.next = "REST"
                     with m.Elif(~pf.busy):
                         m.d.comb += [
-                            pf.start.valid.eq(1),
+                            pf.start.valid.eq(1), pf_starting.eq(1),
                             pf.start.payload.port.eq(job_port),
                             pf.start.payload.queue.eq(job_q),
                             pf.start.payload.count.eq(count_n),
@@ -1028,9 +1045,11 @@ class RingWalker(wiring.Component):
             m.d.sync += ah_kill.eq(1)
         with m.FSM(name="ahead"):
             with m.State("IDLE"):
+                m.d.comb += ah_none.eq(1)
                 with m.If(ah_arm):
                     m.next = "ARMED"
             with m.State("ARMED"):
+                m.d.comb += ah_armed.eq(1)
                 with m.If(ah_arm):
                     m.next = "ARMED"
                 with m.Elif(ah_dead):
@@ -1097,12 +1116,40 @@ class RingWalker(wiring.Component):
                 with m.Elif(ah_dead):
                     m.next = "IDLE"
             with m.State("NONE"):
+                m.d.comb += ah_none.eq(1)
                 with m.If(ah_arm):
                     m.next = "ARMED"
                 with m.Elif(ah_dead):
                     m.next = "IDLE"
                 with m.Elif(ah_left & (ah_avail == 0)):
                     m.next = "ARMED"
+
+        # A session waiting for the look-ahead: swap in its batch when it is complete (and hand
+        # it to the prefetcher if that is free), or give the queue back if it found nothing.
+        for i in self._pushed_sess:
+            with m.If(sess_wait[i]):
+                with m.If((ah_sess != i) | ah_dead | ah_none):
+                    m.d.sync += [sess_wait[i].eq(0), sess_valid[i].eq(0),
+                                 pending.bit_select(sess_q[i], 1).eq(1)]
+                with m.Elif(ah_ready):
+                    m.d.comb += ah_arm.eq(1)
+                    m.d.sync += [sess_wait[i].eq(0), cache_sel[i].eq(~cache_sel[i]),
+                                 cache_n[i].eq(ah_n), cache_pos[i].eq(0), win_valid[i].eq(0),
+                                 ah_from.eq(ah_from + ah_n)]
+                    if use_pf:
+                        with m.If(~pf.busy & ~pf_starting):
+                            m.d.comb += [
+                                pf.start.valid.eq(1),
+                                pf.start.payload.port.eq(sessions[i][0]),
+                                pf.start.payload.queue.eq(ah_q),
+                                pf.start.payload.count.eq(ah_n),
+                                pf.start.payload.desc.eq(ah_desc),
+                                pf.start.payload.size.eq(ah_size),
+                                pf.start.payload.cache_beat.eq(ah_cache_beat),
+                            ]
+                            m.d.sync += [pf_live.eq(1), pf_sess.eq(i)]
+            with m.If(self.reset | self.op.valid):
+                m.d.sync += sess_wait[i].eq(0)
 
         # Every chain carries the epoch of its queue when it was walked (the device copies it
         # into the chain's completion; see interface.EPOCH_BITS).
