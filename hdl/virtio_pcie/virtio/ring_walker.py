@@ -108,6 +108,8 @@ class RingWalker(wiring.Component):
         Avail ring entries read per refresh.
     desc_window : int
         Descriptors the prefetcher reads per head window.
+    avail_lookahead : bool
+        Read a pushed queue's next avail batch while walking the one in hand (see above).
     walk_window : int, optional
         Descriptors a walk reads when the descriptor it needs is in no window it has
         (default ``desc_window``); the window is aligned to its size when that is a power of two.
@@ -150,7 +152,7 @@ class RingWalker(wiring.Component):
 
     def __init__(self, *, data_width, queue_count, max_queue_size, port_of_queue, pulled_ports,
                  max_chain, max_indirect, avail_batch, desc_window, prefetch_slots=16,
-                 prefetch_table=16, walk_window=None):
+                 prefetch_table=16, walk_window=None, avail_lookahead=True):
         self._dw            = data_width
         self._qc            = queue_count
         self._max_size      = max_queue_size
@@ -162,6 +164,7 @@ class RingWalker(wiring.Component):
         self._batch         = avail_batch
         self._window        = desc_window
         self._walk_window   = desc_window if walk_window is None else walk_window
+        self._lookahead     = bool(avail_lookahead)
         self._beat_bytes    = data_width // 8
         qw = queue_index_width(queue_count)
 
@@ -680,7 +683,7 @@ class RingWalker(wiring.Component):
                                     m.d.sync += [sess_valid[i].eq(1), sess_q[i].eq(job_q),
                                                  cache_n[i].eq(fetch_n), cache_pos[i].eq(0),
                                                  win_valid[i].eq(0)]
-                        with m.If(~job_pulled & ~ah_inflight &
+                        with m.If(Const(int(self._lookahead), 1) & ~job_pulled & ~ah_inflight &
                                   (~ah_ready | ah_dead | (ah_sess == job_sess))):
                             m.d.comb += ah_arm.eq(1)
                             m.d.sync += [ah_sess.eq(job_sess), ah_q.eq(job_q),

@@ -95,6 +95,9 @@ class VirtqueueEngine(wiring.Component):
         Most used elements written at once.
     desc_window : int
         Descriptors the prefetcher reads ahead per chain (its head window).
+    avail_lookahead : bool, optional
+        Read a pushed queue's next avail batch while its walks use the one in hand (default
+        True; see :class:`~.ring_walker.RingWalker`).
     walk_window : int, optional
         Descriptors read at once when a walk needs one that is in no window read so far
         (default ``desc_window``, 1 to 64): aligned to its size when that is a power of two, so
@@ -135,7 +138,7 @@ class VirtqueueEngine(wiring.Component):
     def __init__(self, *, data_width, queue_count, max_queue_size=256, port_of_queue=None,
                  pulled_ports=(), max_chain=64, max_indirect=None, avail_batch=32,
                  used_batch=32, desc_window=4, prefetch_slots=16, prefetch_table=16,
-                 walk_window=None):
+                 walk_window=None, avail_lookahead=True):
         if data_width not in DATA_WIDTHS:
             raise ValueError(f"data_width must be one of {DATA_WIDTHS}, not {data_width!r}")
         queue_index_width(queue_count)
@@ -191,6 +194,9 @@ class VirtqueueEngine(wiring.Component):
             raise ValueError(f"walk_window must be an integer from 1 to 64, not "
                              f"{walk_window!r}")
         self._walk_window = walk_window
+        if not isinstance(avail_lookahead, bool):
+            raise ValueError(f"avail_lookahead must be a bool, not {avail_lookahead!r}")
+        self._lookahead = avail_lookahead
         self._prefetch_slots = prefetch_slots
         if not isinstance(prefetch_table, int) or not 1 <= prefetch_table <= 256:
             raise ValueError(f"prefetch_table must be an integer from 1 to 256, not "
@@ -229,7 +235,7 @@ class VirtqueueEngine(wiring.Component):
                           max_indirect=self._max_indirect, avail_batch=self._avail_batch,
                           desc_window=self._desc_window, prefetch_slots=self._prefetch_slots,
                           prefetch_table=self._prefetch_table,
-                          walk_window=self._walk_window)
+                          walk_window=self._walk_window, avail_lookahead=self._lookahead)
 
     @property
     def ports(self):
