@@ -1034,6 +1034,47 @@ async def run_walk_rate(dut):
 
 
 @cocotb.test()
+async def run_walk_stream(dut):
+    """A streaming pushed queue at 1 us host latency: while the walker walks a cached batch, the
+    look-ahead refresh reads the next batch's ring entries (the index seen already covers them,
+    so no avail->idx read) into the session's other cache, and the walks go on without the two
+    round trips of a refresh between batches: no gap between consecutive chains reaches two
+    round trips (without the look-ahead every batch boundary had one of 2 round trips and
+    more). What remains is the 4 prefetch slots of this design (a round trip per 4 chains).
+    Also: ring entries are read once, a batch per read."""
+    lat = 250
+    tb = EngineTB(dut, seed=15, read_latency=lat, write_latency=4, reorder=False)
+    await tb.reset()
+    tx = tb.pushed_queues()[0]
+    port = tb.port_of_queue[tx]
+    batch = tb.params["avail_batch"]
+    n = 8 * batch
+    tb.transport.set_features(event_idx=True, indirect_desc=True)
+    ring = tb.new_ring(2 * n)
+    for h in range(n):
+        ring.write_desc(h, 0x80000 + 0x800 * h, 64, 0)
+        ring.add(h)
+    await tb.enable(tx, ring)
+    tb.transport.set_driver_ok()
+    await tb.wait_quiet(until=lambda: len(tb.device.chains[port]) == n)
+    got = tb.device.chains[port]
+    assert [c.head for c in got] == list(range(n))
+    # from the second batch on
+    times = [c.time_ns / CLOCK_NS for c in got[batch - 1:]]
+    gaps = [times[i + 1] - times[i] for i in range(len(times) - 1)]
+    cycles = (times[-1] - times[0]) / (len(times) - 1)
+    avail = [a for a in tb.dma.log if a.kind == "rd" and ring.avail <= a.host_addr <
+             ring.avail + 4 + 2 * ring.size]
+    ring_reads = [a for a in avail if a.host_addr != ring.avail]
+    dut._log.info(f"{cycles:.2f} cycles per chain, longest gap {max(gaps):.0f} cycles, "
+                  f"{len(avail) - len(ring_reads)} avail->idx reads, {len(ring_reads)} ring "
+                  f"reads")
+    assert len(ring_reads) == n // batch, ring_reads
+    assert max(gaps) < 1.5 * lat, f"a gap of {max(gaps):.0f} cycles between two chains"
+    assert cycles <= 75.0, f"{cycles:.2f} cycles per chain"
+
+
+@cocotb.test()
 async def run_used_gather(dut):
     """The used side keeps taking a queue's completions while the ``used_event`` read after its
     last index update is in flight (a round trip), and publishes them together with the next
@@ -1173,7 +1214,7 @@ NET = {"data_width": 256, "queue_count": 33, "max_queue_size": 1024, "max_chain"
        "port_of_queue": [q % 2 if q < 32 else 1 for q in range(33)], "pulled_ports": [0]}
 
 NET_TESTS = ["run_pulled", "run_basic", "run_used_gather", "run_random", "run_walk_window",
-             "run_pulled_sessions", "run_walk_rate", "run_pulled_rate",
+             "run_pulled_sessions", "run_walk_rate", "run_walk_stream", "run_pulled_rate",
              "run_pulled_prefetch"]
 
 

@@ -154,6 +154,7 @@ def test_audit_catches_bad_accesses():
     (dict(data_width=64, queue_count=4, used_batch=0), "used_batch"),
     (dict(data_width=64, queue_count=4, prefetch_slots=3), "prefetch_slots"),
     (dict(data_width=64, queue_count=4, prefetch_table=0), "prefetch_table"),
+    (dict(data_width=64, queue_count=4, avail_lookahead=1), "avail_lookahead"),
 ])
 def test_engine_parameters_checked(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -312,6 +312,7 @@ class DescPrefetcher(wiring.Component):
                     set_slot(cur_slot, state=SlotState.TABLE, table=1)
                     m.next = "RUN"
             with m.State("DRAIN"):
+                m.d.comb += self.busy.eq(1)     # a start is taken in IDLE only
                 with m.If(in_flight == 0):
                     for s in range(S):
                         m.d.sync += state[s].eq(SlotState.FREE)

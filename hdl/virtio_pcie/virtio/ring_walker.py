@@ -20,12 +20,14 @@ from .engine_signatures import (EPOCH_BITS, ChainWriteSignature, DmaRequesterSig
                                 VirtqErrorReport)
 from .interface import VirtqSegment, queue_index_width
 
-__all__ = ["RingWalker", "WalkerCounts", "WALKER_AVAIL_HDR_ADDR"]
+__all__ = ["RingWalker", "WalkerCounts", "WALKER_AVAIL_HDR_ADDR", "WALKER_AHEAD_HDR_ADDR"]
 
 #: Byte address in the DMA read buffer where avail->flags/idx land. It is past the walker's RAM
 #: and captured straight into a register (the engine's other block, the used writer, snoops a
 #: different address).
 WALKER_AVAIL_HDR_ADDR = 0xFF00
+#: Where the look-ahead refresh's avail->flags/idx land (a beat of its own at every width).
+WALKER_AHEAD_HDR_ADDR = 0xFF40
 
 _DESC_BYTES = byte_size(VirtqDesc)
 
@@ -37,6 +39,7 @@ WalkerCounts = data.StructLayout({
     "event_write": 1,
     "chain":       1,
     "chain_pulled": 1,     # the chain was for a pulled port
+    "ahead_read":  1,      # an avail read of the look-ahead refresh
 })
 
 
@@ -59,6 +62,18 @@ class RingWalker(wiring.Component):
     chains at a time; the walk uses what it finds complete there and reads the rest itself.
     Ports with a job are served in turn; consecutive walks of one queue skip reloading its
     configuration and ``last_avail_idx``.
+
+    Look-ahead refresh: a pushed session's refresh *arms* a second reader (one for the whole
+    walker, on ``ahead_dma``) that, while the walks use the cached entries, reads the next
+    batch into the session's second entry cache: the ring entries right away when the index
+    seen already covers more, else ``avail->idx`` first (once per batch; the same rules as a
+    refresh). When the cache runs out and that batch is complete, the session swaps caches and
+    walks on (its window is dropped, as at a refresh, and the prefetcher takes the new batch)
+    instead of giving the queue back, unless another queue of the port is pending. The
+    look-ahead writes no ``avail_event``: a queue that runs dry is refreshed by the walker
+    itself, with the EVENT_IDX write and re-read below. A queue operation, reset, stop or the
+    end of the session drops it; a failed look-ahead read is dropped (the walker's own
+    refresh reads again and reports what it finds).
 
     Pushed queues: a doorbell sets the queue's pending bit (merged, never lost); a scanner gives
     a pending queue to its port's idle session, clearing the bit; the session walks the cached
@@ -93,6 +108,8 @@ class RingWalker(wiring.Component):
         Avail ring entries read per refresh.
     desc_window : int
         Descriptors the prefetcher reads per head window.
+    avail_lookahead : bool
+        Read a pushed queue's next avail batch while walking the one in hand (see above).
     walk_window : int, optional
         Descriptors a walk reads when the descriptor it needs is in no window it has
         (default ``desc_window``); the window is aligned to its size when that is a power of two.
@@ -107,6 +124,8 @@ class RingWalker(wiring.Component):
         The walker's own reads and writes; tags are 0 (one request in flight at a time).
     prefetch_dma : Out(DmaRequesterSignature())
         The descriptor prefetcher's reads (several in flight; see :mod:`.desc_prefetcher`).
+    ahead_dma : Out(DmaRequesterSignature())
+        The look-ahead refresh's reads (one in flight, tag 0; no writes).
     rd_ram : In(DmaRamWriteSignature(data_width))
         The DMA engine's writes into the engine's read buffer (all of them; the walker keeps
         those for its own addresses).
@@ -115,7 +134,7 @@ class RingWalker(wiring.Component):
     hold : In(1)
         Do not start another job.
     idle : Out(1)
-        No job and no DMA in flight (the prefetcher's included).
+        No job and no DMA in flight (the prefetcher's and the look-ahead's included).
     reset : In(1)
         Device reset: jobs end after their DMA in flight; all state is cleared.
     driver_ok, event_idx, indirect_desc : In(1)
@@ -133,7 +152,7 @@ class RingWalker(wiring.Component):
 
     def __init__(self, *, data_width, queue_count, max_queue_size, port_of_queue, pulled_ports,
                  max_chain, max_indirect, avail_batch, desc_window, prefetch_slots=16,
-                 prefetch_table=16, walk_window=None):
+                 prefetch_table=16, walk_window=None, avail_lookahead=True):
         self._dw            = data_width
         self._qc            = queue_count
         self._max_size      = max_queue_size
@@ -145,6 +164,7 @@ class RingWalker(wiring.Component):
         self._batch         = avail_batch
         self._window        = desc_window
         self._walk_window   = desc_window if walk_window is None else walk_window
+        self._lookahead     = bool(avail_lookahead)
         self._beat_bytes    = data_width // 8
         qw = queue_index_width(queue_count)
 
@@ -165,7 +185,11 @@ class RingWalker(wiring.Component):
         self._win_bytes   = align(_DESC_BYTES * self._walk_window)
         self._desc_bytes  = self._table_bytes + len(self._sessions) * self._win_bytes
         self._cache_bytes = align(2 * avail_batch)
-        self._ram_bytes   = self._desc_bytes + len(self._sessions) * self._cache_bytes
+        # A pushed port's session has a second entry cache: the look-ahead refresh fills one
+        # while the walks use the other.
+        self._pushed_sess = tuple(i for i, (_p, q) in enumerate(self._sessions) if q is None)
+        self._ram_bytes   = self._desc_bytes + \
+            (len(self._sessions) + len(self._pushed_sess)) * self._cache_bytes
         # Prefetch slots: a head window and an indirect table each, 16-byte aligned.
         self._pf_slots    = prefetch_slots
         self._pf_table    = min(prefetch_table, max_indirect)
@@ -181,6 +205,7 @@ class RingWalker(wiring.Component):
         super().__init__({
             "dma":           Out(DmaRequesterSignature()),
             "prefetch_dma":  Out(DmaRequesterSignature()),
+            "ahead_dma":     Out(DmaRequesterSignature()),
             "rd_ram":        In(DmaRamWriteSignature(data_width)),
             "op":            In(stream.Signature(QueueOp(queue_count), always_ready=True)),
             "hold":          In(1),
@@ -244,6 +269,12 @@ class RingWalker(wiring.Component):
             for i in range(hdr_bytes):
                 with m.If(rd_ram.be[i]):
                     m.d.sync += avail_hdr.as_value().word_select(i, 8).eq(
+                        rd_ram.data.word_select(i, 8))
+        ah_hdr = Signal(VirtqAvailHeader)
+        with m.If(rd_ram.en & (rd_ram.addr == WALKER_AHEAD_HDR_ADDR >> beat_shift)):
+            for i in range(hdr_bytes):
+                with m.If(rd_ram.be[i]):
+                    m.d.sync += ah_hdr.as_value().word_select(i, 8).eq(
                         rd_ram.data.word_select(i, 8))
         cache_base_beat = self._desc_bytes // beat
         cache_stride    = self._cache_bytes // beat
@@ -318,6 +349,11 @@ class RingWalker(wiring.Component):
         j_win_base  = Signal(16)
         j_win_n     = Signal(range(window + 1))
         win_slot    = Signal(16)
+        # A pushed session's two entry caches: `cache_sel` names the one its walks use (the
+        # look-ahead refresh fills the other). `j_cache_beat`: the job's session's current one.
+        cache_sel   = [Signal(name=f"cache_sel_{s}") for s in range(n_sess)]
+        alt_index   = {i: n_sess + k for k, i in enumerate(self._pushed_sess)}
+        j_cache_beat = Signal(16)
         with m.Switch(job_sess):
             for i in range(n_sess):
                 with m.Case(i):
@@ -325,6 +361,50 @@ class RingWalker(wiring.Component):
                                  j_win_n.eq(win_n[i]),
                                  win_slot.eq((self._table_bytes + i * self._win_bytes)
                                              // _DESC_BYTES)]
+                    if i in alt_index:
+                        m.d.comb += j_cache_beat.eq(
+                            cache_base_beat + Mux(cache_sel[i], alt_index[i], i) * cache_stride)
+                    else:
+                        m.d.comb += j_cache_beat.eq(cache_base_beat + i * cache_stride)
+
+        # --- look-ahead refresh (pushed sessions, one at a time) ------------------------------
+        # While a pushed session walks its cached entries, the next batch's avail->idx read (only
+        # if the index seen last does not already cover more entries) and ring read go out for
+        # it into its other cache, so that a streaming queue goes on walking when the cache runs
+        # out instead of waiting two round trips. The slot is *armed* by the session's refresh
+        # (and again by each swap) with what the walker knows then: queue, ring address, the
+        # index after the cached entries (`ah_from`) and the index seen (`ah_seen`).
+        ah_arm      = Signal()          # strobe from the walker: the fields below are new
+        ah_inflight = Signal()          # a look-ahead read is in flight (or being issued)
+        ah_ready    = Signal()          # `ah_n` entries from `ah_from` are in the other cache
+        ah_armed    = Signal()          # armed, no read in flight yet
+        ah_none     = Signal()          # looked, found nothing (IDLE or NONE)
+        ah_desc     = Signal(64)
+        # A pushed session whose cache ran out while the look-ahead was still reading for it
+        # waits for it (no job for the walker meanwhile) instead of refreshing itself.
+        sess_wait   = [Signal(name=f"sess_wait_{s}") for s in range(n_sess)]
+        pf_starting = Signal()          # the walker starts the prefetcher this cycle
+        ah_kill     = Signal()          # a queue operation, reset or stop since the arming
+        ah_sess     = Signal(range(n_sess))
+        ah_q        = Signal(qw)
+        ah_drv      = Signal(64)
+        ah_size     = Signal(16)
+        ah_from     = Signal(16)
+        ah_seen     = Signal(16)
+        ah_n        = Signal(range(batch + 1))
+        ah_dead     = Signal()
+        ah_left     = Signal()          # the armed session still has entries to walk
+        ah_cache_beat = Signal(16)
+        with m.Switch(ah_sess):
+            for i in range(n_sess):
+                with m.Case(i):
+                    m.d.comb += ah_left.eq(cache_pos[i] != cache_n[i])
+                    m.d.comb += ah_dead.eq(ah_kill | ~sess_valid[i] | (sess_q[i] != ah_q) |
+                                           stopped.bit_select(ah_q, 1) |
+                                           ~self.enabled.bit_select(ah_q, 1))
+                    if i in alt_index:
+                        m.d.comb += ah_cache_beat.eq(
+                            cache_base_beat + Mux(cache_sel[i], i, alt_index[i]) * cache_stride)
         job_pf    = Signal()          # this chain has a prefetch slot (to release when done)
         sw_valid  = Signal()          # this chain's prefetched head window
         sw_n      = Signal(range(pf_window + 1))
@@ -446,7 +526,7 @@ class RingWalker(wiring.Component):
 
         with m.FSM(name="walker"):
             with m.State("REST"):
-                m.d.comb += self.idle.eq(~pf_busy)
+                m.d.comb += self.idle.eq(~pf_busy & ~ah_inflight)
                 # Round robin over the ports that have a job, starting after the port served
                 # last: a port with work is never kept waiting for the turn of idle ones.
                 rr = Signal(range(ports))
@@ -458,7 +538,8 @@ class RingWalker(wiring.Component):
                         i = sess_of_port[p]
                         cached = sess_valid[i] & (cache_pos[i] != cache_n[i])
                         has_job.append((cached & self.chain[p].space) |
-                                       (sess_valid[i] & (cache_pos[i] == cache_n[i])))
+                                       (sess_valid[i] & ~sess_wait[i] &
+                                        (cache_pos[i] == cache_n[i])))
                 with m.If(~self.hold & ~self.reset & self.driver_ok):
                     with m.Switch(rr):
                         for r in range(ports):
@@ -579,12 +660,10 @@ class RingWalker(wiring.Component):
                         m.d.sync += [event_cur.bit_select(job_q, 1).eq(1), recheck.eq(1)]
                         m.next = "RD_IDX"
             with m.State("RD_RING"):
-                cache_addr = Signal(DMA_RAM_ADDR_WIDTH)
-                m.d.comb += cache_addr.eq((cache_base_beat + job_sess * cache_stride) << beat_shift)
                 m.d.comb += [
                     rd_req.valid.eq(1),
                     rd_req.payload.host_addr.eq(cfg.driver + virtq_avail_ring_offset(slot)),
-                    rd_req.payload.ram_addr.eq(cache_addr),
+                    rd_req.payload.ram_addr.eq(j_cache_beat << beat_shift),
                     rd_req.payload.len.eq(fetch_n * 2),
                 ]
                 with m.If(rd_req.ready):
@@ -604,17 +683,24 @@ class RingWalker(wiring.Component):
                                     m.d.sync += [sess_valid[i].eq(1), sess_q[i].eq(job_q),
                                                  cache_n[i].eq(fetch_n), cache_pos[i].eq(0),
                                                  win_valid[i].eq(0)]
+                        with m.If(Const(int(self._lookahead), 1) & ~job_pulled & ~ah_inflight &
+                                  (~ah_ready | ah_dead | (ah_sess == job_sess))):
+                            m.d.comb += ah_arm.eq(1)
+                            m.d.sync += [ah_sess.eq(job_sess), ah_q.eq(job_q),
+                                         ah_drv.eq(cfg.driver), ah_size.eq(size),
+                                         ah_desc.eq(cfg.desc),
+                                         ah_from.eq(last_avail + fetch_n),
+                                         ah_seen.eq(avail_hdr_idx), ah_kill.eq(0)]
                         if use_pf:
                             with m.If(~pf.busy):
                                 m.d.comb += [
-                                    pf.start.valid.eq(1),
+                                    pf.start.valid.eq(1), pf_starting.eq(1),
                                     pf.start.payload.port.eq(job_port),
                                     pf.start.payload.queue.eq(job_q),
                                     pf.start.payload.count.eq(fetch_n),
                                     pf.start.payload.desc.eq(cfg.desc),
                                     pf.start.payload.size.eq(size),
-                                    pf.start.payload.cache_beat.eq(
-                                        cache_base_beat + job_sess * cache_stride),
+                                    pf.start.payload.cache_beat.eq(j_cache_beat),
                                 ]
                                 m.d.sync += [pf_live.eq(1), pf_sess.eq(job_sess)]
                         m.next = "REST"
@@ -623,8 +709,7 @@ class RingWalker(wiring.Component):
             with m.State("HEAD0"):
                 entry_byte = Signal(DMA_RAM_ADDR_WIDTH)
                 m.d.comb += [
-                    entry_byte.eq(((cache_base_beat + job_sess * cache_stride) << beat_shift) +
-                                  pos * 2),
+                    entry_byte.eq((j_cache_beat << beat_shift) + pos * 2),
                     rd_rp.addr.eq(entry_byte >> beat_shift),
                 ]
                 m.next = "HEAD1"
@@ -840,21 +925,79 @@ class RingWalker(wiring.Component):
                              la_wp.en.eq(1)]
                 m.d.sync += last_avail.eq(last_avail + 1)     # still loaded (see `loaded`)
                 m.d.sync += event_cur.bit_select(job_q, 1).eq(0)
+                # Cache used up with the look-ahead's batch in the other cache: walk on with it,
+                # unless another queue of the port waits for its turn (then give the queue back
+                # as before; the look-ahead is dropped with the session).
+                swap = Signal()
+                wait = Signal()
+                others = Signal(qc)
+                m.d.comb += others.eq(pending & self.enabled & ~stopped &
+                                      ~(Const(1, qc) << job_q))
+                with m.Switch(job_port):
+                    for p in pushed_ports:
+                        with m.Case(p):
+                            m.d.comb += [
+                                swap.eq((pos + 1 == count_n) & ah_ready & ~ah_dead &
+                                        (ah_sess == job_sess) & ~(others & port_mask[p]).any()),
+                                wait.eq((pos + 1 == count_n) & (ah_armed | ah_inflight) &
+                                        ~ah_dead & (ah_sess == job_sess) &
+                                        ~(others & port_mask[p]).any()),
+                            ]
                 with m.Switch(job_sess):
                     for i, (_p, sq) in enumerate(sessions):
                         with m.Case(i):
                             m.d.sync += cache_pos[i].eq(pos + 1)
                             if sq is None:
-                                with m.If(pos + 1 == count_n):
+                                with m.If(swap):
+                                    # A new look at the ring, as at a refresh: windows read
+                                    # before it may be stale for the new entries.
+                                    m.d.sync += [cache_sel[i].eq(~cache_sel[i]),
+                                                 cache_n[i].eq(ah_n), cache_pos[i].eq(0),
+                                                 win_valid[i].eq(0)]
+                                with m.Elif(wait):
+                                    # The look-ahead is reading for it: wait for that batch.
+                                    m.d.sync += sess_wait[i].eq(1)
+                                with m.Elif(pos + 1 == count_n):
                                     # Cache used up: give the queue back (poll again later).
                                     m.d.sync += sess_valid[i].eq(0)
                                     m.d.sync += pending.bit_select(job_q, 1).eq(1)
+                with m.If(swap):
+                    m.d.comb += ah_arm.eq(1)
+                    m.d.sync += [ah_from.eq(ah_from + ah_n), count_n.eq(ah_n), pos.eq(0)]
+                    if use_pf:
+                        with m.If(pf_sess == job_sess):
+                            m.d.sync += pf_live.eq(0)     # its batch was the old cache
                 if use_pf:
                     # Only this chain's own slot: positions of other ports' caches are
                     # numbered alike.
                     m.d.comb += [pf.release.valid.eq(job_pf), pf.release.payload.eq(pos)]
                 answer_fetch()
-                m.next = "REST"
+                if use_pf:
+                    m.next = "REST"
+                    with m.If(swap):
+                        m.next = "SWAP"
+                else:
+                    m.next = "REST"
+            if use_pf:
+                with m.State("SWAP"):
+                    # The prefetcher takes the new batch once the old one has drained (a few
+                    # cycles), unless it serves another session.
+                    with m.If(self.reset | self.hold):
+                        m.next = "REST"
+                    with m.Elif(~pf.busy):
+                        m.d.comb += [
+                            pf.start.valid.eq(1), pf_starting.eq(1),
+                            pf.start.payload.port.eq(job_port),
+                            pf.start.payload.queue.eq(job_q),
+                            pf.start.payload.count.eq(count_n),
+                            pf.start.payload.desc.eq(cfg.desc),
+                            pf.start.payload.size.eq(size),
+                            pf.start.payload.cache_beat.eq(j_cache_beat),
+                        ]
+                        m.d.sync += [pf_live.eq(1), pf_sess.eq(job_sess)]
+                        m.next = "REST"
+                    with m.Elif(pf_sess != job_sess):
+                        m.next = "REST"
             with m.State("FAIL"):
                 m.d.comb += ch_discard.eq(1)
                 m.d.sync += loaded.eq(0)
@@ -883,6 +1026,133 @@ class RingWalker(wiring.Component):
                 ]
                 answer_fetch()
                 m.next = "REST"
+
+        # --- look-ahead refresh ------------------------------------------------------------------
+        # Same rules as the walker's own refresh: the ring entries are read only after the
+        # avail->idx read that shows them completed, never beyond that index (checklist rule
+        # 85), and nothing is read while a queue operation or reset waits (`hold`). It writes no
+        # avail_event: a session still walking has work, and the walker's own refresh, when the
+        # look-ahead found nothing, does the EVENT_IDX write and re-read as before (rule 95).
+        # A read that fails, or a slot that died meanwhile, is simply dropped: the walker's own
+        # refresh reads again and reports what it finds.
+        ah_rd = self.ahead_dma.rd_req
+        ah_done = self.ahead_dma.rd_status.valid
+        ah_ok = self.ahead_dma.rd_status.payload.error == DmaError.OK
+        ah_k = Signal(range(batch + 1))
+        ah_avail = Signal(16)           # entries published past `ah_from`
+        ah_slot = Signal(16)
+        ah_room = Signal(17)
+        m.d.comb += [ah_avail.eq(ah_seen - ah_from), ah_slot.eq(ah_from & (ah_size - 1)),
+                     ah_room.eq(ah_size - ah_slot)]
+        with m.If(self.op.valid | self.reset):
+            m.d.sync += ah_kill.eq(1)
+        with m.FSM(name="ahead"):
+            with m.State("IDLE"):
+                m.d.comb += ah_none.eq(1)
+                with m.If(ah_arm):
+                    m.next = "ARMED"
+            with m.State("ARMED"):
+                m.d.comb += ah_armed.eq(1)
+                with m.If(ah_arm):
+                    m.next = "ARMED"
+                with m.Elif(ah_dead):
+                    m.next = "IDLE"
+                with m.Elif(~self.hold & ~self.reset & self.driver_ok):
+                    with m.If(ah_avail == 0):
+                        m.next = "IDX"
+                    with m.Elif(ah_avail > ah_size):
+                        m.next = "NONE"     # the walker's own refresh reports it
+                    with m.Else():
+                        m.d.sync += ah_k.eq(batch)
+                        with m.If((ah_avail <= batch) & (ah_avail <= ah_room)):
+                            m.d.sync += ah_k.eq(ah_avail)
+                        with m.Elif(ah_room < batch):
+                            m.d.sync += ah_k.eq(ah_room)
+                        m.next = "RING"
+            with m.State("IDX"):
+                m.d.comb += [
+                    ah_inflight.eq(1),
+                    ah_rd.valid.eq(1),
+                    ah_rd.payload.host_addr.eq(ah_drv + byte_offset(VirtqAvailHeader, "flags")),
+                    ah_rd.payload.ram_addr.eq(WALKER_AHEAD_HDR_ADDR),
+                    ah_rd.payload.len.eq(hdr_bytes),
+                ]
+                with m.If(ah_rd.ready):
+                    m.d.comb += self.counts.ahead_read.eq(1)
+                    m.next = "IDX_WAIT"
+            with m.State("IDX_WAIT"):
+                m.d.comb += ah_inflight.eq(1)
+                with m.If(ah_done):
+                    with m.If(~ah_ok | ah_dead | self.reset):
+                        m.next = "IDLE"
+                    with m.Elif(ah_hdr.idx == ah_from):
+                        # Nothing new yet: look again (one read in flight, a round trip each)
+                        # while the session has entries left to walk; a driver streaming
+                        # frames publishes more as the device completes them.
+                        m.next = "NONE"
+                    with m.Else():
+                        m.d.sync += ah_seen.eq(ah_hdr.idx)
+                        m.next = "ARMED"
+            with m.State("RING"):
+                m.d.comb += [
+                    ah_inflight.eq(1),
+                    ah_rd.valid.eq(1),
+                    ah_rd.payload.host_addr.eq(ah_drv + virtq_avail_ring_offset(ah_slot)),
+                    ah_rd.payload.ram_addr.eq(ah_cache_beat << beat_shift),
+                    ah_rd.payload.len.eq(ah_k * 2),
+                ]
+                with m.If(ah_rd.ready):
+                    m.d.comb += self.counts.ahead_read.eq(1)
+                    m.next = "RING_WAIT"
+            with m.State("RING_WAIT"):
+                m.d.comb += ah_inflight.eq(1)
+                with m.If(ah_done):
+                    with m.If(~ah_ok | ah_dead | self.reset):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += ah_n.eq(ah_k)
+                        m.next = "READY"
+            with m.State("READY"):
+                m.d.comb += ah_ready.eq(1)
+                with m.If(ah_arm):
+                    m.next = "ARMED"
+                with m.Elif(ah_dead):
+                    m.next = "IDLE"
+            with m.State("NONE"):
+                m.d.comb += ah_none.eq(1)
+                with m.If(ah_arm):
+                    m.next = "ARMED"
+                with m.Elif(ah_dead):
+                    m.next = "IDLE"
+                with m.Elif(ah_left & (ah_avail == 0)):
+                    m.next = "ARMED"
+
+        # A session waiting for the look-ahead: swap in its batch when it is complete (and hand
+        # it to the prefetcher if that is free), or give the queue back if it found nothing.
+        for i in self._pushed_sess:
+            with m.If(sess_wait[i]):
+                with m.If((ah_sess != i) | ah_dead | ah_none):
+                    m.d.sync += [sess_wait[i].eq(0), sess_valid[i].eq(0),
+                                 pending.bit_select(sess_q[i], 1).eq(1)]
+                with m.Elif(ah_ready):
+                    m.d.comb += ah_arm.eq(1)
+                    m.d.sync += [sess_wait[i].eq(0), cache_sel[i].eq(~cache_sel[i]),
+                                 cache_n[i].eq(ah_n), cache_pos[i].eq(0), win_valid[i].eq(0),
+                                 ah_from.eq(ah_from + ah_n)]
+                    if use_pf:
+                        with m.If(~pf.busy & ~pf_starting):
+                            m.d.comb += [
+                                pf.start.valid.eq(1),
+                                pf.start.payload.port.eq(sessions[i][0]),
+                                pf.start.payload.queue.eq(ah_q),
+                                pf.start.payload.count.eq(ah_n),
+                                pf.start.payload.desc.eq(ah_desc),
+                                pf.start.payload.size.eq(ah_size),
+                                pf.start.payload.cache_beat.eq(ah_cache_beat),
+                            ]
+                            m.d.sync += [pf_live.eq(1), pf_sess.eq(i)]
+            with m.If(self.reset | self.op.valid):
+                m.d.sync += sess_wait[i].eq(0)
 
         # Every chain carries the epoch of its queue when it was walked (the device copies it
         # into the chain's completion; see interface.EPOCH_BITS).

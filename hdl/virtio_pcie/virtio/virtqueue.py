@@ -25,10 +25,12 @@ epochs (chains built before a queue was reset are dropped at the port), raises
 ``needs_reset`` on any ring error and adds up the counters.
 
 Host round trips per request: one avail->idx read and one ring read per batch of up to
-``avail_batch`` requests; the head descriptor window and indirect table of each chain, read
-ahead for up to ``prefetch_slots`` chains at once; one used element write per batch of
-completions, one used->idx write and one used_event (or avail->flags) read per publication
-(none when the value read early, while the device worked, already says "notify").
+``avail_batch`` requests (on a pushed queue with work, read by the walker's look-ahead while it
+walks the batch before: ``ahead_dma``, the mux's fourth requester); the head descriptor window
+and indirect table of each chain, read ahead for up to ``prefetch_slots`` chains at once; one
+used element write per batch of completions, one used->idx write and one used_event (or
+avail->flags) read per publication (none when the value read early, while the device
+worked, already says "notify").
 Doorbells and interrupts: with VIRTIO_F_EVENT_IDX the driver is asked to kick only when the
 engine has gone idle, and interrupts follow ``used_event``, held (``irq_holdoff``) while the
 device has more than ``irq_low_water`` chains of the queue in hand.
@@ -93,6 +95,9 @@ class VirtqueueEngine(wiring.Component):
         Most used elements written at once.
     desc_window : int
         Descriptors the prefetcher reads ahead per chain (its head window).
+    avail_lookahead : bool, optional
+        Read a pushed queue's next avail batch while its walks use the one in hand (default
+        True; see :class:`~.ring_walker.RingWalker`).
     walk_window : int, optional
         Descriptors read at once when a walk needs one that is in no window read so far
         (default ``desc_window``, 1 to 64): aligned to its size when that is a power of two, so
@@ -133,7 +138,7 @@ class VirtqueueEngine(wiring.Component):
     def __init__(self, *, data_width, queue_count, max_queue_size=256, port_of_queue=None,
                  pulled_ports=(), max_chain=64, max_indirect=None, avail_batch=32,
                  used_batch=32, desc_window=4, prefetch_slots=16, prefetch_table=16,
-                 walk_window=None):
+                 walk_window=None, avail_lookahead=True):
         if data_width not in DATA_WIDTHS:
             raise ValueError(f"data_width must be one of {DATA_WIDTHS}, not {data_width!r}")
         queue_index_width(queue_count)
@@ -189,6 +194,9 @@ class VirtqueueEngine(wiring.Component):
             raise ValueError(f"walk_window must be an integer from 1 to 64, not "
                              f"{walk_window!r}")
         self._walk_window = walk_window
+        if not isinstance(avail_lookahead, bool):
+            raise ValueError(f"avail_lookahead must be a bool, not {avail_lookahead!r}")
+        self._lookahead = avail_lookahead
         self._prefetch_slots = prefetch_slots
         if not isinstance(prefetch_table, int) or not 1 <= prefetch_table <= 256:
             raise ValueError(f"prefetch_table must be an integer from 1 to 256, not "
@@ -227,7 +235,7 @@ class VirtqueueEngine(wiring.Component):
                           max_indirect=self._max_indirect, avail_batch=self._avail_batch,
                           desc_window=self._desc_window, prefetch_slots=self._prefetch_slots,
                           prefetch_table=self._prefetch_table,
-                          walk_window=self._walk_window)
+                          walk_window=self._walk_window, avail_lookahead=self._lookahead)
 
     @property
     def ports(self):
@@ -252,7 +260,7 @@ class VirtqueueEngine(wiring.Component):
 
         m.submodules.walker = walker = self._walker
         m.submodules.used   = used   = self._used
-        m.submodules.dma_mux = mux = DmaRequestMux(clients=3)
+        m.submodules.dma_mux = mux = DmaRequestMux(clients=4)
         fifos = []
         for p in range(ports):
             fifo = ChainFifo(queue_count=qc, depth=self._fifo_depth, max_chain=self._max_chain,
@@ -267,6 +275,7 @@ class VirtqueueEngine(wiring.Component):
         wiring.connect(m, walker=walker.dma, mux=mux.client[0])
         wiring.connect(m, used=used.dma, mux=mux.client[1])
         wiring.connect(m, prefetch=walker.prefetch_dma, mux=mux.client[2])
+        wiring.connect(m, ahead=walker.ahead_dma, mux=mux.client[3])
         dma = self.dma
         m.d.comb += [
             dma.rd_req.payload.eq(mux.rd_req.payload),
@@ -432,7 +441,7 @@ class VirtqueueEngine(wiring.Component):
         c = self.counters
         incr = {
             "doorbells":    [walker.counts.doorbell],
-            "avail_reads":  [walker.counts.avail_read],
+            "avail_reads":  [walker.counts.avail_read, walker.counts.ahead_read],
             "desc_reads":   [walker.counts.desc_read],
             "event_writes": [walker.counts.event_write],
             "chains":       [walker.counts.chain],

@@ -35,8 +35,10 @@ __all__ = ["notify_bench", "BENCH_PARAMS"]
 
 CLOCK_NS = 4
 
-#: The engine measured: block-device shaped (one port of pushed queues).
-BENCH_PARAMS = {"queue_count": 64, "max_queue_size": 256, "max_chain": 64}
+#: The engine measured: shaped as the blk device builds it (one port of pushed queues, no avail
+#: look-ahead).
+BENCH_PARAMS = {"queue_count": 64, "max_queue_size": 256, "max_chain": 64,
+                "avail_lookahead": False}
 
 
 @cocotb.test()
