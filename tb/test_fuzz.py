@@ -250,6 +250,18 @@ def test_fuzz_walk_bound(tmp_path):
     assert result["errors_reported"] >= 6, "the loop is failed and reported, not ignored"
 
 
+@pytest.mark.system
+def test_fuzz_legacy_deactivation(tmp_path):
+    """Fuzz finding (blk seed 702, run 7992), the device's: a legacy driver wrote QUEUE_PFN = 0
+    while a completion of that queue was being published. The transport completed the write at
+    once; the used->idx write, already queued in the DMA engine, reached host memory 470 ns
+    later, after the driver could have freed the ring. The write now completes only once the
+    engine has stopped the queue with none of its DMA in flight."""
+    from virtio_pcie_tb.fuzz import run_campaign
+    summary = run_campaign("blk", runs=1, seed=702, first=7992, batch=1, out_dir=tmp_path)
+    _check(summary, 1)
+
+
 @pytest.mark.slow
 @pytest.mark.system
 @pytest.mark.parametrize("device", ["blk", "net"])

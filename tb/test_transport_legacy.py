@@ -13,6 +13,7 @@ Design: a transitional virtio-blk function with 2 queues, 3 MSI-X vectors and a 
 (checklist §1.O) and name the rules of §1 they check.
 """
 
+import itertools
 import random
 
 import cocotb
@@ -240,6 +241,42 @@ async def run_rule_106_pfn(dut):
 
 
 @cocotb.test()
+async def run_rule_106_pfn_waits_for_the_engine(dut):
+    """Rule 106 and bad input: a driver frees the ring once its QUEUE_PFN = 0 write returns
+    (Linux del_vq), so the write completes only after the engine has taken the queue's
+    deactivation (which it applies with none of the queue's DMA in flight). An engine that
+    never takes it holds the write no longer than ``reset_hold_cycles``."""
+    tb = await TransportTB.create(dut)
+    io = tb.legacy
+    engine = tb.engine
+    await io.write(reg("queue_sel"), 0, 2)
+    await io.write(reg("queue_pfn"), 0x1234)
+    await tb.cycles(2)
+    held = 60
+    engine.config_backpressure = iter([1] * held)
+    await io.write(reg("queue_pfn"), 0)
+    done = tb.now()
+    assert [cfg["enable"] for _, cfg in engine.configs] == [1, 0], \
+        "the write completed before the engine took the deactivation"
+    assert engine.configs[-1][0] <= done
+    assert io.last_latency >= held, io.last_latency
+    assert await io.read(reg("queue_pfn")) == 0
+
+    # A wedged engine: the write still completes, after the bound.
+    await io.write(reg("queue_pfn"), 0x5678)
+    await tb.cycles(2)
+    engine.config_backpressure = itertools.repeat(1)
+    await io.write(reg("queue_pfn"), 0)
+    bound = TRANSITIONAL_PARAMS["reset_hold_cycles"]
+    assert bound <= io.last_latency <= bound + 10, io.last_latency
+    engine.config_backpressure = None
+    await engine.wait_for(lambda: [c["enable"] for _, c in engine.configs] == [1, 0, 1, 0])
+    await io.write(reg("queue_pfn"), 0x9abc)                   # usable afterwards
+    await tb.cycles(2)
+    assert engine.configs[-1][1] == expected_config(0, 0x9abc)
+
+
+@cocotb.test()
 async def run_legacy_isr_and_status_bytes(dut):
     """Rules 42 and 62 on the legacy header: STATUS (0x12) and ISR (0x13) share a dword; a
     byte write to STATUS leaves ISR alone, a read of STATUS alone does not clear ISR."""
@@ -312,6 +349,7 @@ GROUPS = {
     "rules":  ["run_rule_64_legacy_use_before_driver_ok", "run_rule_67_legacy_sync_reset",
                "run_rule_103_config_moves", "run_rule_104_legacy_ring_layout",
                "run_rule_105_legacy_features", "run_rule_106_pfn",
+               "run_rule_106_pfn_waits_for_the_engine",
                "run_legacy_isr_and_status_bytes"],
     "robustness": ["run_legacy_access_storm"],
 }

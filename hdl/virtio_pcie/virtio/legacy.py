@@ -17,7 +17,9 @@ uses one interface until the next reset):
 * QUEUE_PFN: writing a page number (``addr >> 12``) activates the selected queue with the legacy
   contiguous ring layout (:func:`~virtio_pcie.spec.virtio.legacy_vring_layout`, 4096-byte
   alignment, current ``queue_size``): the engine gets the three addresses on ``queues.config``.
-  Writing 0 deactivates it (``enable = 0``). A new page number for an active queue is ignored
+  Writing 0 deactivates it (``enable = 0``); the write completes only once the engine has
+  stopped the queue, with none of its DMA in flight, since the driver frees the ring as soon as
+  its (non-posted) I/O write returns. A new page number for an active queue is ignored
   (deactivate it first). Reads give the page number of the descriptor table.
 * QUEUE_NUM: the queue size (read only). QUEUE_SEL, QUEUE_NOTIFY (queue index written), STATUS
   and ISR as their modern counterparts; there is no FEATURES_OK step on this interface.
@@ -169,5 +171,8 @@ class LegacyDecoder:
                         q.req_queue_disable.eq(q.q_enabled),
                     ]
 
+        # A deactivation completes only once the engine has stopped the queue: the driver frees
+        # the ring when its write returns (Linux del_vq), so no used-ring write may follow it.
         return Decoded(stall=stall, r_data=dword_mux(view, dword), device=device_area,
-                       device_addr=acc.addr - config_offset)
+                       device_addr=acc.addr - config_offset,
+                       wait_config=deactivate & q.q_enabled)

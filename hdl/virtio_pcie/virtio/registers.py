@@ -105,11 +105,16 @@ class Decoded:
     """What a register decoder says about the access being served.
 
     ``stall``: do not complete it in this cycle; ``r_data``: its read data; ``device``: it
-    addresses the device-specific configuration, at byte ``device_addr`` of it.
+    addresses the device-specific configuration, at byte ``device_addr`` of it;
+    ``wait_config``: its side effects send a queue configuration to the engine, and the access
+    is acknowledged only once the engine has applied it (a legacy driver frees a ring as soon as
+    its ``QUEUE_PFN = 0`` write completes).
     """
 
-    def __init__(self, *, stall=Const(0), r_data=Const(0, 32), device=Const(0), device_addr=0):
+    def __init__(self, *, stall=Const(0), r_data=Const(0, 32), device=Const(0), device_addr=0,
+                 wait_config=Const(0)):
         self.stall       = stall
         self.r_data      = r_data
         self.device      = device
         self.device_addr = device_addr
+        self.wait_config = wait_config

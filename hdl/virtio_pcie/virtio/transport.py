@@ -160,7 +160,8 @@ class VirtioTransport(wiring.Component):
     transitional : bool
         Add the legacy I/O interface (``legacy`` port).
     reset_hold_cycles : int
-        Longest time an access is held while a reset completes.
+        Longest time an access is held while a reset completes, or while the engine stops a
+        queue a legacy driver deactivated.
 
     Members
     -------
@@ -356,6 +357,7 @@ class VirtioTransport(wiring.Component):
         last = Signal(range(len(_PORTS)))
         r_data = Signal(32)
         acked = Signal()
+        settle_timer = Signal(range(self._reset_hold_cycles))
 
         # Device configuration bus (registered initiator) ---
         dev_bus = self.device_config.bus
@@ -412,9 +414,15 @@ class VirtioTransport(wiring.Component):
                         m.next = "Device"
 
                     def complete(name=name, dec=dec):
-                        # The access completes: its side effects happen in this cycle.
-                        m.d.comb += [active[name].eq(1), acked.eq(1), r_data.eq(dec.r_data)]
-                        m.next = "Idle"
+                        # The access completes: its side effects happen in this cycle. One
+                        # that stops a queue is acknowledged once the engine has stopped it.
+                        m.d.comb += [active[name].eq(1), r_data.eq(dec.r_data)]
+                        with m.If(dec.wait_config):
+                            m.d.sync += settle_timer.eq(0)
+                            m.next = "Settle"
+                        with m.Else():
+                            m.d.comb += acked.eq(1)
+                            m.next = "Idle"
 
                     with m.If((owner == _PORTS.index(name)) & ~dec.stall):
                         if isinstance(dec.device, Const):
@@ -429,6 +437,14 @@ class VirtioTransport(wiring.Component):
                                 to_device()
                             with m.Else():
                                 complete()
+            with m.State("Settle"):
+                # The engine applies a configuration only with no DMA of its blocks in flight,
+                # so once it has taken it the device no longer touches the stopped queue's
+                # rings. Bounded like a reset's hold, should the engine never come to rest.
+                m.d.sync += settle_timer.eq(settle_timer + 1)
+                with m.If(~core.config_busy | (settle_timer == self._reset_hold_cycles - 1)):
+                    m.d.comb += acked.eq(1)
+                    m.next = "Idle"
             with m.State("Device"):
                 with m.If(dev_bus.ack):
                     m.d.sync += dev_stb.eq(0)
