@@ -262,6 +262,20 @@ def test_fuzz_legacy_deactivation(tmp_path):
     _check(summary, 1)
 
 
+@pytest.mark.system
+def test_fuzz_pci_cfg_legacy_write(tmp_path):
+    """Fuzz finding (net seed 801, run 6920), the fuzzer's: a modern driver's random
+    configuration write into the PCI_CFG window's data reached the legacy I/O BAR (the window
+    pointed there), which put the transitional device in legacy mode. A host-memory fault on a
+    control-queue ring read then stopped that queue, as it should, but in legacy mode the device
+    shows no DEVICE_NEEDS_RESET, and the tidy-up, which did not count the write as a legacy one,
+    called the stopped queue a hang. Such a write now makes the driver as blind as a legacy
+    write through the I/O BAR does."""
+    from virtio_pcie_tb.fuzz import run_campaign
+    summary = run_campaign("net", runs=1, seed=801, first=6920, batch=1, out_dir=tmp_path)
+    _check(summary, 1)
+
+
 @pytest.mark.slow
 @pytest.mark.system
 @pytest.mark.parametrize("device", ["blk", "net"])

@@ -489,7 +489,10 @@ class FuzzContext:
 
     async def random_config(self, rng):
         """A configuration read or write of 1 to 4 bytes (BARs and expansion ROM left alone;
-        the Command register keeps its decode bits)."""
+        the Command register keeps its decode bits). Returns True for a write that may have
+        reached the legacy I/O interface: one into the PCI_CFG window's data on a transitional
+        device, whose window may point at the I/O BAR (it puts the device in legacy mode, where
+        DEVICE_NEEDS_RESET is not shown)."""
         caps_end = LEGACY_CONFIG_SPACE_SIZE
         addr = rng.choice([rng.randrange(0, caps_end), rng.randrange(0, caps_end),
                            rng.randrange(CAP_POINTER_MIN, caps_end),
@@ -521,6 +524,10 @@ class FuzzContext:
         self.log.info("  configuration write %s at %#x", data.hex(), addr)
         await self.rc.config_write(self.dev.pcie_id, addr, data,
                                    timeout=COMPLETION_TIMEOUT_NS, timeout_unit="ns")
+        if self.pci_cfg_pos is None or self.legacy is None:
+            return False
+        window = self.pci_cfg_pos + byte_offset(VirtioPciCfgCap, "pci_cfg_data")
+        return addr < window + 4 and window < addr + size
 
     async def _aim_pci_cfg(self, rng):
         pos = self.pci_cfg_pos
