@@ -276,6 +276,19 @@ def test_fuzz_pci_cfg_legacy_write(tmp_path):
     _check(summary, 1)
 
 
+@pytest.mark.system
+def test_fuzz_failed_status(tmp_path):
+    """Fuzz finding (blk seed 802, run 8844), the fuzzer's: a random write had set FAILED in
+    device_status, without the driver model knowing. The device stops serving its queues once
+    the driver has given up on it (its DRIVER_OK towards the engine excludes FAILED), and the
+    tidy-up, which looked only for DEVICE_NEEDS_RESET or DRIVER_OK gone, called 59 unserved
+    requests a hang. A device with FAILED set owes nothing; a clean driver must still bind
+    after reset."""
+    from virtio_pcie_tb.fuzz import run_campaign
+    summary = run_campaign("blk", runs=1, seed=802, first=8844, batch=1, out_dir=tmp_path)
+    _check(summary, 1)
+
+
 @pytest.mark.slow
 @pytest.mark.system
 @pytest.mark.parametrize("device", ["blk", "net"])

@@ -4,7 +4,8 @@
 A workload submits requests through the hostile driver, checks what comes back, and at the end of
 a run's hostile part *drains*: kicks every live queue and waits, bounded, for what the device
 still owes. A device that owes completions and makes no progress for :func:`stall_bound_ns` is a
-hang, unless it has stopped (DEVICE_NEEDS_RESET, or DRIVER_OK gone), in which case nothing is owed.
+hang, unless it has stopped (DEVICE_NEEDS_RESET, FAILED set, or DRIVER_OK gone), in which case
+nothing is owed.
 """
 
 from cocotb.triggers import Timer
@@ -44,6 +45,7 @@ def stall_bound_ns(*, queues, max_chain, latency_ns):
 
 _DRIVER_OK = DeviceStatus.DRIVER_OK.value
 _NEEDS_RESET = DeviceStatus.DEVICE_NEEDS_RESET.value
+_FAILED = DeviceStatus.FAILED.value
 
 
 class Workload:
@@ -71,7 +73,7 @@ class Workload:
         """Kick every live queue and wait (bounded) for what the device must complete."""
         status = await driver.check_status()
         healthy = (driver.driver_ok and not driver.needs_reset and status & _DRIVER_OK and
-                   not driver.opaque)
+                   not status & _FAILED and not driver.opaque)
         for q in driver.queues.values():
             if not q.broken:
                 await driver.kick(q)
@@ -96,8 +98,11 @@ class Workload:
             if (stalled > STALL_NS and not checked) or stalled > bound:
                 checked = True
                 status = await driver.check_status()
-                if status & _NEEDS_RESET or not status & _DRIVER_OK:
-                    break      # the device stopped (a DMA error on a ring): nothing is owed
+                if status & (_NEEDS_RESET | _FAILED) or not status & _DRIVER_OK:
+                    # The device stopped (a DMA error on a ring), or the driver gave up on it
+                    # (FAILED, which a random write may have set: blk seed 802 run 8844):
+                    # nothing is owed.
+                    break
                 if stalled > bound:
                     raise RunFailure("hang", f"{len(waiting)} {self.owed_name} not completed, "
                                              f"none for {bound} ns (status {status:#x}; "
