@@ -154,7 +154,10 @@ class LinkMonitor:
 
     def _entry(self, i):
         entry = _ENTRY_CODEC.unpack(self.table[i * _ENTRY:(i + 1) * _ENTRY])
-        addr = entry["msg_addr"] | entry["msg_upper_addr"] << 32
+        # PCIe Base 4.0 §7.7.2.6: Message Address bits 1:0 keep the message DWORD aligned;
+        # software must write them as 0 and the device sends with them cleared whatever was
+        # written (net seed 801 run 9234: a random write put 0x...d5 there).
+        addr = (entry["msg_addr"] & ~3) | entry["msg_upper_addr"] << 32
         return addr, entry["msg_data"], bool(entry["vector_control"] & _VECTOR_MASK)
 
     def _refresh_msi(self, now):
