@@ -305,7 +305,7 @@ def test_fuzz_msix_address_low_bits(tmp_path):
 @pytest.mark.parametrize("device", ["blk", "net"])
 def test_fuzz_long(device, tmp_path):
     """Issue 12's campaign: 10 000 runs per device, 0 hangs, 0 DMA violations, 0 corruptions.
-    About 0.4 s (blk) and 0.25 s (net) per run on an idle core, about 65 and 40 minutes per
+    About 0.3 s (blk) and 0.25 s (net) per run on an idle core, about 50 and 42 minutes per
     device (docs/robustness.md, "What a run costs"); ``virtio-pcie fuzz
     --device D --runs 10000 --seed 12 --json`` is the same from the command line."""
     from virtio_pcie_tb.fuzz import run_campaign
