@@ -24,7 +24,8 @@ import pytest
 from cocotb.triggers import ClockCycles
 
 from virtio_pcie.dma.interface import DmaError
-from virtio_pcie.spec.virtio import VirtqDescFlags, virtq_desc_size, vring_need_event
+from virtio_pcie.spec.virtio import (VirtqDescFlags, virtq_desc_size,
+                                     virtq_used_event_offset, vring_need_event)
 from virtio_pcie.virtio.engine_signatures import VirtqErrorCode
 from virtio_pcie.virtio.virtqueue import VirtqueueEngine
 from virtio_pcie_tb import harness
@@ -1006,17 +1007,12 @@ async def run_pulled_sessions(dut):
     await release()
 
 
-@cocotb.test()
-async def run_walk_rate(dut):
-    """Back-to-back walks of one pushed queue, their descriptors prefetched and the DMA
-    answering at once: one chain every 9 cycles, the walk's own states only. Consecutive walks
-    of the loaded queue do not reload its configuration and ``last_avail_idx`` (2 cycles), and
-    a port with work does not wait for the round robin to pass idle ports (1 cycle here)."""
-    tb = EngineTB(dut, seed=14, read_latency=1, write_latency=1, reorder=False)
+async def _stream_one_queue(tb, n):
+    """Publish ``n`` one-descriptor chains (64 bytes each) on the first pushed queue at once
+    and wait until the device has them; returns the ring and the chains, checked in order."""
     await tb.reset()
     tx = tb.pushed_queues()[0]
     port = tb.port_of_queue[tx]
-    n = tb.params["avail_batch"]
     tb.transport.set_features(event_idx=True, indirect_desc=True)
     ring = tb.new_ring(2 * n)
     for h in range(n):
@@ -1027,6 +1023,18 @@ async def run_walk_rate(dut):
     await tb.wait_quiet(until=lambda: len(tb.device.chains[port]) == n)
     got = tb.device.chains[port]
     assert [c.head for c in got] == list(range(n))
+    return ring, got
+
+
+@cocotb.test()
+async def run_walk_rate(dut):
+    """Back-to-back walks of one pushed queue, their descriptors prefetched and the DMA
+    answering at once: one chain every 9 cycles, the walk's own states only. Consecutive walks
+    of the loaded queue do not reload its configuration and ``last_avail_idx`` (2 cycles), and
+    a port with work does not wait for the round robin to pass idle ports (1 cycle here)."""
+    tb = EngineTB(dut, seed=14, read_latency=1, write_latency=1, reorder=False)
+    n = tb.params["avail_batch"]
+    _, got = await _stream_one_queue(tb, n)
     # from the fourth chain on (the prefetcher is ahead by then)
     cycles = (got[-1].time_ns - got[3].time_ns) / CLOCK_NS / (n - 4)
     dut._log.info(f"{cycles:.2f} cycles per chain")
@@ -1044,27 +1052,15 @@ async def run_walk_stream(dut):
     Also: ring entries are read once, a batch per read."""
     lat = 250
     tb = EngineTB(dut, seed=15, read_latency=lat, write_latency=4, reorder=False)
-    await tb.reset()
-    tx = tb.pushed_queues()[0]
-    port = tb.port_of_queue[tx]
     batch = tb.params["avail_batch"]
     n = 8 * batch
-    tb.transport.set_features(event_idx=True, indirect_desc=True)
-    ring = tb.new_ring(2 * n)
-    for h in range(n):
-        ring.write_desc(h, 0x80000 + 0x800 * h, 64, 0)
-        ring.add(h)
-    await tb.enable(tx, ring)
-    tb.transport.set_driver_ok()
-    await tb.wait_quiet(until=lambda: len(tb.device.chains[port]) == n)
-    got = tb.device.chains[port]
-    assert [c.head for c in got] == list(range(n))
+    ring, got = await _stream_one_queue(tb, n)
     # from the second batch on
     times = [c.time_ns / CLOCK_NS for c in got[batch - 1:]]
     gaps = [times[i + 1] - times[i] for i in range(len(times) - 1)]
     cycles = (times[-1] - times[0]) / (len(times) - 1)
     avail = [a for a in tb.dma.log if a.kind == "rd" and ring.avail <= a.host_addr <
-             ring.avail + 4 + 2 * ring.size]
+             ring.avail + virtq_used_event_offset(ring.size)]
     ring_reads = [a for a in avail if a.host_addr != ring.avail]
     dut._log.info(f"{cycles:.2f} cycles per chain, longest gap {max(gaps):.0f} cycles, "
                   f"{len(avail) - len(ring_reads)} avail->idx reads, {len(ring_reads)} ring "

@@ -486,6 +486,19 @@ class RingWalker(wiring.Component):
             m.d.sync += err_code.eq(code)
             m.next = "FAIL"
 
+        def start_prefetch(count):
+            """Hand the job's session's first ``count`` cached entries to the prefetcher."""
+            m.d.comb += [
+                pf.start.valid.eq(1), pf_starting.eq(1),
+                pf.start.payload.port.eq(job_port),
+                pf.start.payload.queue.eq(job_q),
+                pf.start.payload.count.eq(count),
+                pf.start.payload.desc.eq(cfg.desc),
+                pf.start.payload.size.eq(size),
+                pf.start.payload.cache_beat.eq(j_cache_beat),
+            ]
+            m.d.sync += [pf_live.eq(1), pf_sess.eq(job_sess)]
+
         # Rolling counters of the chain under validation.
         is_ind   = (desc.flags & VirtqDescFlags.INDIRECT).as_value().any()
         has_next = (desc.flags & VirtqDescFlags.NEXT).as_value().any()
@@ -693,16 +706,7 @@ class RingWalker(wiring.Component):
                                          ah_seen.eq(avail_hdr_idx), ah_kill.eq(0)]
                         if use_pf:
                             with m.If(~pf.busy):
-                                m.d.comb += [
-                                    pf.start.valid.eq(1), pf_starting.eq(1),
-                                    pf.start.payload.port.eq(job_port),
-                                    pf.start.payload.queue.eq(job_q),
-                                    pf.start.payload.count.eq(fetch_n),
-                                    pf.start.payload.desc.eq(cfg.desc),
-                                    pf.start.payload.size.eq(size),
-                                    pf.start.payload.cache_beat.eq(j_cache_beat),
-                                ]
-                                m.d.sync += [pf_live.eq(1), pf_sess.eq(job_sess)]
+                                start_prefetch(fetch_n)
                         m.next = "REST"
 
             # --- walk: one chain from the cache ------------------------------------------------
@@ -985,16 +989,7 @@ class RingWalker(wiring.Component):
                     with m.If(self.reset | self.hold):
                         m.next = "REST"
                     with m.Elif(~pf.busy):
-                        m.d.comb += [
-                            pf.start.valid.eq(1), pf_starting.eq(1),
-                            pf.start.payload.port.eq(job_port),
-                            pf.start.payload.queue.eq(job_q),
-                            pf.start.payload.count.eq(count_n),
-                            pf.start.payload.desc.eq(cfg.desc),
-                            pf.start.payload.size.eq(size),
-                            pf.start.payload.cache_beat.eq(j_cache_beat),
-                        ]
-                        m.d.sync += [pf_live.eq(1), pf_sess.eq(job_sess)]
+                        start_prefetch(count_n)
                         m.next = "REST"
                     with m.Elif(pf_sess != job_sess):
                         m.next = "REST"
