@@ -68,8 +68,10 @@ class RingWalker(wiring.Component):
     batch into the session's second entry cache: the ring entries right away when the index
     seen already covers more, else ``avail->idx`` first (once per batch; the same rules as a
     refresh). When the cache runs out and that batch is complete, the session swaps caches and
-    walks on (its window is dropped, as at a refresh, and the prefetcher takes the new batch)
-    instead of giving the queue back, unless another queue of the port is pending. The
+    walks on instead of giving the queue back, unless another queue of the port is pending. The
+    prefetcher has run on into that batch since it landed (it extends the prefetcher's batch),
+    and the session's window is kept if its read went out after every entry of the new batch
+    had been seen (dropped otherwise, as at a refresh). The
     look-ahead writes no ``avail_event``: a queue that runs dry is refreshed by the walker
     itself, with the EVENT_IDX write and re-read below. A queue operation, reset, stop or the
     end of the session drops it; a failed look-ahead read is dropped (the walker's own
