@@ -1071,6 +1071,54 @@ async def run_walk_stream(dut):
 
 
 @cocotb.test()
+async def run_walk_batch_gap(dut):
+    """At a batch boundary of a streaming pushed queue (1 us host latency), the first chains
+    of the look-ahead's batch do not wait for the prefetcher to start on it: the prefetcher
+    runs on into that batch (its entries continue the current batch's avail indices) as soon
+    as the look-ahead has read it, so the head window of the next batch's first chain is read
+    before the walker has finished the current batch. Without it the prefetcher restarted at
+    the swap, and every batch's first chain waited a whole round trip for its window after
+    the last chain of the batch before. Heads are 16 descriptors apart (and out of order), so
+    that every chain needs a window of its own."""
+    lat = 250
+    tb = EngineTB(dut, seed=16, read_latency=lat, write_latency=4, reorder=False)
+    await tb.reset()
+    tx = tb.pushed_queues()[0]
+    port = tb.port_of_queue[tx]
+    batch = tb.params["avail_batch"]
+    n = 4 * batch
+    size = 16 * n
+    heads = [16 * ((5 * i) % n) for i in range(n)]
+    tb.transport.set_features(event_idx=True, indirect_desc=True)
+    ring = tb.new_ring(size)
+    for h in heads:
+        ring.write_desc(h, 0x80000 + 0x800 * h, 64, 0)
+        ring.add(h)
+    await tb.enable(tx, ring)
+    tb.transport.set_driver_ok()
+    await tb.wait_quiet(until=lambda: len(tb.device.chains[port]) == n)
+    got = tb.device.chains[port]
+    assert [c.head for c in got] == heads
+    times = [c.time_ns / CLOCK_NS for c in got]
+
+    def window_read(h):
+        """When the first read of descriptor ``h`` went out, in cycles."""
+        addr = ring.desc_addr(h)
+        return min(a.time_ns for a in tb.dma.log
+                   if a.kind == "rd" and a.host_addr <= addr < a.end) / CLOCK_NS
+    # How long before the previous batch's last chain the first chain's window went out.
+    early = [times[k * batch - 1] - window_read(heads[k * batch]) for k in range(1, n // batch)]
+    boundary = [times[k * batch] - times[k * batch - 1] for k in range(1, n // batch)]
+    rate = (times[-1] - times[batch]) / (n - batch - 1)
+    dut._log.info(f"first window of each batch read {[round(e) for e in early]} cycles before "
+                  f"the batch before ended; boundary gaps {[round(g) for g in boundary]}; "
+                  f"{rate:.2f} cycles per chain")
+    assert min(early) > 0, f"a batch's first window was read {-min(early):.0f} cycles after " \
+        f"the batch before ended"
+    assert max(boundary) < lat, f"a gap of {max(boundary):.0f} cycles at a batch boundary"
+
+
+@cocotb.test()
 async def run_used_gather(dut):
     """The used side keeps taking a queue's completions while the ``used_event`` read after its
     last index update is in flight (a round trip), and publishes them together with the next
@@ -1210,8 +1258,8 @@ NET = {"data_width": 256, "queue_count": 33, "max_queue_size": 1024, "max_chain"
        "port_of_queue": [q % 2 if q < 32 else 1 for q in range(33)], "pulled_ports": [0]}
 
 NET_TESTS = ["run_pulled", "run_basic", "run_used_gather", "run_random", "run_walk_window",
-             "run_pulled_sessions", "run_walk_rate", "run_walk_stream", "run_pulled_rate",
-             "run_pulled_prefetch"]
+             "run_pulled_sessions", "run_walk_rate", "run_walk_stream", "run_walk_batch_gap",
+             "run_pulled_rate", "run_pulled_prefetch"]
 
 
 @pytest.mark.sim

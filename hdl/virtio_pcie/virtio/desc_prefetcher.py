@@ -12,6 +12,14 @@ its window, a table too large), so what the engine does and reports does not dep
 Descriptors of published, unfinished chains do not change (the driver may reuse them only
 after the device returned the chain), so data read after the batch's avail->idx read stays
 valid for every chain of the batch.
+
+Slots are named by the chain's avail index (not its place in a cache), so a batch can be
+*extended* with the next one (the walker's look-ahead refresh reads it into the session's
+second entry cache): the prefetcher runs on into it without draining, and when the walker
+swaps caches the first chains of the new batch already have their head windows in flight or
+read. The walker's releases tell the prefetcher how far it has walked (``floor``): nothing is
+issued for a chain behind it, and slots left behind it (a chain the walker walked itself
+because its slot was not issued yet) are freed.
 """
 
 from amaranth import Module, Mux, Signal
@@ -23,7 +31,7 @@ from ..spec.virtio import VirtqDesc, VirtqDescFlags, byte_size
 from .engine_signatures import DmaRequesterSignature
 from .interface import queue_index_width
 
-__all__ = ["DescPrefetcher", "SlotState", "PrefetchStart", "SlotInfo"]
+__all__ = ["DescPrefetcher", "SlotState", "PrefetchStart", "PrefetchExtend", "SlotInfo"]
 
 _DESC_BYTES = byte_size(VirtqDesc)
 
@@ -41,10 +49,19 @@ def PrefetchStart(queue_count, batch, ports):
     return data.StructLayout({
         "port":       range(ports),
         "queue":      queue_index_width(queue_count),
+        "first":      16,                 # avail index of cache entry 0
         "count":      range(batch + 1),   # cache entries 0 .. count-1
         "desc":       64,
         "size":       16,
         "cache_beat": 16,                 # RAM beat address of the port's avail entry cache
+    })
+
+
+def PrefetchExtend(batch):
+    return data.StructLayout({
+        "first":      16,                 # avail index of its entry 0: the active batch's end
+        "count":      range(batch + 1),
+        "cache_beat": 16,
     })
 
 
@@ -86,6 +103,11 @@ class DescPrefetcher(wiring.Component):
         A read port of the walker's read buffer (data one cycle after the address).
     start : In(stream.Signature(PrefetchStart(...), always_ready=True))
         Begin a batch (taken only while not ``busy``).
+    extend : In(stream.Signature(PrefetchExtend(batch)))
+        Append the next batch of the same queue (its entries continue the active batch's
+        avail indices, in another cache); taken while active, not stopping, and no other
+        extension is pending. The cache of the active batch is not read again once the
+        prefetcher has moved on into the extension.
     stop : In(1)
         End the batch: issue nothing more, wait for the reads in flight, free every slot.
     indirect_desc : In(1)
@@ -120,15 +142,16 @@ class DescPrefetcher(wiring.Component):
             "ram_data":      In(data_width),
             "start":         In(stream.Signature(PrefetchStart(queue_count, batch, ports),
                                                  always_ready=True)),
+            "extend":        In(stream.Signature(PrefetchExtend(batch))),
             "stop":          In(1),
             "indirect_desc": In(1),
             "busy":          Out(1),
             "active":        Out(1),
             "owner_port":    Out(range(ports)),
             "owner_queue":   Out(queue_index_width(queue_count)),
-            "query_pos":     In(range(batch)),
+            "query_pos":     In(16),
             "query":         Out(SlotInfo(window, table)),
-            "release":       In(stream.Signature(range(batch), always_ready=True)),
+            "release":       In(stream.Signature(16, always_ready=True)),
         })
 
     def slot_desc(self, slot):
@@ -145,13 +168,30 @@ class DescPrefetcher(wiring.Component):
         slot_bits = max(1, (S - 1).bit_length())
 
         state    = [Signal(SlotState, name=f"slot{s}_state") for s in range(S)]
-        spos     = [Signal(range(self._batch), name=f"slot{s}_pos") for s in range(S)]
+        spos     = [Signal(16, name=f"slot{s}_pos") for s in range(S)]
         swn      = [Signal(range(W + 1), name=f"slot{s}_wn") for s in range(S)]
         stable   = [Signal(name=f"slot{s}_table") for s in range(S)]
 
         active = Signal()
         job    = Signal.like(self.start.payload)
-        issue  = Signal(range(self._batch + 1))     # next cache position to prefetch
+        issue  = Signal(16)                         # avail index of the next chain to prefetch
+        floor  = Signal(16)                         # the walker is done with every one before
+        # The batch being issued (`from0`: avail index of entry 0 of the cache at `beat0`) and
+        # the extension that follows it.
+        from0  = Signal(16)
+        n0     = Signal(range(self._batch + 1))
+        beat0  = Signal(16)
+        has1   = Signal()
+        n1     = Signal(range(self._batch + 1))
+        beat1  = Signal(16)
+        off    = Signal(16)
+        m.d.comb += off.eq(issue - from0)
+
+        def behind(a, b):
+            """Avail index ``a`` comes before ``b`` (16-bit wrap; a session's indices are
+            never more than a few batches apart)."""
+            d = (b - a)[:16]
+            return (d != 0) & ~d[15]
         in_flight = Signal(range(2 * S + 1))
         m.d.comb += [
             self.active.eq(active),
@@ -196,6 +236,13 @@ class DescPrefetcher(wiring.Component):
             with m.If(state[s] == SlotState.CHECK):
                 m.d.comb += [check_any.eq(1), check_slot.eq(s)]
 
+        # --- extension ---------------------------------------------------------------------------
+        ext = self.extend
+        m.d.comb += ext.ready.eq(active & ~has1 & ~self.stop &
+                                 (ext.payload.first == (from0 + n0)[:16]))
+        with m.If(ext.valid & ext.ready):
+            m.d.sync += [has1.eq(1), n1.eq(ext.payload.count), beat1.eq(ext.payload.cache_beat)]
+
         issue_slot = issue[:slot_bits] if S > 1 else 0
         issue_free = Signal()
         with m.Switch(issue_slot):
@@ -234,7 +281,10 @@ class DescPrefetcher(wiring.Component):
         with m.FSM(name="prefetch"):
             with m.State("IDLE"):
                 with m.If(self.start.valid & ~self.busy):
-                    m.d.sync += [active.eq(1), job.eq(self.start.payload), issue.eq(0)]
+                    st0 = self.start.payload
+                    m.d.sync += [active.eq(1), job.eq(st0), issue.eq(st0.first),
+                                 floor.eq(st0.first), from0.eq(st0.first), n0.eq(st0.count),
+                                 beat0.eq(st0.cache_beat), has1.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(self.stop):
@@ -243,18 +293,24 @@ class DescPrefetcher(wiring.Component):
                 with m.Elif(check_any):
                     m.d.sync += [cur_slot.eq(check_slot), part.eq(0)]
                     m.next = "CHECK0"
-                with m.Elif((issue != job.count) & issue_free):
-                    entry_byte = (job.cache_beat << beat_shift) + issue * 2
+                with m.Elif(behind(issue, floor)):
+                    # The walker went past (it walked those chains itself).
+                    m.d.sync += issue.eq(floor)
+                with m.Elif((off >= n0) & has1):
+                    # Batch issued: go on into the extension (its cache is read from now on).
+                    m.d.sync += [from0.eq(from0 + n0), n0.eq(n1), beat0.eq(beat1), has1.eq(0)]
+                with m.Elif((off < n0) & issue_free):
+                    entry_byte = (beat0 << beat_shift) + off * 2
                     m.d.comb += self.ram_addr.eq(entry_byte >> beat_shift)
                     m.d.sync += cur_slot.eq(issue_slot)
                     m.next = "HEAD"
             with m.State("HEAD"):
-                lane = (issue * 2)[1:beat_shift] if beat_shift > 1 else 0
+                lane = (off * 2)[1:beat_shift] if beat_shift > 1 else 0
                 h = self.ram_data.word_select(lane, 16)
                 m.d.sync += head.eq(h)
                 set_slot(cur_slot, pos=issue)
-                with m.If(self.stop):
-                    m.next = "RUN"                  # (RUN then drains)
+                with m.If(self.stop | behind(issue, floor)):
+                    m.next = "RUN"                  # (RUN then drains, or skips ahead)
                 with m.Elif(h >= job.size):
                     set_slot(cur_slot, state=SlotState.MISS)
                     m.d.sync += issue.eq(issue + 1)
@@ -331,7 +387,14 @@ class DescPrefetcher(wiring.Component):
                             m.d.sync += state[s].eq(SlotState.READY)
                         with m.Else():
                             m.d.sync += state[s].eq(SlotState.CHECK)
+        # A slot left behind the walker (issued after the walker had walked its chain itself) is
+        # freed once it has nothing in flight; a slot the walker used is freed at its release.
+        for s in range(S):
+            with m.If(active & ((state[s] == SlotState.READY) | (state[s] == SlotState.MISS)) &
+                      behind(spos[s], floor)):
+                m.d.sync += state[s].eq(SlotState.FREE)
         with m.If(self.release.valid & active):
+            m.d.sync += floor.eq(self.release.payload + 1)
             rslot = self.release.payload[:slot_bits] if S > 1 else 0
             with m.Switch(rslot):
                 for s in range(S):

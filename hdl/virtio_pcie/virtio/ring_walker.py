@@ -68,8 +68,10 @@ class RingWalker(wiring.Component):
     batch into the session's second entry cache: the ring entries right away when the index
     seen already covers more, else ``avail->idx`` first (once per batch; the same rules as a
     refresh). When the cache runs out and that batch is complete, the session swaps caches and
-    walks on (its window is dropped, as at a refresh, and the prefetcher takes the new batch)
-    instead of giving the queue back, unless another queue of the port is pending. The
+    walks on instead of giving the queue back, unless another queue of the port is pending. The
+    prefetcher has run on into that batch since it landed (it extends the prefetcher's batch),
+    and the session's window is kept if its read went out after every entry of the new batch
+    had been seen (dropped otherwise, as at a refresh). The
     look-ahead writes no ``avail_event``: a queue that runs dry is refreshed by the walker
     itself, with the EVENT_IDX write and re-read below. A queue operation, reset, stop or the
     end of the session drops it; a failed look-ahead read is dropped (the walker's own
@@ -291,6 +293,9 @@ class RingWalker(wiring.Component):
             m.d.comb += [pf_rp.addr.eq(pf.ram_addr), pf.ram_data.eq(pf_rp.data),
                          pf.indirect_desc.eq(self.indirect_desc)]
             pf_live = Signal()     # the prefetched batch is the owner session's current cache
+            # The prefetcher has the look-ahead's batch too (as an extension of the current
+            # one): a swap to it keeps the prefetcher running instead of restarting it.
+            pf_ext = Signal()
             m.d.comb += pf.stop.eq(~pf_live | self.hold | self.reset)
 
         # --- sessions (one per pushed port, one per queue of a pulled port) --------------------
@@ -307,6 +312,9 @@ class RingWalker(wiring.Component):
         win_valid  = [Signal(name=f"win_valid_{s}") for s in range(n_sess)]
         win_base   = [Signal(16, name=f"win_base_{s}") for s in range(n_sess)]
         win_n      = [Signal(range(window + 1), name=f"win_n_{s}") for s in range(n_sess)]
+        # An avail index seen (its avail->idx read completed) before the window's read went
+        # out: the window holds the current descriptors of every chain before it.
+        win_obs    = [Signal(16, name=f"win_obs_{s}") for s in range(n_sess)]
         fetch_valid = [Signal(name=f"fetch_valid_{p}") for p in range(ports)]
         fetch_q     = [Signal(qw, name=f"fetch_q_{p}") for p in range(ports)]
         pf_sess = Signal(range(n_sess))     # the session whose batch the prefetcher reads
@@ -405,6 +413,17 @@ class RingWalker(wiring.Component):
                     if i in alt_index:
                         m.d.comb += ah_cache_beat.eq(
                             cache_base_beat + Mux(cache_sel[i], i, alt_index[i]) * cache_stride)
+        ah_for_job = Signal()         # the look-ahead serves the job's session and queue
+        m.d.comb += ah_for_job.eq((ah_sess == job_sess) & ~ah_dead & (ah_q == job_q))
+        # At a swap to the look-ahead's batch (a new look at the ring), a session's window stays
+        # valid if its read went out after every entry of that batch had been seen: the driver
+        # wrote those chains' descriptors before publishing them, and may not change them
+        # until the device returns them. Otherwise it is dropped, as at a refresh.
+        win_keep = []
+        for i in range(n_sess):
+            d = (win_obs[i] - (ah_from + ah_n)[:16])[:16]
+            win_keep.append(Signal(name=f"win_keep_{i}"))
+            m.d.comb += win_keep[i].eq(win_valid[i] & ~d[15])
         job_pf    = Signal()          # this chain has a prefetch slot (to release when done)
         sw_valid  = Signal()          # this chain's prefetched head window
         sw_n      = Signal(range(pf_window + 1))
@@ -492,12 +511,13 @@ class RingWalker(wiring.Component):
                 pf.start.valid.eq(1), pf_starting.eq(1),
                 pf.start.payload.port.eq(job_port),
                 pf.start.payload.queue.eq(job_q),
+                pf.start.payload.first.eq(last_avail),
                 pf.start.payload.count.eq(count),
                 pf.start.payload.desc.eq(cfg.desc),
                 pf.start.payload.size.eq(size),
                 pf.start.payload.cache_beat.eq(j_cache_beat),
             ]
-            m.d.sync += [pf_live.eq(1), pf_sess.eq(job_sess)]
+            m.d.sync += [pf_live.eq(1), pf_sess.eq(job_sess), pf_ext.eq(0)]
 
         # Rolling counters of the chain under validation.
         is_ind   = (desc.flags & VirtqDescFlags.INDIRECT).as_value().any()
@@ -740,10 +760,11 @@ class RingWalker(wiring.Component):
                         m.next = "FETCH_DESC"
             if use_pf:
                 with m.State("PF_WAIT"):
-                    m.d.comb += pf.query_pos.eq(pos)
+                    # Slots are named by avail index (they continue across the two caches).
+                    m.d.comb += pf.query_pos.eq(last_avail)
                     info = pf.query
                     slot_desc = pf.slot_desc(0) + \
-                        (pos[:max(1, (self._pf_slots - 1).bit_length())]
+                        (last_avail[:max(1, (self._pf_slots - 1).bit_length())]
                          if self._pf_slots > 1 else 0) * (pf_window + self._pf_table)
                     with m.If(self.reset):
                         m.next = "REST"
@@ -777,6 +798,11 @@ class RingWalker(wiring.Component):
                     with m.Else():
                         m.next = "RD_WIN"
             with m.State("RD_WIN"):
+                # The furthest index seen for this queue: the end of the cached entries, or the
+                # look-ahead's index when it serves this session (it holds only indices whose
+                # avail->idx read completed).
+                seen_now = Signal(16)
+                m.d.comb += seen_now.eq(Mux(ah_for_job, ah_seen, last_avail + (count_n - pos)))
                 # The aligned window around `cur` (ring sizes are powers of two, so it never
                 # runs past the table's end unless the table is smaller than the window):
                 # Linux reuses descriptors last freed first (virtio_ring.c's free list), so the
@@ -798,7 +824,7 @@ class RingWalker(wiring.Component):
                         for i in range(n_sess):
                             with m.Case(i):
                                 m.d.sync += [win_valid[i].eq(0), win_base[i].eq(wbase),
-                                             win_n[i].eq(wn)]
+                                             win_n[i].eq(wn), win_obs[i].eq(seen_now)]
                     m.next = "WAIT_WIN"
             with m.State("WAIT_WIN"):
                 with m.If(rd_done):
@@ -957,7 +983,7 @@ class RingWalker(wiring.Component):
                                     # before it may be stale for the new entries.
                                     m.d.sync += [cache_sel[i].eq(~cache_sel[i]),
                                                  cache_n[i].eq(ah_n), cache_pos[i].eq(0),
-                                                 win_valid[i].eq(0)]
+                                                 win_valid[i].eq(win_keep[i])]
                                 with m.Elif(wait):
                                     # The look-ahead is reading for it: wait for that batch.
                                     m.d.sync += sess_wait[i].eq(1)
@@ -965,20 +991,30 @@ class RingWalker(wiring.Component):
                                     # Cache used up: give the queue back (poll again later).
                                     m.d.sync += sess_valid[i].eq(0)
                                     m.d.sync += pending.bit_select(job_q, 1).eq(1)
+                # The prefetcher already runs on into the new batch (extended with it).
+                swap_pf = Signal()
+                if use_pf:
+                    m.d.comb += swap_pf.eq(pf_ext & pf_live & (pf_sess == job_sess))
                 with m.If(swap):
                     m.d.comb += ah_arm.eq(1)
                     m.d.sync += [ah_from.eq(ah_from + ah_n), count_n.eq(ah_n), pos.eq(0)]
                     if use_pf:
-                        with m.If(pf_sess == job_sess):
+                        with m.If(swap_pf):
+                            m.d.sync += pf_ext.eq(0)      # consumed: the batch is current now
+                        with m.Elif(pf_sess == job_sess):
                             m.d.sync += pf_live.eq(0)     # its batch was the old cache
                 if use_pf:
-                    # Only this chain's own slot: positions of other ports' caches are
-                    # numbered alike.
-                    m.d.comb += [pf.release.valid.eq(job_pf), pf.release.payload.eq(pos)]
+                    # This chain's own slot (named by its avail index); also the prefetcher's
+                    # floor: it issues nothing more for chains up to this one, so it never
+                    # reads an entry of a cache the look-ahead is about to refill.
+                    m.d.comb += [
+                        pf.release.valid.eq(job_pf | (pf_live & (pf_sess == job_sess) &
+                                                      (pf.owner_queue == job_q))),
+                        pf.release.payload.eq(last_avail)]
                 answer_fetch()
                 if use_pf:
                     m.next = "REST"
-                    with m.If(swap):
+                    with m.If(swap & ~swap_pf):
                         m.next = "SWAP"
                 else:
                     m.next = "REST"
@@ -998,7 +1034,7 @@ class RingWalker(wiring.Component):
                 m.d.sync += loaded.eq(0)
                 if use_pf:
                     m.d.comb += [pf.release.valid.eq(job_walk & job_pf),
-                                 pf.release.payload.eq(pos)]
+                                 pf.release.payload.eq(last_avail)]
                 with m.If(~self.reset):
                     m.d.comb += [self.error.valid.eq(1),
                                  self.error.payload.code.eq(err_code),
@@ -1080,6 +1116,8 @@ class RingWalker(wiring.Component):
                 with m.If(ah_done):
                     with m.If(~ah_ok | ah_dead | self.reset):
                         m.next = "IDLE"
+                    with m.Elif((ah_hdr.idx - ah_from)[:16] > ah_size):
+                        m.next = "NONE"     # the walker's own refresh reports it
                     with m.Elif(ah_hdr.idx == ah_from):
                         # Nothing new yet: look again (one read in flight, a round trip each)
                         # while the session has entries left to walk; a driver streaming
@@ -1122,6 +1160,23 @@ class RingWalker(wiring.Component):
                 with m.Elif(ah_left & (ah_avail == 0)):
                     m.next = "ARMED"
 
+        # The look-ahead's batch, once in the other cache, extends the prefetcher's batch of the
+        # same session: its head windows go out while the walks finish the current cache, so
+        # the first chains after the swap find them in flight or read (the look-ahead read its
+        # entries after the avail->idx read that shows them: checklist rule 85 holds).
+        if use_pf:
+            with m.If(~pf_live):
+                m.d.sync += pf_ext.eq(0)
+            m.d.comb += [
+                pf.extend.valid.eq(ah_ready & ~ah_dead & pf_live & ~pf_ext & ~pf_starting &
+                                   (pf_sess == ah_sess) & (pf.owner_queue == ah_q)),
+                pf.extend.payload.first.eq(ah_from),
+                pf.extend.payload.count.eq(ah_n),
+                pf.extend.payload.cache_beat.eq(ah_cache_beat),
+            ]
+            with m.If(pf.extend.valid & pf.extend.ready):
+                m.d.sync += pf_ext.eq(1)
+
         # A session waiting for the look-ahead: swap in its batch when it is complete (and hand
         # it to the prefetcher if that is free), or give the queue back if it found nothing.
         for i in self._pushed_sess:
@@ -1132,20 +1187,23 @@ class RingWalker(wiring.Component):
                 with m.Elif(ah_ready):
                     m.d.comb += ah_arm.eq(1)
                     m.d.sync += [sess_wait[i].eq(0), cache_sel[i].eq(~cache_sel[i]),
-                                 cache_n[i].eq(ah_n), cache_pos[i].eq(0), win_valid[i].eq(0),
-                                 ah_from.eq(ah_from + ah_n)]
+                                 cache_n[i].eq(ah_n), cache_pos[i].eq(0),
+                                 win_valid[i].eq(win_keep[i]), ah_from.eq(ah_from + ah_n)]
                     if use_pf:
-                        with m.If(~pf.busy & ~pf_starting):
+                        with m.If(pf_ext & pf_live & (pf_sess == i)):
+                            m.d.sync += pf_ext.eq(0)      # the prefetcher has it already
+                        with m.Elif(~pf.busy & ~pf_starting):
                             m.d.comb += [
                                 pf.start.valid.eq(1),
                                 pf.start.payload.port.eq(sessions[i][0]),
                                 pf.start.payload.queue.eq(ah_q),
+                                pf.start.payload.first.eq(ah_from),
                                 pf.start.payload.count.eq(ah_n),
                                 pf.start.payload.desc.eq(ah_desc),
                                 pf.start.payload.size.eq(ah_size),
                                 pf.start.payload.cache_beat.eq(ah_cache_beat),
                             ]
-                            m.d.sync += [pf_live.eq(1), pf_sess.eq(i)]
+                            m.d.sync += [pf_live.eq(1), pf_sess.eq(i), pf_ext.eq(0)]
             with m.If(self.reset | self.op.valid):
                 m.d.sync += sess_wait[i].eq(0)
 

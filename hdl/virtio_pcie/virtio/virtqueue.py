@@ -27,7 +27,8 @@ epochs (chains built before a queue was reset are dropped at the port), raises
 Host round trips per request: one avail->idx read and one ring read per batch of up to
 ``avail_batch`` requests (on a pushed queue with work, read by the walker's look-ahead while it
 walks the batch before: ``ahead_dma``, the mux's fourth requester); the head descriptor window
-and indirect table of each chain, read ahead for up to ``prefetch_slots`` chains at once; one
+and indirect table of each chain, read ahead for up to ``prefetch_slots`` chains at once (running
+on into the look-ahead's batch before the walker gets there); one
 used element write per batch of completions, one used->idx write and one used_event (or
 avail->flags) read per publication (none when the value read early, while the device
 worked, already says "notify").
