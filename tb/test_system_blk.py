@@ -353,7 +353,7 @@ def test_irq_moderation_parameters():
     from virtio_pcie.top import IRQ_HOLDOFF, IRQ_LOW_WATER, VirtioPcieDevice
     assert VirtioPcieDevice(data_width=64).irq_moderation == (16384, 8)
     assert VirtioPcieDevice(data_width=128).irq_moderation == (8192, 12)
-    assert VirtioPcieDevice(data_width=256).irq_moderation == (8192, 17)
+    assert VirtioPcieDevice(data_width=256).irq_moderation == (8192, 20)
     assert all(IRQ_HOLDOFF[w] and IRQ_LOW_WATER[w] for w in (64, 128, 256))
     assert VirtioPcieDevice(data_width=256, irq_holdoff=100,
                             irq_low_water=3).irq_moderation == (100, 3)

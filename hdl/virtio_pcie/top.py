@@ -64,13 +64,13 @@ BLK_READ_BUDGET_CYCLES = 384
 #: counting the refill the driver's last interrupts asked for) and the most cycles a
 #: notification is held. At QD 32 with the notify benchmark's host: 64 bits, a request every
 #: ~2 us, (16384, 8): about 21 requests per interrupt (10 gave 19.6, 6 ran the queue dry);
-#: 128 bits, (8192, 12): about 20 (10 and 11 ran the queue dry); 256 bits, (8192, 17): the
-#: mark must cover the refill time (~9 us from message to refilled work with the look-ahead
-#: avail refresh, see :data:`BLK_AVAIL_LOOKAHEAD`, at ~0.55 us per request: 14 ran the queue
-#: dry every other interrupt). See docs/virtqueue.md. A held notification shadowed by another
+#: 128 bits, (8192, 12): about 20 (10 and 11 ran the queue dry); 256 bits, (8192, 20): the
+#: mark must cover the refill time (~8.2 us from message to refilled work with the look-ahead
+#: avail refresh, see :data:`BLK_AVAIL_LOOKAHEAD`, at ~0.5 us per request: 14 and 17 ran the
+#: queue dry). See docs/virtqueue.md. A held notification shadowed by another
 #: queue's message is decided again before it goes (the legacy mix's shared vector,
 #: tb/test_system_blk_legacy.py).
-IRQ_LOW_WATER = {64: 8, 128: 12, 256: 17}
+IRQ_LOW_WATER = {64: 8, 128: 12, 256: 20}
 IRQ_HOLDOFF = {64: 2 * DEFAULT_IRQ_HOLDOFF, 128: DEFAULT_IRQ_HOLDOFF, 256: DEFAULT_IRQ_HOLDOFF}
 
 #: The look-ahead avail refresh of the blk device, per data path width. Off at 64 and 128 bits:
