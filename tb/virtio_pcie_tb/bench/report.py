@@ -662,7 +662,7 @@ the look-ahead, which read `avail->idx` again only after walking the batch in ha
 message the device must still hold that refill time D of work, and the handler reaps 2 µs
 later, so a request time t allows at most QD - (D - 2 µs) / t requests per interrupt without
 running dry: about 27 at 64 bits, 23 at 128, about 20 at 256 bits (t ≈ 0.5 µs), i.e. 0.05 is
-the bound itself there. Measured: 64 bits about 21 (0.047), 128 bits about 20 (0.051 in the
+the bound itself there. Measured: 64 bits about 22 (0.045), 128 bits about 20 (0.051 in the
 256-request window; 0.049 over 1024), 256 bits 13.8 (0.072, 92 % of the data path, as with
 moderation off) with the mark at 20; 14 and 17 ran the queue dry (82 to 86 %). Until wave 7 the
 256-bit device gave 6.5 requests per interrupt whatever the mark (0.133 at 14): the expected
