@@ -493,6 +493,44 @@ async def run_irq_moderation(dut):
 
 
 @cocotb.test()
+async def run_irq_refill_reaped(dut):
+    """With EVENT_IDX the refill a held notification waits for is what the driver reaped, as
+    its used_event shows, not only the entries the last interrupt covered: a driver that also
+    took an entry published after the message resubmits that one too, and until it is
+    committed the queue is not running dry. (Counting only the covered entries released the
+    notification while the refill was still coming; at 256 bits, where a refill is late, each
+    early release made the next refill smaller: 7.5 requests per interrupt at QD 32.)"""
+    H, LW = 20000, 2
+    held = await _HeldIrqs.start(dut, seed=19, queues=slice(17, 18), holdoff=H, low_water=LW,
+                                 event_idx=True)
+    add, complete, irqs = held.add, held.complete, held.irqs
+    (q,) = held.rings
+    ring = held.rings[q]
+    await add(q, 10)
+    await complete(q, 1)                       # 9 in hand: held
+    assert not irqs(q)
+    await complete(q, 7)                       # 2 in hand: released, covering 8 entries
+    assert len(irqs(q)) == 1
+    await complete(q, 1)                       # entry 9, published after the message
+    assert len(irqs(q)) == 1
+    # the driver's handler takes all nine and re-arms after them; its refill comes in two
+    # parts, the first committed before the device has seen used_event move
+    assert ring.read_used_idx() == 9
+    ring.write_used_event(9)
+    await add(q, 4)                            # 5 in hand, 5 of the refill still to come
+    await complete(q, 1)                       # due: 4 in hand + 5 expected, held
+    assert len(irqs(q)) == 1
+    await add(q, 4)                            # 8 in hand + 1 expected
+    await complete(q, 6)                       # 2 in hand + 1 expected: still held
+    assert len(irqs(q)) == 1, "released while a chain the driver reaped was still to come"
+    await add(q, 1)                            # the ninth: 3 in hand, nothing expected
+    await complete(q, 1)                       # 2 in hand: running dry, released
+    assert len(irqs(q)) == 2
+    assert ring.read_used_idx() == 17
+    held.tb.device.on_chain = None
+
+
+@cocotb.test()
 async def run_irq_shadowed(dut):
     """A held notification after which a message went out for another queue (with a vector
     shared by both, or INTx, the driver's handler then took the held entries too) is decided
@@ -1241,7 +1279,8 @@ BLK = dict(BENCH_PARAMS, data_width=64)
 
 BLK_TESTS = ["run_basic", "run_malformed", "run_dma_errors", "run_used_elem_dropped",
              "run_event_idx_race",
-             "run_batching", "run_irq_moderation", "run_irq_shadowed", "run_early_used_event",
+             "run_batching", "run_irq_moderation", "run_irq_refill_reaped", "run_irq_shadowed",
+             "run_early_used_event",
              "run_queue_reset",
              "run_stale_completion",
              "run_device_reset",
