@@ -58,9 +58,12 @@ _DEVICE_TYPE = {"blk": VirtioDeviceId.BLOCK, "net": VirtioDeviceId.NET}
 #: The blk device's DMA read budget, in cycles of its data path's rate: 1.5 µs of data at
 #: 250 MHz (6 KiB at 128 bits), the bandwidth-delay product of a 1 µs host and a little more.
 BLK_READ_BUDGET_CYCLES = 384
-#: DMA read requests in progress at once on a net device (the read engine's most): the transmit
-#: path keeps about two reads per frame a host round trip long (see the net branch below).
-NET_READ_OPS = 64
+#: DMA read requests in progress at once on a net device, per data path width: the transmit path
+#: keeps about two reads per frame a host round trip long (see the net branch below), so 128 and
+#: 256 bits take the read engine's most. At 64 bits the data path, not the requests, bounds 64 B
+#: frames, and more reads in flight only queued more completions ahead of each (TX 64 B at
+#: L = 1 us: 12.46 Mpps with 32, 11.66 with 64; at 256 bits 13.64 with 32, 17.53 with 64).
+NET_READ_OPS = {64: 32, 128: 64, 256: 64}
 
 #: Interrupt moderation on the whole device, per data path width: the low-water mark (a held
 #: notification goes out when the device has this many chains of the queue left in hand,
@@ -205,12 +208,13 @@ class VirtioPcieDevice(wiring.Component):
             port_of_queue = tuple(port_names.index(port) for _role, port, _pulled in roles)
             pulled_ports = (port_names.index("rxq"),)
             dma_clients = 3
-            # 64 DMA read requests in progress (the engine's default is 32): transmitting 64 B
-            # frames at line rate takes two reads per frame (the prefetcher's head window, the
-            # device's header and frame) and a little more (ring entries, used_event), each
-            # held for a host round trip; at L = 1 µs 32 requests allow at most ~14 Mpps
-            # (32 / (2.15 reads x 1.05 µs)), below 10 GbE's 14.88 (docs/net.md).
-            dma_defaults = {"read_ops": NET_READ_OPS}
+            # 64 DMA read requests in progress (the engine's default is 32; not at 64 bits, see
+            # NET_READ_OPS): transmitting 64 B frames at line rate takes two reads per frame
+            # (the prefetcher's head window, the device's header and frame) and a little more
+            # (ring entries, used_event), each held for a host round trip; at L = 1 µs 32
+            # requests allow at most ~14 Mpps (32 / (2.15 reads x 1.05 µs)), below 10 GbE's
+            # 14.88 (docs/net.md).
+            dma_defaults = {"read_ops": NET_READ_OPS[data_width]}
             # Linux's longest chains are transmit ones: the header, the linear part and up to
             # MAX_SKB_FRAGS (17) fragments; the engine's default limits cover them. Receive
             # buffers are single descriptors whose heads come from Linux's free list in runs
