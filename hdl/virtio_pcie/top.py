@@ -47,7 +47,7 @@ from .spec.virtio import VirtioDeviceId, VirtioF
 from .tlp.signature import DATA_WIDTHS, TlpSignature
 from .virtio.engine_signatures import VirtqCounters
 from .virtio.transport import VirtioTransport
-from .virtio.virtqueue import DEFAULT_IRQ_HOLDOFF, VirtqueueEngine
+from .virtio.virtqueue import DEFAULT_IRQ_HOLDOFF, DEFAULT_IRQ_LOW_WATER, VirtqueueEngine
 
 __all__ = ["DEVICES", "VirtioPcieDevice"]
 
@@ -66,26 +66,18 @@ BLK_READ_BUDGET_CYCLES = 384
 NET_READ_OPS = {64: 32, 128: 64, 256: 64}
 
 #: Interrupt moderation on the whole device, per data path width: the low-water mark (a held
-#: notification goes out when the device has this many chains of the queue left in hand,
-#: counting the refill the driver's last interrupts asked for) and the most cycles a
-#: notification is held. At QD 32 with the notify benchmark's host: 64 bits, a request every
-#: ~2 us, (16384, 8): about 21 requests per interrupt (10 gave 19.6, 6 ran the queue dry);
-#: 128 bits, (8192, 12): about 20 (10 and 11 ran the queue dry); 256 bits, (8192, 20): the
-#: mark must cover the refill time (~8.2 us from message to refilled work with the look-ahead
-#: avail refresh, see :data:`BLK_AVAIL_LOOKAHEAD`, at ~0.5 us per request: 14 and 17 ran the
-#: queue dry). See docs/virtqueue.md. A held notification shadowed by another
-#: queue's message is decided again before it goes (the legacy mix's shared vector,
-#: tb/test_system_blk_legacy.py).
-IRQ_LOW_WATER = {64: 8, 128: 12, 256: 20}
-IRQ_HOLDOFF = {64: 2 * DEFAULT_IRQ_HOLDOFF, 128: DEFAULT_IRQ_HOLDOFF, 256: DEFAULT_IRQ_HOLDOFF}
-
-#: The look-ahead avail refresh of the blk device, per data path width. Off at 64 and 128 bits:
-#: a blk queue rarely has more than a batch published there, and its extra avail->idx read (and
-#: the wait for it) made QD 1 slower (1721.6 -> 1885.5 cycles per 4 KiB read at 128 bits,
-#: L = 1 us) for nothing at QD 32. On at 256 bits: there the refill time bounds the requests per
-#: interrupt, and without it the walker reads avail->idx again only after walking the batch it
-#: has (a refill published 3 us after the message was seen 3.3 us later; with it, 0.8 us).
-BLK_AVAIL_LOOKAHEAD = {64: False, 128: False, 256: True}
+#: notification goes out when the device has this many chains of the queue left in hand) and
+#: the most cycles a notification is held. At QD 32 with the notify benchmark's host: 64 bits,
+#: a request every ~2 us, (16384, 8): about 21 requests per interrupt, 0.047 interrupts per
+#: request (10 gave 19.6 and 0.051, 12 gave 18.2, 6 ran the queue dry: 17 and 90 % of the
+#: data path); 128 bits, (8192, 12): about 20 (10 and 11 run the queue dry: fewer requests per
+#: interrupt, and doorbells; 13 and 14 no better than 12); 256 bits: off, see docs/virtqueue.md
+#: (a low-water mark of 8 gave 0.059 interrupts per request and 82 % of the data path for 4 KiB
+#: writes, 12 gave 0.090 and 84 % in the notify bench, 16 held nothing). A held notification
+#: shadowed by another queue's message is decided again before it goes (the legacy mix's shared
+#: vector, tb/test_system_blk_legacy.py).
+IRQ_LOW_WATER = {64: 8, 128: 12, 256: DEFAULT_IRQ_LOW_WATER}
+IRQ_HOLDOFF = {64: 2 * DEFAULT_IRQ_HOLDOFF, 128: DEFAULT_IRQ_HOLDOFF, 256: 0}
 
 
 class VirtioPcieDevice(wiring.Component):
@@ -134,8 +126,9 @@ class VirtioPcieDevice(wiring.Component):
         Interrupt moderation of the virtqueue engine (its ``irq_holdoff`` and ``irq_low_water``
         inputs, here constants): a due notification waits at most ``irq_holdoff`` cycles, and
         only while the device has more than ``irq_low_water`` chains of the queue in hand.
-        Defaults: :data:`IRQ_LOW_WATER` and :data:`IRQ_HOLDOFF` of the data width (see
-        docs/virtqueue.md).
+        Defaults: :data:`IRQ_LOW_WATER` and :data:`IRQ_HOLDOFF` of the data width (0, off, at
+        256 bits, where no low-water mark in chains served both the interrupt target and the
+        data path; see docs/virtqueue.md).
     """
 
     def __init__(self, *, device="blk", data_width=128, transitional=False, config_mode="full",
@@ -186,11 +179,12 @@ class VirtioPcieDevice(wiring.Component):
             # more than one descriptor in an indirect table (virtio_ring.c): the engine must
             # take the table's entries and, in the chain, the descriptor pointing to it.
             request_chain = self._device.max_chain
-            # The look-ahead avail refresh only where the refill time matters (see
-            # BLK_AVAIL_LOOKAHEAD).
+            # No look-ahead avail refresh: a blk queue rarely streams more than a batch, and
+            # its extra avail->idx read (and the wait for it) made QD 1 slower (1721.6 -> 1885.5
+            # cycles per 4 KiB read at 128 bits, L = 1 us) for nothing at QD 32.
             engine_limits = {"max_indirect": max(64, request_chain),
                              "max_chain": max(64, request_chain + 1),
-                             "avail_lookahead": BLK_AVAIL_LOOKAHEAD[data_width]}
+                             "avail_lookahead": False}
             # A root complex returns completions in request order (roughly), so every byte of
             # read data outstanding delays the completions of later reads. Left to the 16 KiB
             # completion buffer, a write's data reads queue 4 µs of completions at 128 bits (4

@@ -5,7 +5,7 @@ References: virtio 1.2 §2.7.8 "The Virtqueue Used Ring", §2.7.7 "Used Buffer N
 Suppression", §2.7.10; project checklist rules 86-96.
 """
 
-from amaranth import Const, Module, Mux, Signal, signed
+from amaranth import Const, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -84,14 +84,10 @@ class UsedWriter(wiring.Component):
     ``irq_low_water`` (the device is running dry: the driver must refill in time), when the
     time is up, or when another queue's notification needs the holding place (one place: a
     held queue never blocks another). One exception keeps the batches large: after an
-    interrupt the driver resubmits what it reaped, so for the next ``irq_holdoff`` cycles the
-    chains it reaped and has not resubmitted yet (with EVENT_IDX: what its ``used_event`` moved
-    over since the interrupt's entries began, less the chains committed since; without it: the
-    entries the interrupt covered, less those committed) count as in hand: the queue is not
+    interrupt covering n entries, the driver resubmits what it reaped, so for the next
+    ``irq_holdoff`` cycles, until n chains of that queue have been committed, the queue is not
     running dry even with few chains in hand, and its next notification is held for the
-    refill too (then, with the refill in hand, until the low-water mark again). What is still
-    expected when the next interrupt goes is kept, not forgotten: a refill takes several host
-    round trips to reach the device. A queue with no
+    refill too (then, with the refill in hand, until the low-water mark again). A queue with no
     chain in hand is never held. A queue reset, a device reset or DRIVER_OK falling drops the
     hold. A hold after which a message went out for another queue (with a vector shared by
     both, or INTx, the driver's handler may have taken the held entries then) is decided again
@@ -347,74 +343,29 @@ class UsedWriter(wiring.Component):
                                      ~(event_val & VirtqAvailFlags.NO_INTERRUPT.value).any()))]
         with m.If(hold_valid & (hold_timer != 0)):
             m.d.sync += hold_timer.eq(hold_timer - 1)
-        # The refill the last interrupts asked for: the driver resubmits what it reaped, so
-        # chains of queue rf_q it has reaped and not yet resubmitted (committed here) are
-        # expected within the refill window (irq_holdoff cycles from the last interrupt). While
-        # they are, the queue is not running dry even with few chains in hand: its notification
-        # may wait for them. With EVENT_IDX the reaping is seen, not guessed: a driver re-arms
-        # with used_event at the entry after the last it took (virtio 1.2 §2.7.10; Linux's
-        # last_used_idx), so every used_event read of the queue that moved forward (rf_end: how
-        # far the reaping was counted) adds what the driver took, including the entries it
-        # found published after the message. Without EVENT_IDX the interrupt's own entries are
-        # counted. What is still expected when the next interrupt goes is kept: a refill that
-        # reaches the device late (a refill is several host round trips long) is still coming,
-        # and forgetting it released the next notification early, whose small refill then
-        # released the one after early too (at 256 bits, 7.5 requests per interrupt).
-        # rf_left is a balance: reaped minus committed since the count began. With EVENT_IDX it
-        # is carried across interrupts as it is, negative too: negative while chains of the
-        # refill were committed before the engine counted their reaping (it counts at its next
-        # decision, a used_event read after the commit), and when that decision releases a
-        # notification, the reaping it counts cancels them. Clipping it at 0 there forgot the
-        # commits and kept the reaping: a refill that never came, a little more at each
-        # interrupt, until notifications were held while the queue ran dry (4 KiB QD 8 at 64
-        # bits, L = 1 us: 71.7 % of the data path, 0.25 interrupts per request; 94.9 % and 0.91
-        # carried as it is). A balance below 0 expects no refill; it holds nothing. Without
-        # EVENT_IDX the reaping is a guess (the interrupt's own entries, fewer than a driver
-        # that takes every published entry reaps), so there the commits beyond it are
-        # forgotten at each interrupt (clipped at 0) rather than owed to the next guess.
+        # The refill the last interrupt asked for: the driver resubmits what it reaped, so after
+        # an interrupt covering n entries of queue rf_q, up to n new chains of it are expected
+        # within the refill window (irq_holdoff cycles). While they are, the queue is not running
+        # dry even with few chains in hand: its notification may wait for them.
         rf_q     = Signal(qw)
-        rf_left  = Signal(signed(18))
+        rf_left  = Signal(16)
         rf_timer = Signal(16)
-        rf_end   = Signal(16)
-        rf_add   = Signal(16)                # reaped entries seen in this cycle (NOTIFY)
-        rf_dec   = Signal()                  # a chain of rf_q committed in this cycle
-        rf_now   = Signal(signed(18))        # rf_left with this cycle's additions
-        rf_carry = Signal(signed(18))        # rf_left as carried over an interrupt
-        nt_valid = Signal()                  # an interrupt goes out in this cycle ...
-        nt_q     = Signal(qw)                # ... for this queue,
-        nt_n     = Signal(16)                # ... covering these entries
-        nt_end   = Signal(16)                # ... up to this used index
-        rf_live  = Signal()
-        m.d.comb += [rf_dec.eq(cm_mod & (cm.payload == rf_q) & (rf_left > -0x10000)),
-                     rf_live.eq(rf_timer != 0),
-                     rf_now.eq(rf_left + rf_add),
-                     rf_carry.eq(Mux(self.event_idx | (rf_left >= 0), rf_left, 0))]
         with m.If(rf_timer != 0):
             m.d.sync += rf_timer.eq(rf_timer - 1)
-        with m.If(rf_add != 0):
-            m.d.sync += rf_end.eq(event_val)
-        with m.If(nt_valid):
-            m.d.sync += rf_timer.eq(H)
-            with m.If((rf_q == nt_q) & rf_live):
-                m.d.sync += rf_left.eq(rf_carry + rf_add - rf_dec +
-                                       Mux(self.event_idx, 0, nt_n))
-            with m.Else():
-                m.d.sync += [rf_q.eq(nt_q), rf_left.eq(Mux(self.event_idx, 0, nt_n)),
-                             rf_end.eq(nt_end - nt_n)]
-        with m.Elif((rf_add != 0) | rf_dec):
-            m.d.sync += rf_left.eq(rf_left + rf_add - rf_dec)
+        with m.If(cm_mod & (cm.payload == rf_q) & (rf_left != 0)):
+            m.d.sync += rf_left.eq(rf_left - 1)
 
         def refill_expected(q):
-            return (rf_q == q) & (rf_now > 0) & rf_live
+            return (rf_q == q) & (rf_left != 0) & (rf_timer != 0)
 
         def in_hand_with_refill(q, n):
             # Chains of the refill not yet committed count as in hand: a device that takes
             # fewer chains at once than the refill brings commits its last ones only as it
             # runs down, and must not be held until it is dry waiting for them.
-            return n + Mux(refill_expected(q), rf_now.as_unsigned()[:17], 0)
+            return n + Mux(refill_expected(q), rf_left, 0)
 
-        def notified(q, n, end):
-            m.d.comb += [nt_valid.eq(1), nt_q.eq(q), nt_n.eq(n), nt_end.eq(end)]
+        def notified(q, n):
+            m.d.sync += [rf_q.eq(q), rf_left.eq(n), rf_timer.eq(H)]
         h_up   = cm_mod & (cm.payload == hold_q)
         h_down = self.counts.completed & (c.queue == hold_q)
         with m.If(h_up & ~h_down):
@@ -603,14 +554,6 @@ class UsedWriter(wiring.Component):
                 # meanwhile (a value beyond the queue size, e.g. after a restore, counts as none).
                 in_hand  = Signal(16)
                 may_hold = Signal()
-                # What the driver reaped since the last look (its used_event moved forward,
-                # never past the entries published), while a refill of this queue is counted.
-                reaped = Signal(16)
-                span   = Signal(16)
-                m.d.comb += [reaped.eq(event_val - rf_end), span.eq(wr_idx - rf_end)]
-                with m.If(self.event_idx & ev_valid & (ev_q == b_q) & (rf_q == b_q) & rf_live &
-                          (reaped <= span) & (span <= cfg.size)):
-                    m.d.comb += rf_add.eq(reaped)
                 m.d.comb += [
                     in_hand.eq(tk_rp.data - wr_idx - b_n),
                     may_hold.eq((H != 0) & moderated.bit_select(b_q, 1) &
@@ -643,14 +586,14 @@ class UsedWriter(wiring.Component):
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
                         m.d.sync += hold_valid.eq(0)
-                        notified(b_q, hold_cov + moved, wr_idx)
+                        notified(b_q, hold_cov + moved)
                         m.next = "FINAL"
                 with m.Elif(may_hold & hold_valid):
                     # Another queue holds the place: its notification goes now, this one waits.
                     m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
-                        notified(hold_q, hold_cov, hold_end)
+                        notified(hold_q, hold_cov)
                         m.d.sync += [hold_q.eq(b_q), hold_timer.eq(H), hold_left.eq(in_hand),
                                      hold_cov.eq(moved), hold_end.eq(wr_idx),
                                      hold_ev.eq(event_addr), hold_shadow.eq(1)]
@@ -666,7 +609,7 @@ class UsedWriter(wiring.Component):
                     m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(b_q)]
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
-                        notified(b_q, moved, wr_idx)
+                        notified(b_q, moved)
                         m.d.sync += hold_shadow.eq(1)
                         m.next = "FINAL"
             def send_held():
@@ -674,7 +617,7 @@ class UsedWriter(wiring.Component):
                 with m.If(self.irq.ready):
                     m.d.comb += self.counts.interrupt.eq(1)
                     m.d.sync += hold_valid.eq(0)
-                    notified(hold_q, hold_cov, hold_end)
+                    notified(hold_q, hold_cov)
                     m.next = "COLLECT"
             with m.State("SEND_HELD"):
                 with m.If(~hold_valid | self.reset | ~self.driver_ok):

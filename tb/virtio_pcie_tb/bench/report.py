@@ -641,11 +641,10 @@ The virtqueue engine's adaptive moderation ([virtqueue.md](virtqueue.md)) holds 
 notification while the device has more than `irq_low_water` chains of the queue in hand, for at
 most `irq_holdoff` cycles, and lets it go as soon as the queue runs down to the low-water mark
 (decided at every update of the held queue), so that the host refills while the device still
-has work; after an interrupt, the chains the driver reaped (seen in its `used_event`) and has
-not resubmitted yet count as in hand until they arrive. The whole device's values depend on the
-width: 64 bits 8 chains and 16384 cycles (65.5 µs; a request takes ~2 µs there: about 21
-requests per interrupt; a mark of 10 gave 19.6, 0.051 per request, 6 ran the queue dry), 128
-bits 12 chains and 8192 cycles, 256 bits 20 chains and 8192 cycles. At QD 1 nothing is
+has work; after an interrupt, the chains of the refill it asked for count as in hand until they
+arrive. The whole device's values depend on the width: 64 bits 8 chains and 16384 cycles
+(65.5 µs; a request takes ~2 µs there: about 21 requests per interrupt; a mark of 10 gave 19.6,
+0.051 per request, 6 ran the queue dry), 128 bits 12 chains and 8192 cycles. At QD 1 nothing is
 held. Doorbells stay low because the engine keeps polling `avail->idx` while it has work, and
 without EVENT_IDX a driver that reaps 20 completions per interrupt resubmits them with one kick.
 """
@@ -653,21 +652,23 @@ without EVENT_IDX a driver that reaps 20 completions per interrupt resubmits the
 _NOTIFY_WHY = """\
 ### Where interrupts stay above 0.05 per request
 
-The refill time bounds what any release rule can reach. In a trace at 256 bits (L = 1 µs, this
-host, the look-ahead avail refresh on): message at 0, handler at 2 µs, refill published at
-3 µs, seen when the next `avail->idx` poll returns (4.1 to 4.8 µs), then the ring entries, the
-head descriptors, the indirect tables and the device's header read, one round trip each: the
-first refilled request reaches the data path 8.2 to 9.1 µs after the message (11.7 µs without
-the look-ahead, which read `avail->idx` again only after walking the batch in hand). At the
-message the device must still hold that refill time D of work, and the handler reaps 2 µs
-later, so a request time t allows at most QD - (D - 2 µs) / t requests per interrupt without
-running dry: about 27 at 64 bits, 23 at 128, about 20 at 256 bits (t ≈ 0.5 µs), i.e. 0.05 is
-the bound itself there. Measured: 64 bits about 22 (0.045), 128 bits about 20 (0.051 in the
-256-request window; 0.049 over 1024), 256 bits 13.8 (0.072, 92 % of the data path, as with
-moderation off) with the mark at 20; 14 and 17 ran the queue dry (82 to 86 %). Until wave 7 the
-256-bit device gave 6.5 requests per interrupt whatever the mark (0.133 at 14): the expected
-refill was the last interrupt's own entries, restarted at every message and counted down by
-the older refills' chains, so each notification went at the first due update after the driver
-re-armed (see [virtqueue.md](virtqueue.md)). Reaching 0.05 with margin at 256 bits needs a
-shorter refill (fewer dependent round trips after a refill is published) or a deeper queue.
+The refill time bounds what any release rule can reach. In a trace at 128 bits (L = 1 µs, this
+host): message at 0, handler at 2 µs, refill published at 3 µs, the engine reads `avail->idx` at
+3.1 µs, the ring at 4.2 µs and the chains' descriptors at 5.3 to 7.8 µs, and a refilled request
+completes a data read later still; the sweeps put the effective refill time D at about 12 µs (a
+mark of 6 at 64 bits, ~12.6 µs of work, and of 10 or 11 at 128 bits ran the queue dry). At the
+message the device must still hold D of work, and the handler reaps 2 µs later, so a request
+time t allows at most QD - (D - 2 µs) / t requests per interrupt without running dry: about 27
+at 64 bits, 23 at 128, 13 at 256 bits (t = 0.5 µs), i.e. no fewer than about 0.075 interrupts
+per request there whatever the rule. Measured: 64 bits about 21 (0.047), 128 bits about 20
+(marks 12, 13 and 14 all give 13 interrupts in the 256-request window, 0.051; 10 and 11 ran dry:
+0.059 and 0.055, 89 and 91 % of the data path); at 256 bits marks 8, 12, 14 and 16 gave 0.059,
+0.090, 0.133 and 0.137 interrupts per request, the first two by running dry (82 and 84 % of the
+data path, 92 % for the others), so the whole device keeps moderation off at 256 bits
+(`VirtioPcieDevice(irq_holdoff=0)` default there) and one interrupt covers a handler run's
+completions (about 7). A rule in time (release when the chains in hand times the measured cycles
+per completion fall to the measured refill time) releases at the same point as the best mark of
+each width and would replace the per-width table; it is not built, and it would not reach 0.05
+at 256 bits: that needs a shorter refill (the walk's round trips after a refill) or a deeper
+queue.
 """
