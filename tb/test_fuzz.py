@@ -290,6 +290,20 @@ def test_fuzz_failed_status(tmp_path):
 
 
 @pytest.mark.system
+def test_fuzz_legacy_pfn_random_write(tmp_path):
+    """Fuzz finding (blk seed 902, run 2407), the monitor's: a legacy driver's random 5-byte
+    I/O write at offset 4 set GUEST_FEATURES (EVENT_IDX among them) and QUEUE_PFN = 3 of queue
+    0 right after a reset; the transport activated the queue and the engine, looking at it at
+    once, wrote avail_event at the end of that ring's used area, 130 ns after the write. The
+    ring is the device's from the QUEUE_PFN write on; the monitor now shadows the legacy header
+    from the I/O writes delivered to the device and grants the used ring of a queue a write
+    activates, as it shadows the MSI-X table."""
+    from virtio_pcie_tb.fuzz import run_campaign
+    summary = run_campaign("blk", runs=1, seed=902, first=2407, batch=1, out_dir=tmp_path)
+    _check(summary, 1)
+
+
+@pytest.mark.system
 def test_fuzz_msix_address_low_bits(tmp_path):
     """Fuzz finding (net seed 801, run 9234), the monitor's: a random 64-byte write into the
     MSI-X table left 0x...d5 in an entry's Message Address. The device sends the message to

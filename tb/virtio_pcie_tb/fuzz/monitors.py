@@ -12,7 +12,9 @@ driver's, a random access that happened to hit a register):
   and for the writable buffers of chains they published, withdrawn with :meth:`revoke`), or the
   address of an MSI-X table entry while MSI-X is enabled and neither the function nor the entry
   is masked (PCIe Base 4.0 §6.1.4; the table is shadowed from the writes delivered to it,
-  through its BAR or the virtio PCI_CFG window).
+  through its BAR or the virtio PCI_CFG window); or, on a transitional device, the used ring
+  of a queue a legacy QUEUE_PFN write activated (:meth:`LinkMonitor.watch_legacy`: the legacy
+  header is shadowed from the I/O writes delivered to it, whoever made them).
 * **Bus mastering.** No memory request (read, write, MSI-X message) while the Command
   register's Bus Master Enable is clear (PCIe Base 4.0 §7.5.1.1.3), shadowed from delivered
   configuration writes.
@@ -29,7 +31,9 @@ from cocotb.utils import get_sim_time
 from virtio_pcie.spec.pcie import (CAP_POINTER_MIN, FmtType, MsixCap, MsixMessageControl,
                                    MsixTableEntry, MsixVectorControl, PciCommand,
                                    PciType0Header, byte_offset, byte_size)
-from virtio_pcie.spec.virtio import VirtioPciCap, VirtioPciCfgCap
+from virtio_pcie.spec.virtio import (LEGACY_QUEUE_ADDR_SHIFT, VirtioPciCap, VirtioPciCfgCap,
+                                     VirtioPciLegacyHeader, legacy_vring_layout,
+                                     virtq_used_size)
 
 from ..codec import codec
 
@@ -61,6 +65,18 @@ _CAP_BAR = byte_offset(VirtioPciCap, "bar")
 _CAP_OFFSET = byte_offset(VirtioPciCap, "offset")
 _CAP_LENGTH = byte_offset(VirtioPciCap, "length")
 _CFG_DATA = byte_offset(VirtioPciCfgCap, "pci_cfg_data")
+_IOWR = FmtType.IOWR.value
+_LEGACY_CODEC = codec(VirtioPciLegacyHeader)
+
+
+def _span(layout, name):
+    start = byte_offset(layout, name)
+    return range(start, start + _LEGACY_CODEC.field_size(name))
+
+
+_L_SEL = _span(VirtioPciLegacyHeader, "queue_sel")
+_L_PFN = _span(VirtioPciLegacyHeader, "queue_pfn")
+_L_STATUS = _span(VirtioPciLegacyHeader, "status")
 
 
 def _be_bytes(tlp):
@@ -110,6 +126,9 @@ class LinkMonitor:
         self.violations = []                 # (kind, message)
         self.counts = {"mwr": 0, "mrd": 0, "msi": 0}
         self.enabled = True
+        self.legacy = None                   # (I/O BAR index, largest queue size) when watched
+        self._l_sel = bytearray(2)
+        self._l_pfn = {}                     # queue -> page number as last written
         bridge.tx_monitors.append(self._from_device)
         bridge.rx_monitors.append(self._to_device)
 
@@ -137,7 +156,48 @@ class LinkMonitor:
         self._msi_closed = []
         self._refresh_msi(0)
 
+    def watch_legacy(self, *, bar, max_queue_size):
+        """Follow the legacy I/O header in ``bar``: a QUEUE_PFN write that activates a queue
+        (whoever made it: a random write of the fuzzer too) grants that queue's legacy used
+        ring, at the moment the write reaches the device, for every ring size the queue may
+        have (powers of two up to ``max_queue_size``)."""
+        self.legacy = (bar, max_queue_size)
+
+    def _apply_legacy_write(self, tlp):
+        bar, max_size = self.legacy
+        base, size = self.bars[bar]
+        addr = tlp.address
+        if not base <= addr < base + size:
+            return
+        sel_before = int.from_bytes(self._l_sel, "little")
+        pfn = bytearray(self._l_pfn.get(sel_before, 0).to_bytes(4, "little"))
+        pfn_hit = False
+        for off, value in _be_bytes(tlp):
+            a = addr + off - base
+            if a in _L_SEL:
+                self._l_sel[a - _L_SEL.start] = value
+            elif a in _L_PFN:
+                pfn[a - _L_PFN.start] = value
+                pfn_hit = True
+            elif a in _L_STATUS and value == 0:
+                self._l_sel[:] = bytes(2)          # a device reset
+                self._l_pfn = {}
+        if not pfn_hit:
+            return
+        # The transport merges the written bytes with the selected queue's page number.
+        page = int.from_bytes(pfn, "little")
+        self._l_pfn[sel_before] = page
+        if page:
+            ring = page << LEGACY_QUEUE_ADDR_SHIFT
+            n = 1
+            while n <= max_size:
+                _, _, used = legacy_vring_layout(ring, n)
+                self.grant(("legacy-used", sel_before, page), used, virtq_used_size(n))
+                n *= 2
+
     def reset_run(self):
+        self._l_sel[:] = bytes(2)
+        self._l_pfn = {}
         self.grants = {}
         self._ending = []
         self.pending = {}
@@ -224,6 +284,8 @@ class LinkMonitor:
             self.pending[key] = (get_sim_time("ns"), tlp)
         if ft == FmtType.CFGWR0.value:
             self._apply_config_write(tlp)
+        elif ft == _IOWR and self.legacy is not None:
+            self._apply_legacy_write(tlp)
         elif ft in _MEM_WRITE:
             self._apply_table_write(tlp)
 

@@ -224,6 +224,9 @@ class FuzzContext:
         if self.transitional:
             self.legacy = VirtioPciLegacy(pdev, memory=self.memory, profile=profile)
             await self.legacy.probe()
+            io_bar = next(i for i in bars if pdev.resource_flags(i) & Resource.IO)
+            self.monitor.watch_legacy(bar=io_bar,
+                                      max_queue_size=self.params.get("max_queue_size", 256))
         await pdev.set_master()
         self.command = await pdev.config_read16(_CMD)
         self.queue_count = await self.modern.common.read("num_queues")
