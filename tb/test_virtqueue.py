@@ -1038,22 +1038,24 @@ async def run_pulled_sessions(dut):
     await release()
 
 
-async def _stream_one_queue(tb, n):
-    """Publish ``n`` one-descriptor chains (64 bytes each) on the first pushed queue at once
-    and wait until the device has them; returns the ring and the chains, checked in order."""
+async def _stream_one_queue(tb, n, *, heads=None, ring_size=None):
+    """Publish ``n`` one-descriptor chains (64 bytes each; heads ``heads``, default 0 to n - 1)
+    on the first pushed queue at once, in a ring of ``ring_size`` entries (default 2n), and
+    wait until the device has them; returns the ring and the chains, checked in order."""
+    heads = list(range(n)) if heads is None else heads
     await tb.reset()
     tx = tb.pushed_queues()[0]
     port = tb.port_of_queue[tx]
     tb.transport.set_features(event_idx=True, indirect_desc=True)
-    ring = tb.new_ring(2 * n)
-    for h in range(n):
+    ring = tb.new_ring(ring_size or 2 * n)
+    for h in heads:
         ring.write_desc(h, 0x80000 + 0x800 * h, 64, 0)
         ring.add(h)
     await tb.enable(tx, ring)
     tb.transport.set_driver_ok()
     await tb.wait_quiet(until=lambda: len(tb.device.chains[port]) == n)
     got = tb.device.chains[port]
-    assert [c.head for c in got] == list(range(n))
+    assert [c.head for c in got] == heads
     return ring, got
 
 
@@ -1113,23 +1115,10 @@ async def run_walk_batch_gap(dut):
     that every chain needs a window of its own."""
     lat = 250
     tb = EngineTB(dut, seed=16, read_latency=lat, write_latency=4, reorder=False)
-    await tb.reset()
-    tx = tb.pushed_queues()[0]
-    port = tb.port_of_queue[tx]
     batch = tb.params["avail_batch"]
     n = 4 * batch
-    size = 16 * n
     heads = [16 * ((5 * i) % n) for i in range(n)]
-    tb.transport.set_features(event_idx=True, indirect_desc=True)
-    ring = tb.new_ring(size)
-    for h in heads:
-        ring.write_desc(h, 0x80000 + 0x800 * h, 64, 0)
-        ring.add(h)
-    await tb.enable(tx, ring)
-    tb.transport.set_driver_ok()
-    await tb.wait_quiet(until=lambda: len(tb.device.chains[port]) == n)
-    got = tb.device.chains[port]
-    assert [c.head for c in got] == heads
+    ring, got = await _stream_one_queue(tb, n, heads=heads, ring_size=16 * n)
     times = [c.time_ns / CLOCK_NS for c in got]
 
     def window_read(h):
