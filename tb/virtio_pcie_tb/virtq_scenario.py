@@ -297,7 +297,7 @@ class Scenario:
                 if end:
                     ends.add((plan.start + k + 1) & 0xFFFF)
             old = plan.start
-            want_irqs = 0
+            want = []                   # statuses of the index writes that need an interrupt
             idx_writes = [a for a in tb.dma.log if a.kind == "wr" and
                           a.host_addr == ring.used_idx_addr]
             for a in idx_writes:
@@ -306,12 +306,20 @@ class Scenario:
                     f.append(f"queue {q}: used->idx {new} published inside a batch")
                 # used_event and avail->flags do not change during a scenario: the engine's
                 # early read and its read after the index write see the same value.
-                want_irqs += need_interrupt(event_idx=self.event_idx, old=old, new=new,
-                                            used_event=ring.read_used_event(),
-                                            avail_flags=ring.read_avail_flags())
+                if need_interrupt(event_idx=self.event_idx, old=old, new=new,
+                                  used_event=ring.read_used_event(),
+                                  avail_flags=ring.read_avail_flags()):
+                    want.append(a.done_ns)
                 old = new
-            irq_times = [t for t, iq in tr.irqs if iq == q]
-            if len(irq_times) != want_irqs:
+            # One decision may cover several index writes (the engine decides over all it
+            # published since its last decision for the queue, and vring_need_event over them
+            # all is the OR of theirs): no more interrupts than writes that need one, none
+            # before the writes it answers, and one after the last such write.
+            irq_times = sorted(t for t, iq in tr.irqs if iq == q)
+            want_irqs = len(want)
+            if (len(irq_times) > want_irqs or (want and not irq_times) or
+                    any(t < want[k] for k, t in enumerate(irq_times)) or
+                    (want and irq_times[-1] < want[-1])):
                 f.append(f"queue {q}: {len(irq_times)} interrupts, model says {want_irqs} "
                          f"(event_idx {self.event_idx}, used_event {ring.read_used_event()}, "
                          f"flags {ring.read_avail_flags()}, idx writes "

@@ -56,9 +56,23 @@ class UsedWriter(wiring.Component):
     or ``avail->flags`` is read, so the read is ordered after the index on the link, and the
     interrupt decision is ``vring_need_event(used_event, new, old)`` over the whole batch
     (rule 93) or "NO_INTERRUPT clear" (rule 92). The interrupt request goes out on ``irq``.
-    While that read is in flight, the queue's further completions are still taken into the
-    write buffer and form its next update, so a device completing a chain every few cycles
-    gets a round trip's worth published per update, not a few.
+
+    Overlap: publishing and notifying are two machines. The publisher gathers, writes the
+    elements and the index; once the index write's status is back the update is published
+    and its queue is marked *dirty*, and the publisher goes on with the next update (of any
+    queue) at once. The notifier takes the dirty queues in turn (round robin), one at a time:
+    it reads that queue's published index and the index of its last decision (a RAM of
+    ``queue_count`` 16-bit entries) and decides over everything published in between, one
+    ``used_event`` read for however many updates were published meanwhile. So a read's round
+    trip holds back neither the next updates' publication (of this queue or another) nor the
+    decision's scope: ``vring_need_event`` over ``[last decided, published)`` is the decision
+    of one update covering them all. The read still goes out after the index writes it covers
+    (their statuses came back before the queue was marked dirty), and an index published
+    while the notifier loads the queue leaves it dirty for the next round. Only one event read
+    is in flight at a time (the early read, a decision's or a held queue's second look), so
+    every read lands in the one ``used_event`` register. (Until wave 8 the writer waited for
+    each update's read, taking only that queue's completions meanwhile: with four queues'
+    completions interleaving it published about 2.3 entries per host round trip.)
 
     Completions for disabled queues, and completions of chains walked before the queue was last
     reset or re-enabled (``VirtqUsed.epoch``), are dropped. Queues stopped by a ring error keep
@@ -97,8 +111,9 @@ class UsedWriter(wiring.Component):
     sent later, never suppressed (virtio 1.2 §2.7.10 sets no deadline). Pulled queues
     (``moderated_queues`` leaves them out) are never held: a device keeps receive buffers
     until traffic comes. The count of chains in hand is
-    the queue's committed chains minus its used index (a RAM of ``queue_count`` 16-bit
-    counters); after a state restore it starts from the restored used index.
+    the queue's committed chains minus its completions taken (published, or in the open
+    batch; a RAM of ``queue_count`` 16-bit counters); after a state restore it starts from the
+    restored used index.
 
     Parameters
     ----------
@@ -123,7 +138,8 @@ class UsedWriter(wiring.Component):
     hold : In(1)
         Do not accept completions or start a write.
     idle : Out(1)
-        No DMA in flight (a gathered batch may be waiting for more entries).
+        No DMA in flight (a gathered batch may be waiting for more entries, a dirty queue for
+        its decision).
     reset, driver_ok, event_idx : In(1)
     enabled : In(queue_count)
     epoch : In(queue_count * EPOCH_BITS)
@@ -184,11 +200,17 @@ class UsedWriter(wiring.Component):
         per_beat = dw // (8 * _ELEM_BYTES)           # used elements per buffer beat
         qw = queue_index_width(qc)
 
-        # --- per-queue state: ring addresses and the published used->idx -----------------------
+        # --- per-queue state: ring addresses, the published used->idx, the decided one ---------
+        # (the publisher reads them at b_q, the notifier at n_q)
         m.submodules.cfg_mem = cfg_mem = memory.Memory(shape=_UsedConfig, depth=qc, init=[])
         m.submodules.idx_mem = idx_mem = memory.Memory(shape=16, depth=qc, init=[])
-        cfg_wp, cfg_rp = cfg_mem.write_port(), cfg_mem.read_port()
+        m.submodules.dec_mem = dec_mem = memory.Memory(shape=16, depth=qc, init=[])
+        cfg_wp, cfg_rp, n_cfg_rp = (cfg_mem.write_port(), cfg_mem.read_port(),
+                                    cfg_mem.read_port())
         idx_wp, idx_rp = idx_mem.write_port(), idx_mem.read_port()
+        # (transparent: an index published while the notifier loads it is seen, see N_LOAD1)
+        n_idx_rp = idx_mem.read_port(transparent_for=(idx_wp,))
+        dec_wp, dec_rp = dec_mem.write_port(), dec_mem.read_port()
 
         # --- write buffer: gathered used elements, read by the DMA engine ----------------------
         buf_depth = max(2, (batch + per_beat - 1) // per_beat)
@@ -241,20 +263,44 @@ class UsedWriter(wiring.Component):
         b_q     = Signal(qw)
         b_n     = Signal(range(batch + 1))   # elements in the buffer, not yet written
         b_end   = Signal()                   # the last accepted entry had batch_end
+        b_ready = Signal()                   # cfg and wr_idx are loaded for b_q
         cfg     = Signal(_UsedConfig)
-        pub_idx = Signal(16)                 # used->idx as published
         wr_idx  = Signal(16)                 # the next used ring index to fill
         n1      = Signal(range(batch + 1))   # elements before the ring's end
         n1_r    = Signal(range(batch + 1))
         outstanding = Signal(range(4))
         w_err   = Signal()
-        need    = Signal()
+        published = Signal()                 # strobe: used->idx of b_q is now wr_idx
 
         size_mask = Signal(16)
         slot      = Signal(16)
         m.d.comb += [size_mask.eq(cfg.size - 1), slot.eq(wr_idx & size_mask)]
 
-        m.d.comb += [cfg_rp.addr.eq(b_q), idx_rp.addr.eq(b_q), tk_rp.addr.eq(b_q)]
+        m.d.comb += [cfg_rp.addr.eq(b_q), idx_rp.addr.eq(b_q)]
+
+        # --- the notification in progress (notifier) -------------------------------------------
+        # Queues whose used->idx moved since their last notification decision are "dirty"; the
+        # notifier takes them one at a time (in turn), n_q with its update [n_old, n_new).
+        dirty   = Signal(qc)
+        n_q     = Signal(qw)
+        n_cfg   = Signal(_UsedConfig)
+        n_old   = Signal(16)                 # used->idx at the queue's last decision
+        n_new   = Signal(16)                 # used->idx published, this decision's end
+        n_pub   = Signal(16)                 # the queue's latest published used->idx
+        need    = Signal()
+        m.d.comb += [n_cfg_rp.addr.eq(n_q), n_idx_rp.addr.eq(n_q), dec_rp.addr.eq(n_q),
+                     tk_rp.addr.eq(n_q)]
+        # The next dirty queue after the last one taken (round robin: a queue completing
+        # steadily does not keep the others' decisions waiting).
+        pick      = Signal(qw)
+        above     = Signal(qc)
+        m.d.comb += above.eq(dirty & ~((Const(2, qc + 1) << n_q) - 1)[:qc])
+        for i in reversed(range(qc)):
+            with m.If(dirty[i]):
+                m.d.comb += pick.eq(i)
+        for i in reversed(range(qc)):
+            with m.If(above[i]):
+                m.d.comb += pick.eq(i)
 
         used = self.completion.used
         c = used.payload
@@ -283,26 +329,28 @@ class UsedWriter(wiring.Component):
         with m.If(wr_status.valid & (wr_status.payload.error != DmaError.OK)):
             m.d.sync += w_err.eq(1)
 
-        def report(code):
+        n_reporting = Signal()               # the notifier reports an error in this cycle
+
+        def report(code, queue):
             with m.If(~self.reset):
                 m.d.comb += [self.error.valid.eq(1), self.error.payload.code.eq(code),
-                             self.error.payload.queue.eq(b_q),
-                             self.stop.valid.eq(1), self.stop.payload.eq(b_q)]
+                             self.error.payload.queue.eq(queue),
+                             self.stop.valid.eq(1), self.stop.payload.eq(queue)]
 
         # --- the notification decision: vring_need_event or NO_INTERRUPT ------------------------
         # virtio 1.2 §2.7.10: vring_need_event(used_event, new_idx, old_idx) over the whole update
         due   = Signal()
         ahead = Signal(16)
         moved = Signal(16)
-        m.d.comb += [ahead.eq(wr_idx - event_val - 1), moved.eq(wr_idx - pub_idx),
+        m.d.comb += [ahead.eq(n_new - event_val - 1), moved.eq(n_new - n_old),
                      due.eq(Mux(self.event_idx, ahead < moved,
                                 ~(event_val & VirtqAvailFlags.NO_INTERRUPT.value).any()))]
-        event_addr = cfg.driver + Mux(self.event_idx, virtq_used_event_offset(cfg.size),
-                                      byte_offset(VirtqAvailHeader, "flags"))
+        event_addr = n_cfg.driver + Mux(self.event_idx, virtq_used_event_offset(n_cfg.size),
+                                        byte_offset(VirtqAvailHeader, "flags"))
 
-        def read_event(addr=event_addr, queue=b_q):
-            # The one used_event (avail->flags) read: the batch's (by default) or a held
-            # queue's; its value lands at USED_EVENT_ADDR for queue `queue`.
+        def read_event(addr=event_addr, queue=n_q):
+            # The one used_event (avail->flags) read: the notifier's queue's (by default) or a
+            # held queue's; its value lands at USED_EVENT_ADDR for queue `queue`.
             m.d.comb += [
                 rd_req.valid.eq(1),
                 rd_req.payload.host_addr.eq(addr),
@@ -372,20 +420,19 @@ class UsedWriter(wiring.Component):
             m.d.sync += hold_left.eq(hold_left + 1)
         with m.Elif(h_down & ~h_up & (hold_left != 0)):
             m.d.sync += hold_left.eq(hold_left - 1)
-        # (not while a finished batch of the held queue is on its way: its own decision below
-        # sends the notification, one interrupt for both)
+        # (not while a finished batch of the held queue is on its way or its update waits for
+        # its decision: that decision sends the notification, one interrupt for both)
         m.d.comb += expire.eq(hold_valid & ~(b_open & b_end & (b_q == hold_q)) &
+                              ~dirty.bit_select(hold_q, 1) &
                               ((hold_timer == 0) | (hold_left == 0) |
                                (in_hand_with_refill(hold_q, hold_left) <= LW)))
 
-        with m.FSM(name="used"):
+        # --- the publisher: gather, write the elements, then used->idx -----------------------
+        with m.FSM(name="used") as pub_fsm:
             with m.State("COLLECT"):
-                m.d.comb += self.idle.eq(~pf_busy)
                 with m.If(self.reset):
                     m.d.comb += used.ready.eq(1)
                     m.d.sync += [b_open.eq(0), b_n.eq(0)]
-                with m.Elif(expire & ~self.hold):
-                    m.next = "SEND_HELD"
                 with m.Elif(~self.hold & self.driver_ok):
                     with m.If(used.valid & ~c_live):
                         m.d.comb += [used.ready.eq(1), self.counts.dropped.eq(1)]
@@ -393,7 +440,7 @@ class UsedWriter(wiring.Component):
                         m.d.comb += [used.ready.eq(1), self.counts.completed.eq(1)]
                         put(0)
                         m.d.sync += [b_open.eq(1), b_q.eq(c.queue), b_n.eq(1),
-                                     b_end.eq(c.batch_end)]
+                                     b_end.eq(c.batch_end), b_ready.eq(0)]
                         m.next = "LOAD0"
                     with m.Elif(used.valid & (c.queue == b_q) & (b_n != batch)):
                         m.d.comb += [used.ready.eq(1), self.counts.completed.eq(1)]
@@ -406,32 +453,12 @@ class UsedWriter(wiring.Component):
                             m.d.sync += b_end.eq(1)
                         m.d.sync += w_err.eq(0)
                         m.next = "W_ELEM"
-                    with m.Elif(~b_open & ~used.valid & pf_want & ~pf_busy):
-                        m.d.sync += [b_q.eq(pf_q), pf_want.eq(0)]
-                        m.next = "PF_LOAD0"
             with m.State("LOAD0"):
                 m.next = "LOAD1"
             with m.State("LOAD1"):
-                m.d.sync += [cfg.eq(cfg_rp.data), pub_idx.eq(idx_rp.data),
-                             wr_idx.eq(idx_rp.data)]
+                m.d.sync += [cfg.eq(cfg_rp.data), wr_idx.eq(idx_rp.data), b_ready.eq(1)]
                 m.next = "COLLECT"
 
-            # --- early used_event read (no batch open: b_q and cfg are free) --------------------
-            with m.State("PF_LOAD0"):
-                m.next = "PF_LOAD1"
-            with m.State("PF_LOAD1"):
-                m.d.sync += cfg.eq(cfg_rp.data)
-                m.next = "PF_READ"
-            with m.State("PF_READ"):
-                with m.If(self.reset | ~self.driver_ok | self.hold):
-                    m.next = "COLLECT"
-                with m.Else():
-                    read_event()
-                    with m.If(rd_req.ready):
-                        m.d.sync += [pf_busy.eq(1), pf_killed.eq(0)]
-                        m.next = "COLLECT"
-
-            # --- write the gathered elements, then used->idx ------------------------------------
             with m.State("W_ELEM"):
                 room = Signal(17)
                 m.d.comb += room.eq(cfg.size - slot)
@@ -499,14 +526,64 @@ class UsedWriter(wiring.Component):
                         # Nothing of the batch is published, and the stored index stays
                         # where the driver saw it last: a later completion of the queue (its
                         # used side keeps working) is written over the lost elements' slots,
-                        # never published behind them.
-                        report(VirtqErrorCode.DMA)
-                        m.d.sync += [b_open.eq(0), b_n.eq(0)]
-                        m.next = "COLLECT"
+                        # never published behind them. (One report a cycle: the notifier's
+                        # goes first.)
+                        with m.If(~n_reporting):
+                            report(VirtqErrorCode.DMA, b_q)
+                            m.d.sync += [b_open.eq(0), b_n.eq(0)]
+                            m.next = "COLLECT"
                     with m.Elif(~b_end):
                         m.next = "COLLECT"         # elements written early; idx comes later
                     with m.Else():
-                        m.next = "EARLY"
+                        m.next = "FINAL"
+            with m.State("FINAL"):
+                # The index write's status is back: the update is published, and its
+                # notification decision is the notifier's (the queue is dirty), ordered after
+                # the index on the link. The publisher goes on with the next update at once.
+                m.d.comb += [idx_wp.addr.eq(b_q), idx_wp.data.eq(wr_idx), idx_wp.en.eq(1),
+                             published.eq(1)]
+                m.d.sync += b_open.eq(b_n != 0)
+                m.next = "COLLECT"
+
+        # --- the notifier: used_event reads, decisions, interrupts, moderation ----------------
+        with m.FSM(name="notify") as n_fsm:
+            with m.State("IDLE"):
+                with m.If(self.reset):
+                    pass
+                with m.Elif(expire & ~self.hold):
+                    m.next = "SEND_HELD"
+                with m.Elif(~self.hold & self.driver_ok & dirty.any()):
+                    m.d.sync += n_q.eq(pick)
+                    m.next = "N_LOAD0"
+                with m.Elif(~self.hold & self.driver_ok & ~b_open & ~used.valid & pf_want &
+                            ~pf_busy):
+                    # (only while nothing else is to do: the early read is for latency at low
+                    # load, and would keep a busy queue's decision waiting a round trip)
+                    m.d.sync += [n_q.eq(pf_q), pf_want.eq(0)]
+                    m.next = "PF_LOAD0"
+            with m.State("N_LOAD0"):
+                m.next = "N_LOAD1"
+            with m.State("N_LOAD1"):
+                # Indices published up to the N_LOAD0 cycle are read (the read port is
+                # transparent); one published in this cycle keeps the queue dirty.
+                m.d.sync += [n_cfg.eq(n_cfg_rp.data), n_old.eq(dec_rp.data),
+                             n_new.eq(n_idx_rp.data), n_pub.eq(n_idx_rp.data)]
+                m.next = "EARLY"
+
+            # --- early used_event read (n_q is pf_q) -------------------------------------------
+            with m.State("PF_LOAD0"):
+                m.next = "PF_LOAD1"
+            with m.State("PF_LOAD1"):
+                m.d.sync += n_cfg.eq(n_cfg_rp.data)
+                m.next = "PF_READ"
+            with m.State("PF_READ"):
+                with m.If(self.reset | ~self.driver_ok | self.hold):
+                    m.next = "IDLE"
+                with m.Else():
+                    read_event()
+                    with m.If(rd_req.ready):
+                        m.d.sync += [pf_busy.eq(1), pf_killed.eq(0)]
+                        m.next = "IDLE"
 
             # --- used buffer notification ---------------------------------------------------------
             with m.State("EARLY"):
@@ -514,7 +591,9 @@ class UsedWriter(wiring.Component):
                 # "no") read it again now, behind the index write (the re-check race).
                 with m.If(pf_busy):
                     pass                                     # wait for the early read
-                with m.Elif(ev_valid & (ev_q == b_q) & due & ~self.reset):
+                with m.Elif(self.reset | (n_new == n_old)):
+                    m.next = "IDLE"                          # nothing to decide
+                with m.Elif(ev_valid & (ev_q == n_q) & due):
                     m.d.sync += need.eq(1)
                     m.next = "NOTIFY"
                 with m.Else():
@@ -524,23 +603,13 @@ class UsedWriter(wiring.Component):
                 with m.If(rd_req.ready):
                     m.next = "R_WAIT"
             with m.State("R_WAIT"):
-                # The batch's elements and index are out (their writes' statuses came back, so
-                # the write buffer is free again): gather the queue's next completions during
-                # the read's round trip, so that a stream of them is published a round trip's
-                # worth at a time instead of a few per round trip. They stay open as the next
-                # batch of the same queue (FINAL), with its configuration and indices loaded.
-                with m.If(~self.reset & ~self.hold & self.driver_ok & used.valid & c_live &
-                          (c.queue == b_q) & (b_n != batch) & ~rd_status.valid):
-                    m.d.comb += [used.ready.eq(1), self.counts.completed.eq(1)]
-                    put(b_n)
-                    m.d.sync += [b_n.eq(b_n + 1), b_end.eq(c.batch_end)]
                 with m.If(rd_status.valid):
                     with m.If(self.reset):
-                        m.d.sync += [b_open.eq(0), b_n.eq(0)]
-                        m.next = "COLLECT"
+                        m.next = "IDLE"
                     with m.Elif(rd_status.payload.error != DmaError.OK):
                         # Cannot tell: notify (a spurious interrupt is harmless).
-                        report(VirtqErrorCode.DMA)
+                        report(VirtqErrorCode.DMA, n_q)
+                        m.d.comb += n_reporting.eq(1)
                         m.d.sync += need.eq(1)
                         m.next = "NOTIFY"
                     with m.Else():
@@ -550,79 +619,87 @@ class UsedWriter(wiring.Component):
                 m.d.sync += need.eq(due)
                 m.next = "NOTIFY"
             with m.State("NOTIFY"):
-                # The queue's chains in hand after this update, less the completions gathered
-                # meanwhile (a value beyond the queue size, e.g. after a restore, counts as none).
+                # The queue's chains in hand: committed, less every completion taken (published,
+                # or gathered in the publisher's open batch); a value beyond the queue size,
+                # e.g. after a restore, counts as none.
                 in_hand  = Signal(16)
                 may_hold = Signal()
+                taken    = Signal(16)
+                with m.If(b_open & (b_q == n_q) & b_ready):
+                    m.d.comb += taken.eq(wr_idx + b_n)
+                with m.Elif(b_open & (b_q == n_q)):
+                    m.d.comb += taken.eq(n_pub + b_n)
+                with m.Else():
+                    m.d.comb += taken.eq(n_pub)
                 m.d.comb += [
-                    in_hand.eq(tk_rp.data - wr_idx - b_n),
-                    may_hold.eq((H != 0) & moderated.bit_select(b_q, 1) &
-                                (in_hand <= cfg.size) & (in_hand != 0) &
-                                (in_hand_with_refill(b_q, in_hand) > LW)),
+                    in_hand.eq(tk_rp.data - taken),
+                    may_hold.eq((H != 0) & moderated.bit_select(n_q, 1) &
+                                (in_hand <= n_cfg.size) & (in_hand != 0) &
+                                (in_hand_with_refill(n_q, in_hand) > LW)),
                 ]
                 send_now  = Signal()
                 held_here = Signal()
-                m.d.comb += held_here.eq(hold_valid & (hold_q == b_q))
+                m.d.comb += held_here.eq(hold_valid & (hold_q == n_q))
                 # The held queue's updates decide its release here, due or not: while its
                 # completions stream in, a batch of it is nearly always open, and the release
-                # in COLLECT (which waits for that batch) would wait until the queue is dry.
+                # in IDLE (which waits for that batch) would wait until the queue is dry.
                 with m.If(~self.driver_ok | self.reset):
-                    m.next = "FINAL"
+                    m.next = "N_FINAL"
                 with m.Elif(held_here & may_hold & (hold_timer != 0)):
                     # merged into the held one (published under the hold)
                     m.d.sync += [hold_left.eq(in_hand), hold_cov.eq(hold_cov + moved),
-                                 hold_end.eq(wr_idx)]
-                    m.next = "FINAL"
+                                 hold_end.eq(n_new)]
+                    m.next = "N_FINAL"
                 with m.Elif(held_here & hold_shadow & ~need):
                     # running dry, but shadowed and this update is not due: decide again
-                    m.d.sync += [hold_cov.eq(hold_cov + moved), hold_end.eq(wr_idx),
+                    m.d.sync += [hold_cov.eq(hold_cov + moved), hold_end.eq(n_new),
                                  recheck.eq(1)]
-                    m.next = "FINAL"
+                    m.next = "N_FINAL"
                 with m.Elif(~need & ~held_here):
-                    m.next = "FINAL"
+                    m.next = "N_FINAL"
                 with m.Elif(held_here):
                     # The queue is running dry or its time is up: one interrupt for both.
-                    m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(b_q)]
+                    m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(n_q)]
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
                         m.d.sync += hold_valid.eq(0)
-                        notified(b_q, hold_cov + moved)
-                        m.next = "FINAL"
+                        notified(n_q, hold_cov + moved)
+                        m.next = "N_FINAL"
                 with m.Elif(may_hold & hold_valid):
                     # Another queue holds the place: its notification goes now, this one waits.
                     m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
                         notified(hold_q, hold_cov)
-                        m.d.sync += [hold_q.eq(b_q), hold_timer.eq(H), hold_left.eq(in_hand),
-                                     hold_cov.eq(moved), hold_end.eq(wr_idx),
+                        m.d.sync += [hold_q.eq(n_q), hold_timer.eq(H), hold_left.eq(in_hand),
+                                     hold_cov.eq(moved), hold_end.eq(n_new),
                                      hold_ev.eq(event_addr), hold_shadow.eq(1)]
-                        m.next = "FINAL"
+                        m.next = "N_FINAL"
                 with m.Elif(may_hold):
-                    m.d.sync += [hold_valid.eq(1), hold_q.eq(b_q), hold_timer.eq(H),
-                                 hold_left.eq(in_hand), hold_cov.eq(moved), hold_end.eq(wr_idx),
+                    m.d.sync += [hold_valid.eq(1), hold_q.eq(n_q), hold_timer.eq(H),
+                                 hold_left.eq(in_hand), hold_cov.eq(moved), hold_end.eq(n_new),
                                  hold_ev.eq(event_addr), hold_shadow.eq(0)]
-                    m.next = "FINAL"
+                    m.next = "N_FINAL"
                 with m.Else():
                     m.d.comb += send_now.eq(1)
                 with m.If(send_now):
-                    m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(b_q)]
+                    m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(n_q)]
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
-                        notified(b_q, moved)
+                        notified(n_q, moved)
                         m.d.sync += hold_shadow.eq(1)
-                        m.next = "FINAL"
+                        m.next = "N_FINAL"
             def send_held():
                 m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
                 with m.If(self.irq.ready):
                     m.d.comb += self.counts.interrupt.eq(1)
                     m.d.sync += hold_valid.eq(0)
                     notified(hold_q, hold_cov)
-                    m.next = "COLLECT"
+                    m.next = "IDLE"
             with m.State("SEND_HELD"):
                 with m.If(~hold_valid | self.reset | ~self.driver_ok):
                     m.d.sync += hold_valid.eq(0)
-                    m.next = "COLLECT"
+                    m.next = "IDLE"
                 with m.Elif(hold_shadow):
                     m.next = "H_READ"
                 with m.Else():
@@ -634,7 +711,7 @@ class UsedWriter(wiring.Component):
             with m.State("H_READ"):
                 with m.If(~hold_valid | self.reset | ~self.driver_ok):
                     m.d.sync += hold_valid.eq(0)
-                    m.next = "COLLECT"
+                    m.next = "IDLE"
                 with m.Elif(~pf_busy):                       # one event read at a time
                     read_event(hold_ev, hold_q)
                     with m.If(rd_req.ready):
@@ -643,13 +720,11 @@ class UsedWriter(wiring.Component):
                 with m.If(rd_status.valid):
                     with m.If(self.reset | ~hold_valid):
                         m.d.sync += hold_valid.eq(0)
-                        m.next = "COLLECT"
+                        m.next = "IDLE"
                     with m.Elif(rd_status.payload.error != DmaError.OK):
                         # Cannot tell: notify (a spurious interrupt is harmless).
-                        m.d.comb += [self.error.valid.eq(1),
-                                     self.error.payload.code.eq(VirtqErrorCode.DMA),
-                                     self.error.payload.queue.eq(hold_q),
-                                     self.stop.valid.eq(1), self.stop.payload.eq(hold_q)]
+                        report(VirtqErrorCode.DMA, hold_q)
+                        m.d.comb += n_reporting.eq(1)
                         m.d.sync += hold_shadow.eq(0)
                         m.next = "SEND_HELD"
                     with m.Else():
@@ -658,17 +733,25 @@ class UsedWriter(wiring.Component):
             with m.State("H_DECIDE"):
                 with m.If(~hold_valid | self.reset | ~self.driver_ok | ~held_due):
                     m.d.sync += hold_valid.eq(0)             # nothing left to announce
-                    m.next = "COLLECT"
+                    m.next = "IDLE"
                 with m.Else():
                     send_held()
-            with m.State("FINAL"):
-                m.d.comb += [idx_wp.addr.eq(b_q), idx_wp.data.eq(wr_idx), idx_wp.en.eq(1)]
-                # (completions gathered during the event read stay open as the next batch)
-                m.d.sync += [b_open.eq(b_n != 0), pub_idx.eq(wr_idx), recheck.eq(0)]
+            with m.State("N_FINAL"):
+                m.d.comb += [dec_wp.addr.eq(n_q), dec_wp.data.eq(n_new), dec_wp.en.eq(1)]
+                m.d.sync += recheck.eq(0)
                 with m.If(recheck):
                     m.next = "H_READ"
                 with m.Else():
-                    m.next = "COLLECT"
+                    m.next = "IDLE"
+
+        # --- dirty queues: set when an update is published, cleared when the notifier loads it
+        with m.If(n_fsm.ongoing("N_LOAD0")):
+            m.d.sync += dirty.bit_select(n_q, 1).eq(0)
+        with m.If(published):
+            m.d.sync += dirty.bit_select(b_q, 1).eq(1)
+            with m.If(b_q == n_q):
+                m.d.sync += n_pub.eq(wr_idx)
+        m.d.comb += self.idle.eq(pub_fsm.ongoing("COLLECT") & n_fsm.ongoing("IDLE") & ~pf_busy)
 
         # --- queue configuration changes ---------------------------------------------------------
         op = self.op.payload
@@ -684,6 +767,7 @@ class UsedWriter(wiring.Component):
                 m.d.sync += pf_want.eq(0)
             with m.If(ev_q == oq):
                 m.d.sync += ev_valid.eq(0)
+            m.d.sync += dirty.bit_select(oq, 1).eq(0)   # nothing to decide in a reset queue
             with m.Switch(op.kind):
                 with m.Case(QueueOpKind.INIT):
                     m.d.comb += [
@@ -692,6 +776,7 @@ class UsedWriter(wiring.Component):
                         cfg_wp.data.driver.eq(op.config.driver),
                         cfg_wp.data.device.eq(op.config.device),
                         idx_wp.addr.eq(oq), idx_wp.data.eq(0), idx_wp.en.eq(1),
+                        dec_wp.addr.eq(oq), dec_wp.data.eq(0), dec_wp.en.eq(1),
                         tk_wp.addr.eq(oq), tk_wp.data.eq(0), tk_wp.en.eq(1),
                     ]
                 with m.Case(QueueOpKind.RESTORE):
@@ -699,11 +784,13 @@ class UsedWriter(wiring.Component):
                     # the restore are dropped (epochs).
                     m.d.comb += [idx_wp.addr.eq(oq), idx_wp.data.eq(op.used_idx),
                                  idx_wp.en.eq(1),
+                                 dec_wp.addr.eq(oq), dec_wp.data.eq(op.used_idx),
+                                 dec_wp.en.eq(1),
                                  tk_wp.addr.eq(oq), tk_wp.data.eq(op.used_idx), tk_wp.en.eq(1)]
         with m.If(self.reset | ~self.driver_ok):
             m.d.sync += hold_valid.eq(0)
         with m.If(self.reset):
-            m.d.sync += [ev_valid.eq(0), pf_want.eq(0), rf_timer.eq(0)]
+            m.d.sync += [ev_valid.eq(0), pf_want.eq(0), rf_timer.eq(0), dirty.eq(0)]
             with m.If(pf_busy):
                 m.d.sync += pf_killed.eq(1)
         return m
