@@ -68,7 +68,7 @@ class UsedWriter(wiring.Component):
     decision's scope: ``vring_need_event`` over ``[last decided, published)`` is the decision
     of one update covering them all. The read still goes out after the index writes it covers
     (their statuses came back before the queue was marked dirty), and an index published
-    while the notifier loads the queue leaves it dirty for the next round. Only one event read
+    after the notifier took the queue leaves it dirty for the next round. Only one event read
     is in flight at a time (the early read, a decision's or a held queue's second look), so
     every read lands in the one ``used_event`` register. (Until wave 8 the writer waited for
     each update's read, taking only that queue's completions meanwhile: with four queues'
@@ -208,7 +208,7 @@ class UsedWriter(wiring.Component):
         cfg_wp, cfg_rp, n_cfg_rp = (cfg_mem.write_port(), cfg_mem.read_port(),
                                     cfg_mem.read_port())
         idx_wp, idx_rp = idx_mem.write_port(), idx_mem.read_port()
-        # (transparent: an index published while the notifier loads it is seen, see N_LOAD1)
+        # (transparent: an index published while the notifier loads it is seen, see N_LOAD)
         n_idx_rp = idx_mem.read_port(transparent_for=(idx_wp,))
         dec_wp, dec_rp = dec_mem.write_port(), dec_mem.read_port()
 
@@ -288,15 +288,23 @@ class UsedWriter(wiring.Component):
         n_new   = Signal(16)                 # used->idx published, this decision's end
         n_pub   = Signal(16)                 # the queue's latest published used->idx
         need    = Signal()
-        m.d.comb += [n_cfg_rp.addr.eq(n_q), n_idx_rp.addr.eq(n_q), dec_rp.addr.eq(n_q),
-                     tk_rp.addr.eq(n_q)]
+        n_idle  = Signal()                   # the notifier is free (IDLE)
+        n_take  = Signal()                   # ... and takes the dirty queue `pick`
+        n_addr  = Signal(qw)
+        pick    = Signal(qw)                 # the dirty queue the notifier takes next
+        # (the queue is read at `pick` while it is taken, so that its state is there a cycle
+        # later; an update published in that cycle is taken with it)
+        m.d.comb += [n_addr.eq(Mux(n_idle, pick, n_q)),
+                     n_cfg_rp.addr.eq(n_addr), n_idx_rp.addr.eq(n_addr),
+                     dec_rp.addr.eq(n_addr), tk_rp.addr.eq(n_q)]
         # The next dirty queue after the last one taken (round robin: a queue completing
         # steadily does not keep the others' decisions waiting).
-        pick      = Signal(qw)
+        dirty_now = Signal(qc)               # (with an update published in this cycle)
         above     = Signal(qc)
-        m.d.comb += above.eq(dirty & ~((Const(2, qc + 1) << n_q) - 1)[:qc])
+        m.d.comb += [dirty_now.eq(dirty | Mux(published, Const(1, qc) << b_q, 0)),
+                     above.eq(dirty_now & ~((Const(2, qc + 1) << n_q) - 1)[:qc])]
         for i in reversed(range(qc)):
-            with m.If(dirty[i]):
+            with m.If(dirty_now[i]):
                 m.d.comb += pick.eq(i)
         for i in reversed(range(qc)):
             with m.If(above[i]):
@@ -552,20 +560,19 @@ class UsedWriter(wiring.Component):
                     pass
                 with m.Elif(expire & ~self.hold):
                     m.next = "SEND_HELD"
-                with m.Elif(~self.hold & self.driver_ok & dirty.any()):
+                with m.Elif(~self.hold & self.driver_ok & dirty_now.any()):
+                    m.d.comb += n_take.eq(1)
                     m.d.sync += n_q.eq(pick)
-                    m.next = "N_LOAD0"
+                    m.next = "N_LOAD"
                 with m.Elif(~self.hold & self.driver_ok & ~b_open & ~used.valid & pf_want &
                             ~pf_busy):
                     # (only while nothing else is to do: the early read is for latency at low
                     # load, and would keep a busy queue's decision waiting a round trip)
                     m.d.sync += [n_q.eq(pf_q), pf_want.eq(0)]
                     m.next = "PF_LOAD0"
-            with m.State("N_LOAD0"):
-                m.next = "N_LOAD1"
-            with m.State("N_LOAD1"):
-                # Indices published up to the N_LOAD0 cycle are read (the read port is
-                # transparent); one published in this cycle keeps the queue dirty.
+            with m.State("N_LOAD"):
+                # Indices published up to the cycle the queue was taken are read (the read port
+                # is transparent); one published in this cycle keeps the queue dirty.
                 m.d.sync += [n_cfg.eq(n_cfg_rp.data), n_old.eq(dec_rp.data),
                              n_new.eq(n_idx_rp.data), n_pub.eq(n_idx_rp.data)]
                 m.next = "EARLY"
@@ -744,10 +751,11 @@ class UsedWriter(wiring.Component):
                 with m.Else():
                     m.next = "IDLE"
 
-        # --- dirty queues: set when an update is published, cleared when the notifier loads it
-        with m.If(n_fsm.ongoing("N_LOAD0")):
-            m.d.sync += dirty.bit_select(n_q, 1).eq(0)
-        with m.If(published):
+        # --- dirty queues: set when an update is published, cleared when the notifier takes it
+        m.d.comb += n_idle.eq(n_fsm.ongoing("IDLE"))
+        with m.If(n_take):
+            m.d.sync += dirty.bit_select(pick, 1).eq(0)
+        with m.If(published & ~(n_take & (pick == b_q))):
             m.d.sync += dirty.bit_select(b_q, 1).eq(1)
             with m.If(b_q == n_q):
                 m.d.sync += n_pub.eq(wr_idx)
