@@ -124,6 +124,12 @@ class UsedWriter(wiring.Component):
     moderated_queues : sequence of int, optional
         Queues whose notifications may be held and whose used_event is read early (default:
         all); the engine passes its pushed queues.
+    gathered_queues : sequence of int, optional
+        Queues whose finished batch waits for more of their completions while their
+        ``used_event`` read is in flight (default: none): fewer element and index writes
+        where the driver does not need each entry at once. The engine passes its pulled
+        (receive) queues: a receive path's payload writes share the write engine with them,
+        while a transmit (or blk) driver reuses each buffer as soon as it sees it used.
 
     Members
     -------
@@ -156,7 +162,8 @@ class UsedWriter(wiring.Component):
         A notification is held only while the queue has more chains than this in hand.
     """
 
-    def __init__(self, *, data_width, queue_count, used_batch, moderated_queues=None):
+    def __init__(self, *, data_width, queue_count, used_batch, moderated_queues=None,
+                 gathered_queues=()):
         if not isinstance(used_batch, int) or not 1 <= used_batch <= 4096:
             raise ValueError(f"used_batch must be an integer from 1 to 4096, not {used_batch!r}")
         if moderated_queues is None:
@@ -166,6 +173,11 @@ class UsedWriter(wiring.Component):
             raise ValueError(f"moderated_queues must be queue numbers below {queue_count}, not "
                              f"{moderated_queues!r}")
         self._moderated = sum(1 << q for q in set(moderated_queues))
+        gathered_queues = tuple(gathered_queues)
+        if any(not isinstance(q, int) or not 0 <= q < queue_count for q in gathered_queues):
+            raise ValueError(f"gathered_queues must be queue numbers below {queue_count}, not "
+                             f"{gathered_queues!r}")
+        self._gathered = sum(1 << q for q in set(gathered_queues))
         self._dw    = data_width
         self._qc    = queue_count
         self._batch = used_batch
@@ -227,6 +239,7 @@ class UsedWriter(wiring.Component):
         # (read-modify-write one cycle after each commit; the read is transparent to the write,
         # so back-to-back commits of one queue both count)
         moderated = Const(self._moderated, qc)
+        gathered  = Const(self._gathered, qc)
         m.submodules.taken_mem = taken_mem = memory.Memory(shape=16, depth=qc, init=[])
         tk_wp = taken_mem.write_port()
         tk_inc_rp = taken_mem.read_port(transparent_for=(tk_wp,))
@@ -289,6 +302,7 @@ class UsedWriter(wiring.Component):
         n_pub   = Signal(16)                 # the queue's latest published used->idx
         need    = Signal()
         n_idle  = Signal()                   # the notifier is free (IDLE)
+        n_reading_b = Signal()               # its used_event read for b_q is in flight
         n_take  = Signal()                   # ... and takes the dirty queue `pick`
         n_addr  = Signal(qw)
         pick    = Signal(qw)                 # the dirty queue the notifier takes next
@@ -454,9 +468,15 @@ class UsedWriter(wiring.Component):
                         m.d.comb += [used.ready.eq(1), self.counts.completed.eq(1)]
                         put(b_n)
                         m.d.sync += [b_n.eq(b_n + 1), b_end.eq(c.batch_end)]
-                    with m.Elif(b_open & ((b_n == batch) | b_end | used.valid)):
-                        # Full, or finished and nothing more is waiting, or another queue's
-                        # entry (a device that breaks the batch rule: publish what we have).
+                    with m.Elif(b_open & ((b_n == batch) | used.valid |
+                                          (b_end & ~n_reading_b))):
+                        # Full, or another queue's entry (a device that breaks the batch rule:
+                        # publish what we have), or finished and nothing more is waiting. A
+                        # finished batch of a gathered queue whose used_event read is in
+                        # flight waits for more of its entries until the read is back (its
+                        # next decision cannot start before): one update then, not one per
+                        # gap in the completions, as long as no other queue's entry needs the
+                        # buffer.
                         with m.If(used.valid & (c.queue != b_q)):
                             m.d.sync += b_end.eq(1)
                         m.d.sync += w_err.eq(0)
@@ -752,7 +772,9 @@ class UsedWriter(wiring.Component):
                     m.next = "IDLE"
 
         # --- dirty queues: set when an update is published, cleared when the notifier takes it
-        m.d.comb += n_idle.eq(n_fsm.ongoing("IDLE"))
+        m.d.comb += [n_idle.eq(n_fsm.ongoing("IDLE")),
+                     n_reading_b.eq((n_fsm.ongoing("R_EVENT") | n_fsm.ongoing("R_WAIT")) &
+                                    (n_q == b_q) & gathered.bit_select(b_q, 1))]
         with m.If(n_take):
             m.d.sync += dirty.bit_select(pick, 1).eq(0)
         with m.If(published & ~(n_take & (pick == b_q))):

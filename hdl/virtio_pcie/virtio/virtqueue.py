@@ -216,7 +216,11 @@ class VirtqueueEngine(wiring.Component):
                                 # are not held and its used_event is not read early (a device
                                 # receiving at line rate needs every host round trip for its
                                 # buffers).
-                                moderated_queues=[] if pulled_ports else range(queue_count))
+                                moderated_queues=[] if pulled_ports else range(queue_count),
+                                # Receive queues publish a round trip's worth per update; see
+                                # UsedWriter (gathered_queues).
+                                gathered_queues=[q for q in range(queue_count)
+                                                 if port_of_queue[q] in pulled_ports])
         super().__init__({
             "control":    In(QueueControlSignature(queue_count)),
             "dma":        Out(DmaClientSignature(data_width)),
