@@ -1191,6 +1191,52 @@ async def run_used_gather(dut):
 
 
 @cocotb.test()
+async def run_used_gather_pulled(dut):
+    """A receive (pulled) queue's completions arriving while its ``used_event`` read is in
+    flight wait for it and go out as one update (``gathered_queues``): the receive path's
+    payload writes share the DMA write engine with the element and index writes. (Pushed
+    queues publish them at once, ``run_used_gather``.)"""
+    lat = 300
+    tb = EngineTB(dut, seed=13, read_latency=(lat, lat + 4))
+    await tb.reset()
+    rx = tb.pulled_queues()[0]
+    port = tb.port_of_queue[rx]
+    tb.transport.set_features(event_idx=True, indirect_desc=True)
+    ring = tb.new_ring(32)
+    ring.write_used_event(5)
+    for h in range(8):
+        ring.write_desc(h, 0x80000 + 0x800 * h, 1536, VirtqDescFlags.WRITE.value)
+        ring.add(h)
+    await tb.enable(rx, ring)
+    tb.transport.set_driver_ok()
+    chains = [await tb.device.fetch(port, rx) for _ in range(8)]
+    await tb.wait_quiet()
+
+    def event_reads():
+        return [a for a in tb.dma.log if a.kind == "rd" and a.host_addr == ring.used_event_addr]
+    before = len(event_reads())
+    irqs = len(tb.transport.irqs)
+    tb.device.complete(rx, chains[0].head, 0)
+    while len(event_reads()) == before:
+        await ClockCycles(dut.clk, 1)
+    read = event_reads()[-1]
+    taken = []
+    for i, c in enumerate(chains[1:], 1):
+        tb.device.complete(rx, c.head, i, on_sent=lambda *_: taken.append(1))
+    await ClockCycles(dut.clk, 40)
+    assert read.done_ns is None, "the used_event read came back too early for this test"
+    assert len(taken) == 7, f"{len(taken)} of 7 completions taken during the used_event read"
+    await tb.wait_quiet()
+    idx = [(int.from_bytes(a.data, "little"), a.time_ns) for a in tb.dma.log
+           if a.kind == "wr" and a.host_addr == ring.used_idx_addr]
+    assert [i for i, _ in idx] == [1, 8], idx
+    assert idx[1][1] > read.done_ns, (idx, read.done_ns)
+    for i, c in enumerate(chains):
+        assert ring.read_used_elem(i) == (c.head, i)
+    assert len(tb.transport.irqs) == irqs + 1, "used_event 5 passed once: one interrupt"
+
+
+@cocotb.test()
 async def run_used_interleaved(dut):
     """Four queues' completions interleaved one by one (as two busy queue pairs complete
     them), at 500 ns host latency: a queue's ``used_event`` read in flight does not hold back
@@ -1345,7 +1391,8 @@ NET = {"data_width": 256, "queue_count": 33, "max_queue_size": 1024, "max_chain"
        "walk_window": 16, "prefetch_slots": 4, "prefetch_table": 8,
        "port_of_queue": [q % 2 if q < 32 else 1 for q in range(33)], "pulled_ports": [0]}
 
-NET_TESTS = ["run_pulled", "run_basic", "run_used_gather", "run_random", "run_walk_window",
+NET_TESTS = ["run_pulled", "run_basic", "run_used_gather", "run_used_gather_pulled",
+             "run_random", "run_walk_window",
              "run_pulled_sessions", "run_walk_rate", "run_walk_stream", "run_walk_batch_gap",
              "run_pulled_rate", "run_pulled_prefetch"]
 
