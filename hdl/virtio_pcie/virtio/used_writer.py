@@ -70,7 +70,9 @@ class UsedWriter(wiring.Component):
     (their statuses came back before the queue was marked dirty), and an index published
     after the notifier took the queue leaves it dirty for the next round. Only one event read
     is in flight at a time (the early read, a decision's or a held queue's second look), so
-    every read lands in the one ``used_event`` register. (Until wave 8 the writer waited for
+    every read lands in the one ``used_event`` register. A ``gathered_queues`` queue's finished
+    batch waits for more of its completions while its own read is in flight, unless another
+    queue's entry needs the write buffer. (Until wave 8 the writer waited for
     each update's read, taking only that queue's completions meanwhile: with four queues'
     completions interleaving it published about 2.3 entries per host round trip.)
 
