@@ -314,6 +314,91 @@ def test_fuzz_msix_address_low_bits(tmp_path):
     _check(summary, 1)
 
 
+@pytest.mark.unit
+def test_monitor_legacy_grants_end(monkeypatch):
+    """The monitor's grant of a legacy used ring (made when a QUEUE_PFN write activates a
+    queue, whoever wrote it) ends when the device says the ring is no longer its own: at the
+    completion of the queue's QUEUE_PFN = 0 write, and after a STATUS = 0 write at the
+    completion of the next legacy access (the transport holds it until the reset is done);
+    both with the grace of a TLP already started. Before, such grants were never withdrawn."""
+    from virtio_pcie.spec.pcie import byte_offset
+    from virtio_pcie.spec.virtio import (LEGACY_QUEUE_ADDR_SHIFT, VirtioPciLegacyHeader,
+                                         legacy_vring_layout)
+    from virtio_pcie_tb.fuzz import monitors
+    from virtio_pcie_tb.fuzz.monitors import GRACE_NS, LinkMonitor
+
+    now = [0]
+    monkeypatch.setattr(monitors, "get_sim_time", lambda unit="ns": now[0])
+
+    class Bridge:
+        tx_monitors, rx_monitors = [], []
+
+    io_base = 0xC000
+    mon = LinkMonitor(Bridge(), bars={2: (io_base, 256)},
+                      msix={"vectors": 2, "pos": 0, "bir": 1, "table": 0}, pci_cfg_pos=None)
+    mon.watch_legacy(bar=2, max_queue_size=256)
+    to_device, from_device = Bridge.rx_monitors[0], Bridge.tx_monitors[0]
+
+    def io(fmt, field, value, tag):
+        off = byte_offset(VirtioPciLegacyHeader, field)
+        t = RawTlp(payload=(value << 8 * (off % 4)).to_bytes(4, "little")
+                   if fmt == FmtType.IOWR else b"")
+        t["dw0.fmt_type"] = fmt.value
+        t["dw0.length"] = 1
+        t["req.first_be"] = {"queue_sel": 0b0011, "status": 1 << off % 4}.get(field, 0xF)
+        t["req.tag"] = tag
+        t["req.dw2"] = io_base + off - off % 4
+        to_device(t)
+
+    def cpl(tag):
+        t = RawTlp()
+        t["dw0.fmt_type"] = FmtType.CPL.value
+        t["cpl.tag"] = tag
+        from_device(t)
+
+    def used_write(page):
+        _, _, used = legacy_vring_layout(page << LEGACY_QUEUE_ADDR_SHIFT, 256)
+        t = RawTlp(payload=bytes(8))
+        t["dw0.fmt_type"] = FmtType.MWR64.value
+        t["dw0.length"] = 2
+        t["req.first_be"], t["req.last_be"] = 0xF, 0xF
+        t["req.dw3"] = used
+        before = len(mon.violations)
+        from_device(t)
+        return len(mon.violations) == before
+
+    # QUEUE_PFN = 0: the ring is the device's until the write completes, plus the grace
+    io(FmtType.IOWR, "queue_sel", 1, tag=1)
+    io(FmtType.IOWR, "queue_pfn", 3, tag=2)
+    assert used_write(3)
+    io(FmtType.IOWR, "queue_pfn", 0, tag=3)
+    now[0] = 1000
+    assert used_write(3)                       # the write has not completed
+    cpl(3)
+    now[0] += GRACE_NS
+    assert used_write(3)
+    now[0] += 1
+    assert not used_write(3)
+    assert mon.violations[-1][0] == "write"
+
+    # STATUS = 0: the grant ends at the completion of the next legacy access
+    io(FmtType.IOWR, "queue_sel", 0, tag=4)
+    io(FmtType.IOWR, "queue_pfn", 5, tag=5)
+    io(FmtType.IOWR, "status", 0, tag=6)
+    cpl(6)
+    now[0] += 10_000
+    assert used_write(5)                       # the reset may still be running
+    io(FmtType.IORD, "status", 0, tag=7)       # held until the reset has completed
+    now[0] += 5_000
+    assert used_write(5)
+    cpl(7)
+    now[0] += GRACE_NS + 1
+    assert not used_write(5)
+    # a queue activated again after the reset is the device's again
+    io(FmtType.IOWR, "queue_pfn", 5, tag=8)
+    assert used_write(5)
+
+
 @pytest.mark.slow
 @pytest.mark.system
 @pytest.mark.parametrize("device", ["blk", "net"])

@@ -14,7 +14,8 @@ driver's, a random access that happened to hit a register):
   is masked (PCIe Base 4.0 §6.1.4; the table is shadowed from the writes delivered to it,
   through its BAR or the virtio PCI_CFG window); or, on a transitional device, the used ring
   of a queue a legacy QUEUE_PFN write activated (:meth:`LinkMonitor.watch_legacy`: the legacy
-  header is shadowed from the I/O writes delivered to it, whoever made them).
+  header is shadowed from the I/O writes delivered to it, whoever made them), until that
+  queue's ``QUEUE_PFN = 0`` write or a legacy device reset has completed.
 * **Bus mastering.** No memory request (read, write, MSI-X message) while the Command
   register's Bus Master Enable is clear (PCIe Base 4.0 §7.5.1.1.3), shadowed from delivered
   configuration writes.
@@ -66,6 +67,7 @@ _CAP_OFFSET = byte_offset(VirtioPciCap, "offset")
 _CAP_LENGTH = byte_offset(VirtioPciCap, "length")
 _CFG_DATA = byte_offset(VirtioPciCfgCap, "pci_cfg_data")
 _IOWR = FmtType.IOWR.value
+_IO = {FmtType.IORD.value, _IOWR}
 _LEGACY_CODEC = codec(VirtioPciLegacyHeader)
 
 
@@ -129,6 +131,9 @@ class LinkMonitor:
         self.legacy = None                   # (I/O BAR index, largest queue size) when watched
         self._l_sel = bytearray(2)
         self._l_pfn = {}                     # queue -> page number as last written
+        self._l_serial = 0                   # makes every legacy grant's owner unique
+        self._revoke_at_cpl = {}             # (requester, tag) -> owners to revoke then
+        self._after_reset = None             # owners to revoke once a legacy reset completed
         bridge.tx_monitors.append(self._from_device)
         bridge.rx_monitors.append(self._to_device)
 
@@ -160,14 +165,34 @@ class LinkMonitor:
         """Follow the legacy I/O header in ``bar``: a QUEUE_PFN write that activates a queue
         (whoever made it: a random write of the fuzzer too) grants that queue's legacy used
         ring, at the moment the write reaches the device, for every ring size the queue may
-        have (powers of two up to ``max_queue_size``)."""
+        have (powers of two up to ``max_queue_size``).
+
+        The grant ends (with :data:`GRACE_NS`) when the device has said the ring is no longer
+        its own: at the completion of the queue's ``QUEUE_PFN = 0`` write (the transport
+        completes it only once the queue is stopped with none of its DMA in flight), or, after
+        a STATUS = 0 write, at the completion of the next legacy access delivered (the
+        transport holds that access until the reset has completed). A new page number for an
+        active queue is granted too, though the transport ignores it: a reset the shadow does
+        not see (a random write to the modern STATUS) may have made the queue inactive, and a
+        grant too many only makes the check weaker, never a false alarm."""
         self.legacy = (bar, max_queue_size)
 
-    def _apply_legacy_write(self, tlp):
+    def _legacy_owners(self, queue=None):
+        return [o for o in self.grants
+                if o[0] == "legacy-used" and (queue is None or o[1] == queue)]
+
+    def _apply_legacy_access(self, tlp):
         bar, max_size = self.legacy
         base, size = self.bars[bar]
         addr = tlp.address
         if not base <= addr < base + size:
+            return
+        key = (tlp["req.requester_id"], tlp.tag)
+        if self._after_reset is not None:
+            # the first legacy access after a reset: its completion ends the reset's hold
+            self._revoke_at_cpl.setdefault(key, []).extend(self._after_reset)
+            self._after_reset = None
+        if tlp.fmt_type != _IOWR:
             return
         sel_before = int.from_bytes(self._l_sel, "little")
         pfn = bytearray(self._l_pfn.get(sel_before, 0).to_bytes(4, "little"))
@@ -182,22 +207,29 @@ class LinkMonitor:
             elif a in _L_STATUS and value == 0:
                 self._l_sel[:] = bytes(2)          # a device reset
                 self._l_pfn = {}
+                self._after_reset = self._legacy_owners()
         if not pfn_hit:
             return
         # The transport merges the written bytes with the selected queue's page number.
         page = int.from_bytes(pfn, "little")
         self._l_pfn[sel_before] = page
-        if page:
-            ring = page << LEGACY_QUEUE_ADDR_SHIFT
-            n = 1
-            while n <= max_size:
-                _, _, used = legacy_vring_layout(ring, n)
-                self.grant(("legacy-used", sel_before, page), used, virtq_used_size(n))
-                n *= 2
+        if page == 0:
+            self._revoke_at_cpl.setdefault(key, []).extend(self._legacy_owners(sel_before))
+            return
+        ring = page << LEGACY_QUEUE_ADDR_SHIFT
+        self._l_serial += 1
+        owner = ("legacy-used", sel_before, page, self._l_serial)
+        n = 1
+        while n <= max_size:
+            _, _, used = legacy_vring_layout(ring, n)
+            self.grant(owner, used, virtq_used_size(n))
+            n *= 2
 
     def reset_run(self):
         self._l_sel[:] = bytes(2)
         self._l_pfn = {}
+        self._revoke_at_cpl = {}
+        self._after_reset = None
         self.grants = {}
         self._ending = []
         self.pending = {}
@@ -284,8 +316,8 @@ class LinkMonitor:
             self.pending[key] = (get_sim_time("ns"), tlp)
         if ft == FmtType.CFGWR0.value:
             self._apply_config_write(tlp)
-        elif ft == _IOWR and self.legacy is not None:
-            self._apply_legacy_write(tlp)
+        elif ft in _IO and self.legacy is not None:
+            self._apply_legacy_access(tlp)
         elif ft in _MEM_WRITE:
             self._apply_table_write(tlp)
 
@@ -293,7 +325,10 @@ class LinkMonitor:
         ft = tlp.fmt_type
         now = get_sim_time("ns")
         if ft in _CPL:
-            self.pending.pop((tlp["cpl.requester_id"], tlp.tag), None)
+            key = (tlp["cpl.requester_id"], tlp.tag)
+            self.pending.pop(key, None)
+            for owner in self._revoke_at_cpl.pop(key, ()):
+                self.revoke(owner)
             return
         if not self.enabled or tlp.is_message:
             return
