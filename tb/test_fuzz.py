@@ -338,6 +338,7 @@ def test_monitor_legacy_grants_end(monkeypatch):
                       msix={"vectors": 2, "pos": 0, "bir": 1, "table": 0}, pci_cfg_pos=None)
     mon.watch_legacy(bar=2, max_queue_size=256)
     to_device, from_device = Bridge.rx_monitors[0], Bridge.tx_monitors[0]
+    legacy = codec(VirtioPciLegacyHeader)
 
     def io(fmt, field, value, tag):
         off = byte_offset(VirtioPciLegacyHeader, field)
@@ -345,7 +346,7 @@ def test_monitor_legacy_grants_end(monkeypatch):
                    if fmt == FmtType.IOWR else b"")
         t["dw0.fmt_type"] = fmt.value
         t["dw0.length"] = 1
-        t["req.first_be"] = {"queue_sel": 0b0011, "status": 1 << off % 4}.get(field, 0xF)
+        t["req.first_be"] = ((1 << legacy.field_size(field)) - 1) << off % 4
         t["req.tag"] = tag
         t["req.dw2"] = io_base + off - off % 4
         to_device(t)

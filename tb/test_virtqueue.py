@@ -1138,6 +1138,32 @@ async def run_walk_batch_gap(dut):
     assert max(boundary) < lat, f"a gap of {max(boundary):.0f} cycles at a batch boundary"
 
 
+async def _complete_during_event_read(tb, q, ring, chains):
+    """Complete ``chains[0]`` of queue ``q``, then, once the ``used_event`` read that follows
+    its index write is out, complete the others while that read is in flight; check they were
+    all taken before it came back. Returns the read and the queue's used->idx writes (value,
+    time) once everything is quiet."""
+    def event_reads():
+        return [a for a in tb.dma.log if a.kind == "rd" and a.host_addr == ring.used_event_addr]
+    before = len(event_reads())
+    tb.device.complete(q, chains[0].head, 0)
+    while len(event_reads()) == before:
+        await ClockCycles(tb.dut.clk, 1)
+    read = event_reads()[-1]
+    taken = []
+    for i, c in enumerate(chains[1:], 1):
+        tb.device.complete(q, c.head, i, on_sent=lambda *_: taken.append(1))
+    await ClockCycles(tb.dut.clk, 40)
+    rest = len(chains) - 1
+    assert read.done_ns is None, "the used_event read came back too early for this test"
+    assert len(taken) == rest, \
+        f"{len(taken)} of {rest} completions taken during the used_event read"
+    await tb.wait_quiet()
+    idx = [(int.from_bytes(a.data, "little"), a.time_ns) for a in tb.dma.log
+           if a.kind == "wr" and a.host_addr == ring.used_idx_addr]
+    return read, idx
+
+
 @cocotb.test()
 async def run_used_gather(dut):
     """The used side keeps taking a queue's completions while the ``used_event`` read after its
@@ -1163,24 +1189,8 @@ async def run_used_gather(dut):
     tb.transport.notify(q)
     await tb.wait_quiet(until=lambda: len(chains) == 8)
     await ClockCycles(dut.clk, 3 * lat)        # the early reads are back
-
-    def event_reads():
-        return [a for a in tb.dma.log if a.kind == "rd" and a.host_addr == ring.used_event_addr]
-    before = len(event_reads())
     irqs = len(tb.transport.irqs)
-    tb.device.complete(q, chains[0].head, 0)
-    while len(event_reads()) == before:
-        await ClockCycles(dut.clk, 1)
-    read = event_reads()[-1]
-    taken = []
-    for i, c in enumerate(chains[1:], 1):
-        tb.device.complete(q, c.head, i, on_sent=lambda *_: taken.append(1))
-    await ClockCycles(dut.clk, 40)
-    assert read.done_ns is None, "the used_event read came back too early for this test"
-    assert len(taken) == 7, f"{len(taken)} of 7 completions taken during the used_event read"
-    await tb.wait_quiet()
-    idx = [(int.from_bytes(a.data, "little"), a.time_ns) for a in tb.dma.log
-           if a.kind == "wr" and a.host_addr == ring.used_idx_addr]
+    read, idx = await _complete_during_event_read(tb, q, ring, chains)
     assert [i for i, _ in idx][0] == 1 and idx[-1][0] == 8, idx
     # (the next updates do not wait for the read: all 8 are published before it is back)
     assert idx[-1][1] < read.done_ns, (idx, read.done_ns)
@@ -1211,24 +1221,8 @@ async def run_used_gather_pulled(dut):
     tb.transport.set_driver_ok()
     chains = [await tb.device.fetch(port, rx) for _ in range(8)]
     await tb.wait_quiet()
-
-    def event_reads():
-        return [a for a in tb.dma.log if a.kind == "rd" and a.host_addr == ring.used_event_addr]
-    before = len(event_reads())
     irqs = len(tb.transport.irqs)
-    tb.device.complete(rx, chains[0].head, 0)
-    while len(event_reads()) == before:
-        await ClockCycles(dut.clk, 1)
-    read = event_reads()[-1]
-    taken = []
-    for i, c in enumerate(chains[1:], 1):
-        tb.device.complete(rx, c.head, i, on_sent=lambda *_: taken.append(1))
-    await ClockCycles(dut.clk, 40)
-    assert read.done_ns is None, "the used_event read came back too early for this test"
-    assert len(taken) == 7, f"{len(taken)} of 7 completions taken during the used_event read"
-    await tb.wait_quiet()
-    idx = [(int.from_bytes(a.data, "little"), a.time_ns) for a in tb.dma.log
-           if a.kind == "wr" and a.host_addr == ring.used_idx_addr]
+    read, idx = await _complete_during_event_read(tb, rx, ring, chains)
     assert [i for i, _ in idx] == [1, 8], idx
     assert idx[1][1] > read.done_ns, (idx, read.done_ns)
     for i, c in enumerate(chains):
