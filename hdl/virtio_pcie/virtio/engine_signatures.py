@@ -19,7 +19,7 @@ from .interface import EPOCH_BITS, VirtqSegment, queue_index_width
 
 __all__ = [
     "EPOCH_BITS", "VirtqErrorCode", "VirtqErrorReport", "VirtqCounters", "COUNTER_WIDTH",
-    "QueueRestore", "QueueOpKind", "QueueOp", "QueueConfigWord", "ChainEntry",
+    "QueueRestore", "QueueOpKind", "QueueOp", "QueueConfigWord", "ChainEntry", "AvailSeen",
     "DmaRequesterSignature", "ChainWriteSignature",
 ]
 
@@ -51,6 +51,16 @@ def VirtqErrorReport(queue_count):
     return data.StructLayout({
         "code":  VirtqErrorCode,
         "queue": queue_index_width(queue_count),
+    })
+
+
+def AvailSeen(queue_count):
+    """The walker has a pushed queue's avail entries up to ``idx`` (exclusive) in hand: read
+    into a session's cache, to be walked. An absolute index, not a count, so that a batch read
+    again (after a dropped look-ahead) is never counted twice."""
+    return data.StructLayout({
+        "queue": queue_index_width(queue_count),
+        "idx":   16,
     })
 
 

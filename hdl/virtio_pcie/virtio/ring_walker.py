@@ -15,9 +15,9 @@ from ..spec.virtio import (VirtqAvailHeader, VirtqDesc, VirtqDescFlags,
                            VIRTQ_IDX_BYTES, byte_offset, byte_size, virtq_avail_event_offset,
                            virtq_avail_ring_offset)
 from .desc_prefetcher import DescPrefetcher, SlotState
-from .engine_signatures import (EPOCH_BITS, ChainWriteSignature, DmaRequesterSignature,
-                                QueueConfigWord, QueueOp, QueueOpKind, VirtqErrorCode,
-                                VirtqErrorReport)
+from .engine_signatures import (EPOCH_BITS, AvailSeen, ChainWriteSignature,
+                                DmaRequesterSignature, QueueConfigWord, QueueOp, QueueOpKind,
+                                VirtqErrorCode, VirtqErrorReport)
 from .interface import VirtqSegment, queue_index_width
 
 __all__ = ["RingWalker", "WalkerCounts", "WALKER_AVAIL_HDR_ADDR", "WALKER_AHEAD_HDR_ADDR"]
@@ -149,6 +149,11 @@ class RingWalker(wiring.Component):
     fetch : In(stream.Signature(queue_index_width(queue_count))).array(ports)
         Used on pulled ports only (never ready on pushed ports).
     error : Out(stream.Signature(VirtqErrorReport(queue_count), always_ready=True))
+    seen : Out(stream.Signature(AvailSeen(queue_count), always_ready=True))
+        A pushed queue's avail entries up to ``idx`` are in a session's cache (its ring read
+        completed, or a look-ahead batch was taken over): the used writer's count of chains in
+        hand. Strobes; one may be lost when two sessions take batches in one cycle (the next
+        batch of that queue restores the count, which is absolute).
     counts : Out(WalkerCounts)
     """
 
@@ -224,6 +229,7 @@ class RingWalker(wiring.Component):
             "fetch":         In(stream.Signature(qw)).array(ports),
             "error":         Out(stream.Signature(VirtqErrorReport(queue_count),
                                                   always_ready=True)),
+            "seen":          Out(stream.Signature(AvailSeen(queue_count), always_ready=True)),
             "counts":        Out(WalkerCounts),
         })
 
@@ -351,6 +357,14 @@ class RingWalker(wiring.Component):
         count_n    = Signal(range(batch + 1))
         n_new      = Signal(16)
         fetch_n    = Signal(range(batch + 1))
+        # Batches taken into a session's cache (`seen`): by the walker itself (a ring read, or
+        # a swap while walking) or by a session that waited for the look-ahead; the first wins
+        # a cycle in which both happen (the count is absolute: the queue's next batch mends it).
+        seen_f = Signal(data.StructLayout({"valid": 1, "queue": qw, "idx": 16}))
+        seen_w = Signal.like(seen_f)
+        m.d.comb += [self.seen.valid.eq(seen_f.valid | seen_w.valid),
+                     self.seen.payload.queue.eq(Mux(seen_f.valid, seen_f.queue, seen_w.queue)),
+                     self.seen.payload.idx.eq(Mux(seen_f.valid, seen_f.idx, seen_w.idx))]
 
         # The job's session's window (descriptor slots from `win_slot` of the read buffer).
         j_win_valid = Signal()
@@ -709,6 +723,9 @@ class RingWalker(wiring.Component):
                     with m.Elif(~rd_ok):
                         fail(VirtqErrorCode.DMA)
                     with m.Else():
+                        with m.If(~job_pulled):
+                            m.d.comb += [seen_f.valid.eq(1), seen_f.queue.eq(job_q),
+                                         seen_f.idx.eq(last_avail + fetch_n)]
                         # A new look at the ring: descriptors read before it may be stale.
                         with m.Switch(job_sess):
                             for i in range(n_sess):
@@ -996,7 +1013,8 @@ class RingWalker(wiring.Component):
                 if use_pf:
                     m.d.comb += swap_pf.eq(pf_ext & pf_live & (pf_sess == job_sess))
                 with m.If(swap):
-                    m.d.comb += ah_arm.eq(1)
+                    m.d.comb += [ah_arm.eq(1), seen_f.valid.eq(1), seen_f.queue.eq(job_q),
+                                 seen_f.idx.eq(ah_from + ah_n)]
                     m.d.sync += [ah_from.eq(ah_from + ah_n), count_n.eq(ah_n), pos.eq(0)]
                     if use_pf:
                         with m.If(swap_pf):
@@ -1186,6 +1204,8 @@ class RingWalker(wiring.Component):
                                  pending.bit_select(sess_q[i], 1).eq(1)]
                 with m.Elif(ah_ready):
                     m.d.comb += ah_arm.eq(1)
+                    m.d.comb += [seen_w.valid.eq(1), seen_w.queue.eq(ah_q),
+                                 seen_w.idx.eq(ah_from + ah_n)]
                     m.d.sync += [sess_wait[i].eq(0), cache_sel[i].eq(~cache_sel[i]),
                                  cache_n[i].eq(ah_n), cache_pos[i].eq(0),
                                  win_valid[i].eq(win_keep[i]), ah_from.eq(ah_from + ah_n)]

@@ -13,8 +13,8 @@ from ..dma.interface import DmaError, DmaRamReadSignature, DmaRamWriteSignature
 from ..spec.virtio import (VirtqAvailFlags, VirtqAvailHeader, VirtqUsedElem, VirtqUsedHeader,
                            VIRTQ_IDX_BYTES, byte_offset, byte_size, virtq_used_event_offset,
                            virtq_used_ring_offset)
-from .engine_signatures import (EPOCH_BITS, DmaRequesterSignature, QueueOp, QueueOpKind,
-                                VirtqErrorCode, VirtqErrorReport)
+from .engine_signatures import (EPOCH_BITS, AvailSeen, DmaRequesterSignature, QueueOp,
+                                QueueOpKind, VirtqErrorCode, VirtqErrorReport)
 from .interface import VirtqCompletionSignature, queue_index_width
 
 __all__ = ["UsedWriter", "UsedCounts", "USED_EVENT_ADDR"]
@@ -157,7 +157,11 @@ class UsedWriter(wiring.Component):
     error : Out(stream.Signature(VirtqErrorReport(queue_count), always_ready=True))
     counts : Out(UsedCounts)
     committed : In(stream.Signature(queue_index_width(queue_count), always_ready=True))
-        A chain of this queue was committed to the device (strobe).
+        A chain of this queue was committed to the device (strobe): its ``used_event`` is read
+        early.
+    seen : In(stream.Signature(AvailSeen(queue_count), always_ready=True))
+        The walker has this queue's avail entries up to ``idx`` in hand (strobe): the chains
+        in hand counted for moderation.
     irq_holdoff : In(16)
         Most cycles a notification may be held (0: never held).
     irq_low_water : In(16)
@@ -202,6 +206,7 @@ class UsedWriter(wiring.Component):
             "error":      Out(stream.Signature(VirtqErrorReport(queue_count), always_ready=True)),
             "counts":     Out(UsedCounts),
             "committed":  In(stream.Signature(qw, always_ready=True)),
+            "seen":       In(stream.Signature(AvailSeen(queue_count), always_ready=True)),
             "irq_holdoff":   In(16),
             "irq_low_water": In(16),
         })
@@ -237,9 +242,14 @@ class UsedWriter(wiring.Component):
             self.wr_ram.data.eq(buf_rp.data),
         ]
 
-        # --- chains in hand per queue: chains committed to the device, counted in RAM ----------
-        # (read-modify-write one cycle after each commit; the read is transparent to the write,
-        # so back-to-back commits of one queue both count)
+        # --- chains in hand per queue: the avail index the walker has in hand, in RAM ----------
+        # Counted from the walker's ring reads, not from the chains it commits: a refill's
+        # chains reach the device only after their descriptor and indirect table reads (two
+        # round trips after the ring read, more for a refill longer than the prefetcher's
+        # slots), and counted late they made the queue look dry while its refill was on the
+        # way (at 256 bits, a notification every 7 requests). The index is absolute: one cycle
+        # after each report the RAM takes it, and `sn_add` is how far it moved (0 if it did not
+        # move forward).
         moderated = Const(self._moderated, qc)
         gathered  = Const(self._gathered, qc)
         m.submodules.taken_mem = taken_mem = memory.Memory(shape=16, depth=qc, init=[])
@@ -248,14 +258,20 @@ class UsedWriter(wiring.Component):
         tk_rp = taken_mem.read_port(transparent_for=(tk_wp,))
         cm = self.committed
         cm_mod = Signal()
-        inc_v = Signal()
-        inc_q = Signal(qw)
+        sn = self.seen
+        sn_v = Signal()
+        sn_q = Signal(qw)
+        sn_idx = Signal(16)
+        sn_add = Signal(16)
+        sn_fwd = Signal(16)
         m.d.comb += [cm_mod.eq(cm.valid & moderated.bit_select(cm.payload, 1)),
-                     tk_inc_rp.addr.eq(cm.payload)]
-        m.d.sync += [inc_v.eq(cm_mod), inc_q.eq(cm.payload)]
-        with m.If(inc_v):
-            m.d.comb += [tk_wp.addr.eq(inc_q), tk_wp.data.eq(tk_inc_rp.data + 1),
-                         tk_wp.en.eq(1)]
+                     tk_inc_rp.addr.eq(sn.payload.queue)]
+        m.d.sync += [sn_v.eq(sn.valid & moderated.bit_select(sn.payload.queue, 1)),
+                     sn_q.eq(sn.payload.queue), sn_idx.eq(sn.payload.idx)]
+        m.d.comb += sn_fwd.eq(sn_idx - tk_inc_rp.data)
+        with m.If(sn_v & ~sn_fwd[15]):
+            m.d.comb += [tk_wp.addr.eq(sn_q), tk_wp.data.eq(sn_idx), tk_wp.en.eq(1),
+                         sn_add.eq(sn_fwd)]
 
         # --- used_event / avail->flags snoop ---------------------------------------------------
         # event_val holds the last value read, for queue ev_q (valid: ev_valid); the early read
@@ -424,8 +440,8 @@ class UsedWriter(wiring.Component):
         rf_timer = Signal(16)
         with m.If(rf_timer != 0):
             m.d.sync += rf_timer.eq(rf_timer - 1)
-        with m.If(cm_mod & (cm.payload == rf_q) & (rf_left != 0)):
-            m.d.sync += rf_left.eq(rf_left - 1)
+        with m.If((sn_q == rf_q) & (sn_add != 0)):
+            m.d.sync += rf_left.eq(Mux(sn_add >= rf_left, 0, rf_left - sn_add))
 
         def refill_expected(q):
             return (rf_q == q) & (rf_left != 0) & (rf_timer != 0)
@@ -438,12 +454,12 @@ class UsedWriter(wiring.Component):
 
         def notified(q, n):
             m.d.sync += [rf_q.eq(q), rf_left.eq(n), rf_timer.eq(H)]
-        h_up   = cm_mod & (cm.payload == hold_q)
+        h_up   = Mux(sn_q == hold_q, sn_add, 0)
         h_down = self.counts.completed & (c.queue == hold_q)
-        with m.If(h_up & ~h_down):
-            m.d.sync += hold_left.eq(hold_left + 1)
-        with m.Elif(h_down & ~h_up & (hold_left != 0)):
-            m.d.sync += hold_left.eq(hold_left - 1)
+        with m.If(h_down & (hold_left + h_up != 0)):
+            m.d.sync += hold_left.eq(hold_left + h_up - 1)
+        with m.Elif(~h_down):
+            m.d.sync += hold_left.eq(hold_left + h_up)
         # (not while a finished batch of the held queue is on its way or its update waits for
         # its decision: that decision sends the notification, one interrupt for both)
         m.d.comb += expire.eq(hold_valid & ~(b_open & b_end & (b_q == hold_q)) &

@@ -428,6 +428,8 @@ class VirtqueueEngine(wiring.Component):
         m.d.comb += [
             used.committed.valid.eq(walker.counts.chain & ~walker.counts.chain_pulled),
             used.committed.payload.eq(walker.chain[0].data.segment.queue),
+            used.seen.valid.eq(walker.seen.valid),
+            used.seen.payload.eq(walker.seen.payload),
             used.irq_holdoff.eq(self.irq_holdoff),
             used.irq_low_water.eq(self.irq_low_water),
         ]
