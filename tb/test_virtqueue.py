@@ -30,7 +30,8 @@ from virtio_pcie.virtio.engine_signatures import VirtqErrorCode
 from virtio_pcie.virtio.virtqueue import VirtqueueEngine
 from virtio_pcie_tb import harness
 from virtio_pcie_tb.bench.notify import BENCH_PARAMS, notify_bench
-from virtio_pcie_tb.models.virtq_ring import MALFORMATIONS, DescAllocator, random_chain
+from virtio_pcie_tb.models.virtq_ring import (MALFORMATIONS, DescAllocator, pack_desc,
+                                               random_chain)
 from virtio_pcie_tb.virtq_scenario import QueuePlan, Scenario, random_pauses, random_scenario
 from virtio_pcie_tb.virtq_tb import CLOCK_NS, EngineTB
 
@@ -929,6 +930,74 @@ async def run_pulled(dut):
     assert not tb.device.errors, tb.device.errors
 
 
+@cocotb.test()
+async def run_fast_refill(dut):
+    """``fast_refill`` (the blk device's engine): block requests as Linux submits them (a head
+    descriptor pointing to a 3-entry indirect table; a refill reuses the heads freed last) have
+    their heads taken from the early window read with the ring entries: one descriptor table
+    read per batch, no head window read per chain, then one table read each; a batch across
+    the ring's end is read in two ring reads after one avail->idx read."""
+    tb = EngineTB(dut, seed=31)
+    await tb.reset()
+    assert tb.params.get("fast_refill"), "the BLK design is built with fast_refill"
+    q = tb.pushed_queues()[0]
+    port = tb.port_of_queue[q]
+    tb.transport.set_features(event_idx=False, indirect_desc=True)
+    ring = tb.new_ring(64, start=60)            # slot 60 of 64: a batch of 8 wraps
+    n = 8
+    tables = {}
+    for h in range(n):
+        table = tb.memory.alloc_addr(3 * 16)
+        tables[h] = table
+        data = 0x300000 + 0x1000 * h
+        nxt, wr = VirtqDescFlags.NEXT.value, VirtqDescFlags.WRITE.value
+        tb.memory.write(table, pack_desc(data, 16, nxt, 1) +
+                        pack_desc(data + 0x100, 512, nxt | wr, 2) +
+                        pack_desc(data + 0x800, 1, wr))
+        ring.write_desc(h, table, 3 * 16, VirtqDescFlags.INDIRECT.value)
+    await tb.enable(q, ring)
+    tb.transport.set_driver_ok()
+    window = virtq_desc_size(min(tb.params["walk_window"], ring.size))
+
+    async def refill(heads):
+        before = len(tb.dma.log)
+        done = len(tb.device.chains[port])
+        for h in heads:
+            ring.add(h, publish=False)
+        ring.publish()
+        tb.transport.notify(q)
+        await tb.wait_quiet(until=lambda: len(tb.device.chains[port]) == done + len(heads))
+        got = tb.device.chains[port][done:]
+        assert [c.head for c in got] == list(heads)
+        for c in got:
+            data = 0x300000 + 0x1000 * c.head
+            assert [(s.addr, s.len, s.write) for s in c.segments] == \
+                [(data, 16, False), (data + 0x100, 512, True), (data + 0x800, 1, True)], c
+        reads = [a for a in tb.dma.log[before:] if a.kind == "rd"]
+        desc = [a for a in reads if ring.desc <= a.host_addr < ring.desc + ring.size * 16]
+        assert [a.length for a in desc] == [window], \
+            f"descriptor table reads {[(hex(a.host_addr), a.length) for a in desc]}"
+        assert sorted(a.host_addr for a in reads if a.host_addr in tables.values()) == \
+            sorted(tables[h] for h in heads), "one table read per chain"
+        ring_reads = [i for i, a in enumerate(reads)
+                      if ring.avail_ring_addr(0) <= a.host_addr < ring.avail_ring_addr(ring.size)]
+        idx_reads = [i for i, a in enumerate(reads) if a.host_addr == ring.avail_flags_addr]
+        return ring_reads, idx_reads, got
+
+    # 1. wrapping the ring's end: entries 60-63 and 0-3 in two reads after one avail->idx read
+    ring_reads, idx_reads, got = await refill(range(n))
+    assert len(ring_reads) == 2, ring_reads
+    assert len([i for i in idx_reads if i < ring_reads[-1]]) == 1, (idx_reads, ring_reads)
+    # 2. Linux's refill: the heads completed last come back first
+    for i, c in enumerate(got):
+        tb.device.complete(q, c.head, 10 + i)
+    await tb.wait_quiet()
+    ring_reads, idx_reads, _ = await refill(range(n - 1, -1, -1))
+    assert len(ring_reads) == 1, ring_reads
+    assert not tb.device.errors, tb.device.errors
+    assert tb.transport.counters()["errors"] == 0
+
+
 def _walk_window_reads(tb, ring, since=0):
     """The walker's own descriptor window reads of ``ring`` in the DMA log from entry
     ``since`` (the NET design's walk window is larger than the prefetcher's head window, so
@@ -1373,7 +1442,7 @@ BLK_TESTS = ["run_basic", "run_malformed", "run_dma_errors", "run_used_elem_drop
              "run_stale_completion",
              "run_device_reset",
              "run_config_errors", "run_doorbells", "run_used_gather", "run_used_interleaved",
-             "run_random"]
+             "run_fast_refill", "run_random"]
 
 
 #: virtio-net shaped: receive queues (even) pulled on port 0, transmit queues (odd) and the

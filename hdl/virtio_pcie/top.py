@@ -182,9 +182,12 @@ class VirtioPcieDevice(wiring.Component):
             # No look-ahead avail refresh: a blk queue rarely streams more than a batch, and
             # its extra avail->idx read (and the wait for it) made QD 1 slower (1721.6 -> 1885.5
             # cycles per 4 KiB read at 128 bits, L = 1 us) for nothing at QD 32.
+            # The refill the interrupt moderation waits for: its indirect tables go out with
+            # the ring entries' arrival (the early window of the heads Linux reuses) and a batch
+            # across the ring's end is read at once (docs/virtqueue.md, "fast_refill").
             engine_limits = {"max_indirect": max(64, request_chain),
                              "max_chain": max(64, request_chain + 1),
-                             "avail_lookahead": False}
+                             "avail_lookahead": False, "walk_window": 64, "fast_refill": True}
             # A root complex returns completions in request order (roughly), so every byte of
             # read data outstanding delays the completions of later reads. Left to the 16 KiB
             # completion buffer, a write's data reads queue 4 µs of completions at 128 bits (4

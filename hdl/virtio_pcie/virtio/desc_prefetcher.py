@@ -31,7 +31,8 @@ from ..spec.virtio import VirtqDesc, VirtqDescFlags, byte_size
 from .engine_signatures import DmaRequesterSignature
 from .interface import queue_index_width
 
-__all__ = ["DescPrefetcher", "SlotState", "PrefetchStart", "PrefetchExtend", "SlotInfo"]
+__all__ = ["DescPrefetcher", "SlotState", "PrefetchStart", "PrefetchExtend", "SlotInfo",
+           "SessionWindow"]
 
 _DESC_BYTES = byte_size(VirtqDesc)
 
@@ -65,6 +66,19 @@ def PrefetchExtend(batch):
     })
 
 
+def SessionWindow(window):
+    """The walker's descriptor window of the prefetcher's session: descriptors ``base`` ..
+    ``base + n - 1`` at descriptor ``desc`` of the read buffer, current for every chain
+    published before avail index ``obs``."""
+    return data.StructLayout({
+        "valid": 1,
+        "base":  16,
+        "n":     range(window + 1),
+        "obs":   16,
+        "desc":  16,
+    })
+
+
 def SlotInfo(window, table):
     return data.StructLayout({
         "state":   SlotState,
@@ -93,6 +107,10 @@ class DescPrefetcher(wiring.Component):
     slot_beat : int
         RAM beat address of slot 0; slot ``s`` has its window at descriptor
         ``s * (window + table)`` from there, and its table right after the window.
+    session_window : int
+        Descriptors in the walker's session window (``win``), 0 for none. A head the window
+        holds is taken from it: the slot reads no window of its own (its ``wn`` is 0; the
+        walker finds the head in its window) and goes straight on to the table.
 
     Members
     -------
@@ -121,10 +139,13 @@ class DescPrefetcher(wiring.Component):
         that position's).
     release : In(stream.Signature(range(batch), always_ready=True))
         The walker is done with a position's slot.
+    win : In(SessionWindow(session_window))
+        Only with ``session_window``. A slot that took its head from it becomes MISS if the
+        window is no longer valid when the head is looked at (the walker reads it again).
     """
 
     def __init__(self, *, data_width, queue_count, ports, batch, slots, window, table,
-                 max_indirect, slot_beat):
+                 max_indirect, slot_beat, session_window=0):
         if slots < 1 or slots & (slots - 1):
             raise ValueError(f"slots must be a power of two, not {slots!r}")
         self._dw = data_width
@@ -136,7 +157,12 @@ class DescPrefetcher(wiring.Component):
         self._table = table
         self._max_indirect = max_indirect
         self._slot_beat = slot_beat
+        self._sw = session_window
+        members = {}
+        if session_window:
+            members["win"] = In(SessionWindow(session_window))
         super().__init__({
+            **members,
             "dma":           Out(DmaRequesterSignature()),
             "ram_addr":      Out(16),
             "ram_data":      In(data_width),
@@ -171,6 +197,9 @@ class DescPrefetcher(wiring.Component):
         spos     = [Signal(16, name=f"slot{s}_pos") for s in range(S)]
         swn      = [Signal(range(W + 1), name=f"slot{s}_wn") for s in range(S)]
         stable   = [Signal(name=f"slot{s}_table") for s in range(S)]
+        # The head is in the session window, at descriptor `shead` of the read buffer.
+        ssrc     = [Signal(name=f"slot{s}_src") for s in range(S)]
+        shead    = [Signal(16, name=f"slot{s}_head") for s in range(S)]
 
         active = Signal()
         job    = Signal.like(self.start.payload)
@@ -256,14 +285,26 @@ class DescPrefetcher(wiring.Component):
                     with m.Case(s):
                         for name, value in fields.items():
                             target = {"state": state, "pos": spos, "wn": swn,
-                                      "table": stable}[name][s]
+                                      "table": stable, "src": ssrc, "head": shead}[name][s]
                             m.d.sync += target.eq(value)
 
         wn = Signal(range(W + 1))
         m.d.comb += wn.eq(Mux(job.size - head < W, job.size - head, W))
 
-        # the head descriptor of check_slot, in the RAM
-        head_desc = self.slot_desc(0) + cur_slot * (W + T)
+        # cur_slot's window and table in the RAM, and its head descriptor (in the window, or in
+        # the session window)
+        slot_area = Signal(16)
+        head_desc = Signal(16)
+        m.d.comb += [slot_area.eq(self.slot_desc(0) + cur_slot * (W + T)),
+                     head_desc.eq(slot_area)]
+        cur_src = Signal()
+        if self._sw:
+            with m.Switch(cur_slot):
+                for s in range(S):
+                    with m.Case(s):
+                        m.d.comb += cur_src.eq(ssrc[s])
+                        with m.If(ssrc[s]):
+                            m.d.comb += head_desc.eq(shead[s])
         if beats_per_desc > 1:
             head_beat = head_desc * beats_per_desc
         else:
@@ -277,6 +318,10 @@ class DescPrefetcher(wiring.Component):
         take_table = is_ind & self.indirect_desc & ~has_next & (desc.len != 0) & \
             (desc.len[:4] == 0) & (desc.len[4:] <= min(T, self._max_indirect)) & \
             ~(end[64] & (end[:64] != 0))
+
+        def in_session(h):
+            return self.win.valid & ((h - self.win.base)[:16] < self.win.n) & \
+                behind(issue, self.win.obs)
 
         with m.FSM(name="prefetch"):
             with m.State("IDLE"):
@@ -315,13 +360,21 @@ class DescPrefetcher(wiring.Component):
                     set_slot(cur_slot, state=SlotState.MISS)
                     m.d.sync += issue.eq(issue + 1)
                     m.next = "RUN"
+                if self._sw:
+                    with m.Elif(in_session(h)):
+                        # In the session window: no window read; the table decision next.
+                        set_slot(cur_slot, state=SlotState.CHECK, wn=0, table=0, src=1,
+                                 head=self.win.desc + (h - self.win.base)[:16])
+                        m.d.sync += issue.eq(issue + 1)
+                        m.next = "RUN"
                 with m.Else():
+                    set_slot(cur_slot, src=0)
                     m.next = "ISSUE_WIN"
             with m.State("ISSUE_WIN"):
                 m.d.comb += [
                     rd.valid.eq(1),
                     rd.payload.host_addr.eq(job.desc + head * _DESC_BYTES),
-                    rd.payload.ram_addr.eq(head_desc * _DESC_BYTES),
+                    rd.payload.ram_addr.eq(slot_area * _DESC_BYTES),
                     rd.payload.len.eq(wn * _DESC_BYTES),
                     rd.payload.tag.eq(cur_slot << 1),
                 ]
@@ -351,6 +404,12 @@ class DescPrefetcher(wiring.Component):
                 with m.If(self.stop):
                     set_slot(cur_slot, state=SlotState.READY)
                     m.next = "RUN"
+                if self._sw:
+                    with m.Elif(cur_src & ~self.win.valid):
+                        # The session window went (the walker reads a new one): the head just
+                        # looked at may not be the chain's.
+                        set_slot(cur_slot, state=SlotState.MISS)
+                        m.next = "RUN"
                 with m.Elif(take_table):
                     m.next = "ISSUE_TABLE"
                 with m.Else():
@@ -360,7 +419,7 @@ class DescPrefetcher(wiring.Component):
                 m.d.comb += [
                     rd.valid.eq(1),
                     rd.payload.host_addr.eq(desc.addr),
-                    rd.payload.ram_addr.eq((head_desc + W) * _DESC_BYTES),
+                    rd.payload.ram_addr.eq((slot_area + W) * _DESC_BYTES),
                     rd.payload.len.eq(desc.len),
                     rd.payload.tag.eq((cur_slot << 1) | 1),
                 ]

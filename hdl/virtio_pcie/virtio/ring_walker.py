@@ -159,7 +159,7 @@ class RingWalker(wiring.Component):
 
     def __init__(self, *, data_width, queue_count, max_queue_size, port_of_queue, pulled_ports,
                  max_chain, max_indirect, avail_batch, desc_window, prefetch_slots=16,
-                 prefetch_table=16, walk_window=None, avail_lookahead=True):
+                 prefetch_table=16, walk_window=None, avail_lookahead=True, fast_refill=False):
         self._dw            = data_width
         self._qc            = queue_count
         self._max_size      = max_queue_size
@@ -172,6 +172,7 @@ class RingWalker(wiring.Component):
         self._window        = desc_window
         self._walk_window   = desc_window if walk_window is None else walk_window
         self._lookahead     = bool(avail_lookahead)
+        self._fast_refill   = bool(fast_refill) and bool(prefetch_slots)
         self._beat_bytes    = data_width // 8
         qw = queue_index_width(queue_count)
 
@@ -293,7 +294,8 @@ class RingWalker(wiring.Component):
             m.submodules.prefetch = pf = DescPrefetcher(
                 data_width=dw, queue_count=qc, ports=ports, batch=batch,
                 slots=self._pf_slots, window=pf_window, table=self._pf_table,
-                max_indirect=max_indirect, slot_beat=self._pf_base // beat)
+                max_indirect=max_indirect, slot_beat=self._pf_base // beat,
+                session_window=self._walk_window if self._fast_refill else 0)
             pf_rp = rd_mem.read_port()
             wiring.connect(m, pf=pf.dma, walker=wiring.flipped(self.prefetch_dma))
             m.d.comb += [pf_rp.addr.eq(pf.ram_addr), pf.ram_data.eq(pf_rp.data),
@@ -357,6 +359,11 @@ class RingWalker(wiring.Component):
         count_n    = Signal(range(batch + 1))
         n_new      = Signal(16)
         fetch_n    = Signal(range(batch + 1))
+        ring_ok    = Signal()
+        ring_left  = Signal(range(3))    # ring reads of the batch in flight (fast_refill)
+        fetch_a    = Signal(range(batch + 1))   # entries of the batch up to the ring's end
+        ewin_busy  = Signal()       # the early window's read is in flight
+        ewin_ok    = Signal()       # ... it landed without error (for the batch being read)
         # Batches taken into a session's cache (`seen`): by the walker itself (a ring read, or
         # a swap while walking) or by a session that waited for the look-ahead; the first wins
         # a cycle in which both happen (the count is absolute: the queue's next batch mends it).
@@ -388,6 +395,16 @@ class RingWalker(wiring.Component):
                             cache_base_beat + Mux(cache_sel[i], alt_index[i], i) * cache_stride)
                     else:
                         m.d.comb += j_cache_beat.eq(cache_base_beat + i * cache_stride)
+        if self._fast_refill:
+            # The prefetcher takes the heads its session's window holds from there (the early
+            # window, RD_EWIN) instead of reading a window of its own for each.
+            with m.Switch(pf_sess):
+                for i in range(n_sess):
+                    with m.Case(i):
+                        m.d.comb += [pf.win.valid.eq(win_valid[i]), pf.win.base.eq(win_base[i]),
+                                     pf.win.n.eq(win_n[i]), pf.win.obs.eq(win_obs[i]),
+                                     pf.win.desc.eq((self._table_bytes + i * self._win_bytes)
+                                                    // _DESC_BYTES)]
 
         # --- look-ahead refresh (pushed sessions, one at a time) ------------------------------
         # While a pushed session walks its cached entries, the next batch's avail->idx read (only
@@ -487,12 +504,19 @@ class RingWalker(wiring.Component):
                 with m.Case(p):
                     m.d.comb += space.eq(self.chain[p].space)
 
-        # DMA requests (one at a time, tag 0).
+        # DMA requests (one at a time, tag 0; and the early window's read, tag 1, see RD_EWIN).
         rd_req, wr_req = self.dma.rd_req, self.dma.wr_req
-        rd_done = self.dma.rd_status.valid
+        rd_done = self.dma.rd_status.valid & ~self.dma.rd_status.payload.tag[0]
         wr_done = self.dma.wr_status.valid
         rd_ok   = self.dma.rd_status.payload.error == DmaError.OK
         wr_ok   = self.dma.wr_status.payload.error == DmaError.OK
+        if self._fast_refill:
+            with m.If(self.dma.rd_status.valid & self.dma.rd_status.payload.tag[0]):
+                m.d.sync += [ewin_busy.eq(0), ewin_ok.eq(rd_ok)]
+            # A batch's ring reads (one, or two when it wraps the ring): only they are in
+            # flight (tag 0) from RD_RING until WAIT_RING is done with them.
+            with m.If(rd_done & (ring_left != 0)):
+                m.d.sync += [ring_left.eq(ring_left - 1), ring_ok.eq(ring_ok & rd_ok)]
 
         m.d.comb += [cfg_rp.addr.eq(job_q), la_rp.addr.eq(job_q)]
 
@@ -683,7 +707,14 @@ class RingWalker(wiring.Component):
                         m.d.comb += k.eq(n_new)
                     with m.Elif(room < batch):
                         m.d.comb += k.eq(room)
-                    m.d.sync += fetch_n.eq(k)
+                    m.d.sync += [fetch_n.eq(k), fetch_a.eq(k)]
+                    if self._fast_refill:
+                        # Past the ring's end too (a second read from its start), rather than
+                        # a second refresh (two more round trips) for the rest.
+                        with m.If(n_new <= batch):
+                            m.d.sync += fetch_n.eq(n_new)
+                        with m.Else():
+                            m.d.sync += fetch_n.eq(batch)
                     m.next = "RD_RING"
             with m.State("WR_EVENT"):
                 m.d.comb += [
@@ -711,40 +742,109 @@ class RingWalker(wiring.Component):
                     rd_req.valid.eq(1),
                     rd_req.payload.host_addr.eq(cfg.driver + virtq_avail_ring_offset(slot)),
                     rd_req.payload.ram_addr.eq(j_cache_beat << beat_shift),
-                    rd_req.payload.len.eq(fetch_n * 2),
+                    rd_req.payload.len.eq(fetch_a * 2),
                 ]
                 with m.If(rd_req.ready):
                     m.d.comb += self.counts.avail_read.eq(1)
-                    m.next = "WAIT_RING"
-            with m.State("WAIT_RING"):
-                with m.If(rd_done):
-                    with m.If(self.reset):
-                        m.next = "REST"
-                    with m.Elif(~rd_ok):
-                        fail(VirtqErrorCode.DMA)
-                    with m.Else():
+                    if self._fast_refill:
+                        m.d.sync += [ring_left.eq(Mux(fetch_n != fetch_a, 2, 1)),
+                                     ring_ok.eq(1)]
+                        with m.If(fetch_n != fetch_a):
+                            m.next = "RD_RING2"
+                        with m.Elif(~job_pulled):
+                            m.next = "RD_EWIN"
+                        with m.Else():
+                            m.next = "WAIT_RING"
+                    else:
+                        m.next = "WAIT_RING"
+            if self._fast_refill:
+                with m.State("RD_RING2"):
+                    # the entries from the ring's start, after the first read's in the cache
+                    m.d.comb += [
+                        rd_req.valid.eq(1),
+                        rd_req.payload.host_addr.eq(cfg.driver + virtq_avail_ring_offset(0)),
+                        rd_req.payload.ram_addr.eq((j_cache_beat << beat_shift) + fetch_a * 2),
+                        rd_req.payload.len.eq((fetch_n - fetch_a) * 2),
+                    ]
+                    with m.If(rd_req.ready):
+                        m.d.comb += self.counts.avail_read.eq(1)
                         with m.If(~job_pulled):
-                            m.d.comb += [seen_f.valid.eq(1), seen_f.queue.eq(job_q),
-                                         seen_f.idx.eq(last_avail + fetch_n)]
-                        # A new look at the ring: descriptors read before it may be stale.
+                            m.next = "RD_EWIN"
+                        with m.Else():
+                            m.next = "WAIT_RING"
+                # The early window: the session's descriptor window (where the last chains'
+                # heads were), read together with the ring entries instead of after them.
+                # Linux hands out the descriptors it freed last first, so a refill's heads are
+                # mostly those of the chains just completed: the prefetcher then reads their
+                # indirect tables as soon as the entries land, one host round trip earlier.
+                # It goes out after the avail->idx read showing the whole batch, so it holds
+                # the current descriptors of every chain of the batch (`win_obs`).
+                with m.State("RD_EWIN"):
+                    ebase = Signal(16)
+                    en = Signal(range(window + 1))
+                    m.d.comb += [ebase.eq(j_win_base & ~(walk_align - 1) & size_mask),
+                                 en.eq(window)]
+                    with m.If(size - ebase < window):
+                        m.d.comb += en.eq(size - ebase)
+                    m.d.comb += [
+                        rd_req.valid.eq(1),
+                        rd_req.payload.host_addr.eq(cfg.desc + ebase * _DESC_BYTES),
+                        rd_req.payload.ram_addr.eq(win_slot * _DESC_BYTES),
+                        rd_req.payload.len.eq(en * _DESC_BYTES),
+                        rd_req.payload.tag.eq(1),
+                    ]
+                    with m.If(rd_req.ready):
+                        m.d.comb += self.counts.desc_read.eq(1)
+                        m.d.sync += [ewin_busy.eq(1), ewin_ok.eq(0)]
                         with m.Switch(job_sess):
                             for i in range(n_sess):
                                 with m.Case(i):
-                                    m.d.sync += [sess_valid[i].eq(1), sess_q[i].eq(job_q),
-                                                 cache_n[i].eq(fetch_n), cache_pos[i].eq(0),
-                                                 win_valid[i].eq(0)]
-                        with m.If(Const(int(self._lookahead), 1) & ~job_pulled & ~ah_inflight &
-                                  (~ah_ready | ah_dead | (ah_sess == job_sess))):
-                            m.d.comb += ah_arm.eq(1)
-                            m.d.sync += [ah_sess.eq(job_sess), ah_q.eq(job_q),
-                                         ah_drv.eq(cfg.driver), ah_size.eq(size),
-                                         ah_desc.eq(cfg.desc),
-                                         ah_from.eq(last_avail + fetch_n),
-                                         ah_seen.eq(avail_hdr_idx), ah_kill.eq(0)]
-                        if use_pf:
-                            with m.If(~pf.busy):
-                                start_prefetch(fetch_n)
-                        m.next = "REST"
+                                    m.d.sync += [win_valid[i].eq(0), win_base[i].eq(ebase),
+                                                 win_n[i].eq(en),
+                                                 win_obs[i].eq(avail_hdr_idx)]
+                        m.next = "WAIT_RING"
+
+            def ring_landed(ok):
+                """The batch's ring entries are in the cache (``ok``: without error)."""
+                with m.If(self.reset):
+                    m.next = "REST"
+                with m.Elif(~ok):
+                    fail(VirtqErrorCode.DMA)
+                with m.Else():
+                    with m.If(~job_pulled):
+                        m.d.comb += [seen_f.valid.eq(1), seen_f.queue.eq(job_q),
+                                     seen_f.idx.eq(last_avail + fetch_n)]
+                    # A new look at the ring: descriptors read before it may be stale (the
+                    # early window went out after the avail->idx read that showed the batch).
+                    with m.Switch(job_sess):
+                        for i in range(n_sess):
+                            with m.Case(i):
+                                m.d.sync += [sess_valid[i].eq(1), sess_q[i].eq(job_q),
+                                             cache_n[i].eq(fetch_n), cache_pos[i].eq(0),
+                                             win_valid[i].eq(ewin_ok & ~job_pulled)]
+                    with m.If(Const(int(self._lookahead), 1) & ~job_pulled & ~ah_inflight &
+                              (~ah_ready | ah_dead | (ah_sess == job_sess))):
+                        m.d.comb += ah_arm.eq(1)
+                        m.d.sync += [ah_sess.eq(job_sess), ah_q.eq(job_q),
+                                     ah_drv.eq(cfg.driver), ah_size.eq(size),
+                                     ah_desc.eq(cfg.desc),
+                                     ah_from.eq(last_avail + fetch_n),
+                                     ah_seen.eq(avail_hdr_idx), ah_kill.eq(0)]
+                    if use_pf:
+                        with m.If(~pf.busy):
+                            start_prefetch(fetch_n)
+                    m.next = "REST"
+
+            with m.State("WAIT_RING"):
+                if self._fast_refill:
+                    # Every ring read of the batch back (their statuses are counted above: one
+                    # may come before this state), and the early window too: nothing else may
+                    # write the session's window while its read is in flight.
+                    with m.If((ring_left == 0) & ~ewin_busy):
+                        ring_landed(ring_ok)
+                else:
+                    with m.If(rd_done):
+                        ring_landed(rd_ok)
 
             # --- walk: one chain from the cache ------------------------------------------------
             with m.State("HEAD0"):
