@@ -550,16 +550,19 @@ when the chain is committed to the device, while the request is in progress, and
 already says "notify" (as it does at QD 1: Linux re-armed before submitting) the MSI-X message
 follows the `used->idx` write at once; it reads again after the index write only when the early
 value says "no" (the re-check race stays covered). That took step 6 off: 6.85 µs at L = 1 µs
-(7.89 µs before), 4.33 µs at 500 ns (4.87 µs).
+(7.89 µs before), 4.33 µs at 500 ns (4.87 µs). The blk engine's fast refill (tenth round) then
+took step 3 off: the head descriptor comes with the ring entry, in the early window (64
+descriptors where the last heads were, read with the ring entries), so the indirect table is
+read as soon as the entry lands: 6.11 µs at L = 1 µs, 4.09 µs at 500 ns.
 
-Five dependent host round trips (5 × L), 1 µs of data on the 128-bit path, 0.4 µs through the
-medium before the first data write and ≈ 0.4 µs of engine and device steps: 6.85 µs, against the
-target's 4 × L + 0.3 µs = 4.3 µs. The split ring itself costs four dependent reads
-(`avail->idx`, ring entry, descriptor, indirect table) and the request header a fifth; the
-data time alone (1 µs at 128 bits, 0.5 µs at 256) exceeds the target's 0.3 µs. What would take
+Four dependent host round trips (4 × L), 1 µs of data on the 128-bit path, 0.4 µs through the
+medium before the first data write and ≈ 0.7 µs of engine and device steps: 6.11 µs, against
+the target's 4 × L + 0.3 µs = 4.3 µs. The split ring itself costs three dependent reads
+(`avail->idx`, ring entry with the early window, indirect table) and the request header a
+fourth; the data time alone (1 µs at 128 bits, 0.5 µs at 256) exceeds the target's 0.3 µs. What would take
 round trips off, not done: VIRTIO_F_NOTIFICATION_DATA (the doorbell carries `avail->idx`, one
 round trip less; Linux's virtio_pci supports it); a 512-byte first chunk halves the medium's
-part. With both: 4 × L + about 1.3 µs at 128 bits.
+part. With both: 3 × L + about 1.6 µs at 128 bits.
 """
 
 _DMA = """\
@@ -642,9 +645,10 @@ notification while the device has more than `irq_low_water` chains of the queue 
 most `irq_holdoff` cycles, and lets it go as soon as the queue runs down to the low-water mark
 (decided at every update of the held queue), so that the host refills while the device still
 has work; after an interrupt, the chains of the refill it asked for count as in hand until they
-arrive. The whole device's values depend on the width: 64 bits 8 chains and 16384 cycles
-(65.5 µs; a request takes ~2 µs there: about 21 requests per interrupt; a mark of 10 gave 19.6,
-0.051 per request, 6 ran the queue dry), 128 bits 12 chains and 8192 cycles. At QD 1 nothing is
+arrive. Chains count as in hand from the engine's read of their ring entries (tenth round;
+before, from their commit to the device, which made a queue whose refill was being walked look
+dry). The whole device's values depend on the width: 64 bits 8 chains and 16384 cycles
+(65.5 µs; a request takes ~2 µs there), 128 bits 12 chains and 8192 cycles, 256 bits off. At QD 1 nothing is
 held. Doorbells stay low because the engine keeps polling `avail->idx` while it has work, and
 without EVENT_IDX a driver that reaps 20 completions per interrupt resubmits them with one kick.
 """
@@ -652,23 +656,21 @@ without EVENT_IDX a driver that reaps 20 completions per interrupt resubmits the
 _NOTIFY_WHY = """\
 ### Where interrupts stay above 0.05 per request
 
-The refill time bounds what any release rule can reach. In a trace at 128 bits (L = 1 µs, this
-host): message at 0, handler at 2 µs, refill published at 3 µs, the engine reads `avail->idx` at
-3.1 µs, the ring at 4.2 µs and the chains' descriptors at 5.3 to 7.8 µs, and a refilled request
-completes a data read later still; the sweeps put the effective refill time D at about 12 µs (a
-mark of 6 at 64 bits, ~12.6 µs of work, and of 10 or 11 at 128 bits ran the queue dry). At the
-message the device must still hold D of work, and the handler reaps 2 µs later, so a request
-time t allows at most QD - (D - 2 µs) / t requests per interrupt without running dry: about 27
-at 64 bits, 23 at 128, 13 at 256 bits (t = 0.5 µs), i.e. no fewer than about 0.075 interrupts
-per request there whatever the rule. Measured: 64 bits about 21 (0.047), 128 bits about 20
-(marks 12, 13 and 14 all give 13 interrupts in the 256-request window, 0.051; 10 and 11 ran dry:
-0.059 and 0.055, 89 and 91 % of the data path); at 256 bits marks 8, 12, 14 and 16 gave 0.059,
-0.090, 0.133 and 0.137 interrupts per request, the first two by running dry (82 and 84 % of the
-data path, 92 % for the others), so the whole device keeps moderation off at 256 bits
+The refill time bounds what any release rule can reach. At the message the device must still
+hold the refill time D of work, and the handler reaps 2 µs later, so a request time t allows at
+most QD - (D - 2 µs) / t requests per interrupt without running dry. In a trace at 256 bits
+(L = 1 µs, this host, mark 14) the message goes at 0, the refill is published at 3.0 µs, the
+engine reads `avail->idx` at 3.05 µs, the ring entries with the early window at 4.1 µs, the
+indirect tables from 5.3 µs, and the first refilled request header at 6.5 µs (before the fast
+refill: tables from 6.2 µs, header 7.4 µs). Swept at 256 bits (512 requests, holdoff 16384):
+marks 16 and 17 reach 0.047 interrupts per request at 86 and 88 % of the data path, mark 18
+falls into a stable mode of half-size batches (0.086, 93 %), and behind a Gen3 x8 link
+(`--link gen3x8`, which caps the unmoderated device at 87.5 % with 0.131 interrupts per request)
+mark 17 is in that mode (0.094) and 15 and 16 run dry (0.063 and 0.053 at 77 %). No fixed mark
+holds across request times, so the whole device keeps moderation off at 256 bits
 (`VirtioPcieDevice(irq_holdoff=0)` default there) and one interrupt covers a handler run's
-completions (about 7). A rule in time (release when the chains in hand times the measured cycles
-per completion fall to the measured refill time) releases at the same point as the best mark of
-each width and would replace the per-width table; it is not built, and it would not reach 0.05
-at 256 bits: that needs a shorter refill (the walk's round trips after a refill) or a deeper
-queue.
+completions (about 6). What is missing there is a release rule that follows the request time
+(release when the chains in hand times the measured cycles per completion fall to the measured
+refill time; not built) and, for more margin, VIRTIO_F_NOTIFICATION_DATA (one round trip less
+on a kicked refill); see virtqueue.md.
 """
