@@ -95,8 +95,8 @@ class UsedWriter(wiring.Component):
     Interrupt moderation (``irq_holdoff`` above 0), per queue: a notification due while the
     device still has more than ``irq_low_water`` chains of that queue in hand (read from the
     avail ring by the walker and not completed) is held, for at most ``irq_holdoff`` cycles;
-    the used entries are published meanwhile as usual, and further notifications due for the same queue
-    merge into the held one. It goes out as soon as the queue's chains in hand fall to
+    the used entries are published meanwhile as usual, and further notifications due for the
+    same queue merge into the held one. It goes out as soon as the queue's chains in hand fall to
     ``irq_low_water`` (the device is running dry: the driver must refill in time), when the
     time is up, or when another queue's notification needs the holding place (one place: a
     held queue never blocks another). One exception keeps the batches large: after an

@@ -559,10 +559,10 @@ Four dependent host round trips (4 × L), 1 µs of data on the 128-bit path, 0.4
 medium before the first data write and ≈ 0.7 µs of engine and device steps: 6.11 µs, against
 the target's 4 × L + 0.3 µs = 4.3 µs. The split ring itself costs three dependent reads
 (`avail->idx`, ring entry with the early window, indirect table) and the request header a
-fourth; the data time alone (1 µs at 128 bits, 0.5 µs at 256) exceeds the target's 0.3 µs. What would take
-round trips off, not done: VIRTIO_F_NOTIFICATION_DATA (the doorbell carries `avail->idx`, one
-round trip less; Linux's virtio_pci supports it); a 512-byte first chunk halves the medium's
-part. With both: 3 × L + about 1.6 µs at 128 bits.
+fourth; the data time alone (1 µs at 128 bits, 0.5 µs at 256) exceeds the target's 0.3 µs.
+What would take round trips off, not done: VIRTIO_F_NOTIFICATION_DATA (the doorbell carries
+`avail->idx`, one round trip less; Linux's virtio_pci supports it); a 512-byte first chunk
+halves the medium's part. With both: 3 × L + about 1.6 µs at 128 bits.
 """
 
 _DMA = """\
@@ -648,9 +648,10 @@ has work; after an interrupt, the chains of the refill it asked for count as in 
 arrive. Chains count as in hand from the engine's read of their ring entries (tenth round;
 before, from their commit to the device, which made a queue whose refill was being walked look
 dry). The whole device's values depend on the width: 64 bits 8 chains and 16384 cycles
-(65.5 µs; a request takes ~2 µs there), 128 bits 12 chains and 8192 cycles, 256 bits off. At QD 1 nothing is
-held. Doorbells stay low because the engine keeps polling `avail->idx` while it has work, and
-without EVENT_IDX a driver that reaps 20 completions per interrupt resubmits them with one kick.
+(65.5 µs; a request takes ~2 µs there), 128 bits 12 chains and 8192 cycles, 256 bits off. At
+QD 1 nothing is held. Doorbells stay low because the engine keeps polling `avail->idx` while it
+has work, and without EVENT_IDX a driver that reaps 20 completions per interrupt resubmits them
+with one kick.
 """
 
 _NOTIFY_WHY = """\
