@@ -947,14 +947,14 @@ async def run_fast_refill(dut):
     n = 8
     tables = {}
     for h in range(n):
-        table = tb.memory.alloc_addr(3 * 16)
+        table = tb.memory.alloc_addr(virtq_desc_size(3))
         tables[h] = table
         data = 0x300000 + 0x1000 * h
         nxt, wr = VirtqDescFlags.NEXT.value, VirtqDescFlags.WRITE.value
         tb.memory.write(table, pack_desc(data, 16, nxt, 1) +
                         pack_desc(data + 0x100, 512, nxt | wr, 2) +
                         pack_desc(data + 0x800, 1, wr))
-        ring.write_desc(h, table, 3 * 16, VirtqDescFlags.INDIRECT.value)
+        ring.write_desc(h, table, virtq_desc_size(3), VirtqDescFlags.INDIRECT.value)
     await tb.enable(q, ring)
     tb.transport.set_driver_ok()
     window = virtq_desc_size(min(tb.params["walk_window"], ring.size))
@@ -974,7 +974,8 @@ async def run_fast_refill(dut):
             assert [(s.addr, s.len, s.write) for s in c.segments] == \
                 [(data, 16, False), (data + 0x100, 512, True), (data + 0x800, 1, True)], c
         reads = [a for a in tb.dma.log[before:] if a.kind == "rd"]
-        desc = [a for a in reads if ring.desc <= a.host_addr < ring.desc + ring.size * 16]
+        desc = [a for a in reads
+                if ring.desc <= a.host_addr < ring.desc + virtq_desc_size(ring.size)]
         assert [a.length for a in desc] == [window], \
             f"descriptor table reads {[(hex(a.host_addr), a.length) for a in desc]}"
         assert sorted(a.host_addr for a in reads if a.host_addr in tables.values()) == \

@@ -520,6 +520,24 @@ class RingWalker(wiring.Component):
 
         m.d.comb += [cfg_rp.addr.eq(job_q), la_rp.addr.eq(job_q)]
 
+        def read_window(around, tag=0):
+            """Request the job's session window: ``window`` descriptors aligned to its size
+            around descriptor ``around``, cut at the table's end, into the session's window
+            slot. Returns the window's first descriptor and its length."""
+            base = Signal(16)
+            n = Signal(range(window + 1))
+            m.d.comb += [base.eq(around & ~(walk_align - 1)), n.eq(window)]
+            with m.If(size - base < window):
+                m.d.comb += n.eq(size - base)
+            m.d.comb += [
+                rd_req.valid.eq(1),
+                rd_req.payload.host_addr.eq(cfg.desc + base * _DESC_BYTES),
+                rd_req.payload.ram_addr.eq(win_slot * _DESC_BYTES),
+                rd_req.payload.len.eq(n * _DESC_BYTES),
+                rd_req.payload.tag.eq(tag),
+            ]
+            return base, n
+
         def release(set_pending=False):
             """End the job's session."""
             with m.Switch(job_sess):
@@ -780,19 +798,7 @@ class RingWalker(wiring.Component):
                 # It goes out after the avail->idx read showing the whole batch, so it holds
                 # the current descriptors of every chain of the batch (`win_obs`).
                 with m.State("RD_EWIN"):
-                    ebase = Signal(16)
-                    en = Signal(range(window + 1))
-                    m.d.comb += [ebase.eq(j_win_base & ~(walk_align - 1) & size_mask),
-                                 en.eq(window)]
-                    with m.If(size - ebase < window):
-                        m.d.comb += en.eq(size - ebase)
-                    m.d.comb += [
-                        rd_req.valid.eq(1),
-                        rd_req.payload.host_addr.eq(cfg.desc + ebase * _DESC_BYTES),
-                        rd_req.payload.ram_addr.eq(win_slot * _DESC_BYTES),
-                        rd_req.payload.len.eq(en * _DESC_BYTES),
-                        rd_req.payload.tag.eq(1),
-                    ]
+                    ebase, en = read_window(j_win_base & size_mask, tag=1)
                     with m.If(rd_req.ready):
                         m.d.comb += self.counts.desc_read.eq(1)
                         m.d.sync += [ewin_busy.eq(1), ewin_ok.eq(0)]
@@ -924,17 +930,7 @@ class RingWalker(wiring.Component):
                 # runs past the table's end unless the table is smaller than the window):
                 # Linux reuses descriptors last freed first (virtio_ring.c's free list), so the
                 # heads of a refill run down as often as up; an aligned window serves both.
-                wbase = Signal(16)
-                wn = Signal(range(window + 1))
-                m.d.comb += [wbase.eq(cur & ~(walk_align - 1)), wn.eq(window)]
-                with m.If(size - wbase < window):
-                    m.d.comb += wn.eq(size - wbase)
-                m.d.comb += [
-                    rd_req.valid.eq(1),
-                    rd_req.payload.host_addr.eq(cfg.desc + wbase * _DESC_BYTES),
-                    rd_req.payload.ram_addr.eq(win_slot * _DESC_BYTES),
-                    rd_req.payload.len.eq(wn * _DESC_BYTES),
-                ]
+                wbase, wn = read_window(cur)
                 with m.If(rd_req.ready):
                     m.d.comb += self.counts.desc_read.eq(1)
                     with m.Switch(job_sess):
