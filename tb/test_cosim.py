@@ -22,12 +22,14 @@ environment under ``.cache/cosim``; they need root for debootstrap and chroot)::
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from virtio_pcie.spec.virtio import VirtioF
 from virtio_pcie_tb.cosim import designs
 from virtio_pcie_tb.cosim.guest import SetupError, debian_mirror, find_kernel_in_tree
 from virtio_pcie_tb.cosim.initramfs import (CpioWriter, ModuleError, ModuleIndex, gzip_bytes,
@@ -248,10 +250,12 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="the guest environment needs root (debootstrap, chroot)")
 
 
-def cosim(*args, timeout=900):
-    """Run ``virtio-pcie cosim`` as a user would; (exit status, output)."""
-    proc = subprocess.run([sys.executable, "-m", "virtio_pcie.cli", "cosim", "--quiet"]
-                          + list(args), capture_output=True, text=True, timeout=timeout)
+def cosim(*args, timeout=900, quiet=True):
+    """Run ``virtio-pcie cosim`` as a user would; (exit status, output; with the guest's
+    console unless ``quiet``)."""
+    proc = subprocess.run([sys.executable, "-m", "virtio_pcie.cli", "cosim"] +
+                          (["--quiet"] if quiet else []) + list(args),
+                          capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
     print(output)
     return proc.returncode, output
@@ -267,10 +271,13 @@ def test_linux_drives_the_blk_rtl():
     # filled, remounted and verified (a fresh 32 MiB image on the device's medium). Modest
     # sizes keep CI short: a 256 KiB pattern and ext2 only (vfat and 1 MiB: the slow runs).
     status, output = cosim("--device", "blk", "--env", "PATTERN_KB=256", "--env", "FS_TYPES=ext2",
-                           "--timeout", "1200", timeout=1800)
+                           "--timeout", "1200", timeout=1800, quiet=False)
     assert status == 0, output
     assert "RTL enumerated over TLPs: 1af4:1042" in output
     assert "PASS: the guest script succeeded" in output    # exit 0: no protocol errors either
+    # Linux 6.12 took VIRTIO_F_NOTIFICATION_DATA: its doorbells carried the avail index.
+    bits = re.search(r"negotiated features: ([01]+)", output)
+    assert bits and bits.group(1)[VirtioF.NOTIFICATION_DATA] == "1", output[-2000:]
 
 
 @pytest.mark.cosim

@@ -494,6 +494,26 @@ async def run_rule_35_doorbells(dut):
 
 
 @cocotb.test()
+async def run_rule_35_notification_data(dut):
+    """Rule 35: with NOTIFICATION_DATA negotiated a 32-bit doorbell write passes its upper half
+    (next_off, next_wrap: the split ring's avail index) on with the queue; a 16-bit write is a
+    doorbell without it. Not negotiated, the upper half is nothing."""
+    tb = await TransportTB.create(dut)
+    assert NET_FEATURES & feature_mask(VirtioF.NOTIFICATION_DATA)
+    await bring_up(tb, queues=(0, 1, 2))
+    await tb.notify.write(2 * NOTIFY_PAGE, 0xFFFE_0002, 4)      # avail index 65534, queue 2
+    await tb.notify.write(1 * NOTIFY_PAGE, 1, 2)
+    await tb.notify.write(0, 0x0007_0000, 4)
+    await tb.cycles(3)
+    assert [(q, i) for _, q, i in tb.engine.notify_idx[-3:]] == [(2, 0xFFFE), (1, None), (0, 7)]
+    await bring_up(tb, queues=(0, 1),
+                   features=NET_FEATURES & ~feature_mask(VirtioF.NOTIFICATION_DATA))
+    await tb.notify.write(1 * NOTIFY_PAGE, 0x1234_0001, 4)
+    await tb.cycles(3)
+    assert tb.engine.notify_idx[-1][1:] == (1, None)
+
+
+@cocotb.test()
 async def run_rule_36_spurious_doorbells(dut):
     """Rule 36: doorbells of disabled queues, writes elsewhere in a doorbell page and empty
     writes are ignored; the block keeps working."""
@@ -991,7 +1011,8 @@ GROUPS = {
                   "run_rule_72_version_1_required", "run_rule_73_latch_at_enable",
                   "run_rule_74_ring_alignment",
                   "run_rule_73_engine_backpressure"],
-    "interrupts": ["run_rule_35_doorbells", "run_rule_36_spurious_doorbells",
+    "interrupts": ["run_rule_35_doorbells", "run_rule_35_notification_data",
+                   "run_rule_36_spurious_doorbells",
                    "run_rule_39_config_isr_first", "run_rule_40_intx",
                    "run_rule_42_isr_read_clears", "run_rule_43_both_causes",
                    "run_rule_44_config_before_features_ok", "run_rule_47_config_interrupt",

@@ -14,6 +14,7 @@ from amaranth.hdl import Fragment
 from transport_env import BLK_FEATURES, MODERN_PARAMS, NET_FEATURES, TRANSITIONAL_PARAMS
 from virtio_pcie.spec.virtio import (VirtioBlkF, VirtioDeviceId, VirtioF, VirtioNetF,
                                      feature_mask)
+from virtio_pcie.function.layout import FunctionLayout
 from virtio_pcie.virtio.register_map import render_markdown
 from virtio_pcie.virtio.transport import VirtioTransport
 
@@ -41,12 +42,11 @@ def test_rule_68_version_1_offered():
 
 
 @pytest.mark.parametrize("bit", [VirtioF.RING_PACKED, VirtioF.IN_ORDER, VirtioF.SR_IOV,
-                                 VirtioF.NOTIFICATION_DATA, VirtioF.ADMIN_VQ, VirtioF.SUSPEND,
-                                 30, 42, 49])
+                                 VirtioF.ADMIN_VQ, VirtioF.SUSPEND, 30, 42, 49])
 def test_rule_71_unsupported_transport_features(bit):
-    """Rules 34, 65, 69 and 71: transport features this block (or the engine) cannot honour --
-    packed rings, in-order, SR-IOV, NOTIFICATION_DATA, admin queues, SUSPEND, reserved bits --
-    cannot be offered."""
+    """Rules 65, 69 and 71: transport features this block (or the engine) cannot honour --
+    packed rings, in-order, SR-IOV, admin queues, SUSPEND, reserved bits -- cannot be
+    offered."""
     with pytest.raises(ValueError, match=f"bit {int(bit)}"):
         transport(device_features=NET_FEATURES | 1 << int(bit))
 
@@ -105,8 +105,23 @@ def test_bad_parameters(name, value):
 def test_rule_33_notify_length(multiplier, length):
     """Rules 33 and 37: the notification structure is long enough for every queue's doorbell
     (queue_notify_off * multiplier + 2); the port's window covers it."""
+    t = transport(notify_off_multiplier=multiplier,
+                  device_features=NET_FEATURES & ~feature_mask(VirtioF.NOTIFICATION_DATA))
+    assert t.notify_length == length
+    assert 1 << t.notify.signature.addr_width >= length
+    assert t.notify_off_multiplier == multiplier
+
+
+@pytest.mark.parametrize("multiplier, length", [(0, 4), (4, 63 * 4 + 4), (4096, 63 * 4096 + 4)])
+def test_rule_34_notify_length_with_data(multiplier, length):
+    """Rule 34: with NOTIFICATION_DATA offered every doorbell takes a 32-bit write, and the
+    structure covers the last one's 4 bytes; the function's capability says the same."""
+    assert NET_FEATURES & feature_mask(VirtioF.NOTIFICATION_DATA)
     t = transport(notify_off_multiplier=multiplier)
     assert t.notify_length == length
+    layout = FunctionLayout(device_type=VirtioDeviceId.NET, queue_count=64, msix_vectors=8,
+                            notify_off_multiplier=multiplier, notification_data=True)
+    assert layout.windows["notify"].length == length
     assert 1 << t.notify.signature.addr_width >= length
     assert t.notify_off_multiplier == multiplier
 

@@ -999,6 +999,104 @@ async def run_fast_refill(dut):
     assert tb.transport.counters()["errors"] == 0
 
 
+@cocotb.test()
+async def run_notification_data(dut):
+    """VIRTIO_F_NOTIFICATION_DATA with ``fast_refill``: a doorbell carrying the driver's avail
+    index sends the refresh's ring read (and the early window) right behind its avail->idx
+    read, before that read has come back; the batch is the doorbell's entries, and entries
+    published after the doorbell are taken by a later refresh. A doorbell whose index the
+    driver never published (a broken driver) is not trusted: only the published chains come
+    out, their entries read again after the index read; stale and absurd indices are
+    ignored; nothing of it is an error."""
+    tb = EngineTB(dut, seed=37)
+    await tb.reset()
+    assert tb.params.get("fast_refill"), "the BLK design is built with fast_refill"
+    q = tb.pushed_queues()[0]
+    port = tb.port_of_queue[q]
+    tb.transport.set_features(event_idx=False, indirect_desc=True)
+    # avail index 65534, slot 62 of 64: the first batch wraps the ring and the 16-bit index
+    ring = tb.new_ring(64, start=65534)
+    for h in range(ring.size):
+        ring.write_desc(h, 0x300000 + 0x1000 * h, 64 + h, 0)
+    await tb.enable(q, ring)
+    tb.transport.set_driver_ok()
+    taken = 0
+
+    def ring_reads(log):
+        return [a for a in log if a.kind == "rd" and
+                ring.avail_ring_addr(0) <= a.host_addr < ring.avail_ring_addr(ring.size)]
+
+    async def kick(heads, idx, *, more=()):
+        """Publish ``heads``, ring with ``idx``, publish ``more`` (no doorbell): every chain
+        comes out, in order. Returns the refresh's reads (from the doorbell on)."""
+        nonlocal taken
+        before = len(tb.dma.log)
+        for h in heads:
+            ring.add(h, publish=False)
+        ring.publish()
+        tb.transport.notify(q, idx=idx)
+        for h in more:
+            ring.add(h)
+        want = list(heads) + list(more)
+        await tb.wait_quiet(until=lambda: len(tb.device.chains[port]) == taken + len(want))
+        got = tb.device.chains[port][taken:]
+        assert [c.head for c in got] == want
+        for c in got:
+            assert [(s.addr, s.len, s.write) for s in c.segments] == \
+                [(0x300000 + 0x1000 * c.head, 64 + c.head, False)], c
+        for c in got:
+            tb.device.complete(q, c.head, 0)
+        taken += len(want)
+        await tb.wait_quiet()
+        return [a for a in tb.dma.log[before:] if a.kind == "rd"]
+
+    def idx_reads(reads):
+        return [a for a in reads if a.host_addr == ring.avail_flags_addr]
+
+    # 1. the doorbell's index: the ring (in two reads: it wraps) goes out before the avail->idx
+    #    read has come back
+    reads = await kick(range(4), (ring.avail_idx + 4) & 0xFFFF)
+    first_idx = idx_reads(reads)[0]
+    early = [a for a in ring_reads(reads) if a.time_ns < first_idx.done_ns]
+    assert len(early) == 2, [(hex(a.host_addr), a.time_ns, first_idx.done_ns) for a in reads]
+    assert len(ring_reads(reads)) == 2
+    # 2. entries published after the doorbell (Linux rings at its first request and goes on
+    #    adding): the doorbell's entries early, the rest as soon as avail->idx shows them,
+    #    without another avail->idx read
+    reads = await kick(range(4, 7), (ring.avail_idx + 3) & 0xFFFF, more=range(7, 9))
+    first_idx = idx_reads(reads)[0]
+    rr = ring_reads(reads)
+    assert [a.length for a in rr] == [3 * 2, 2 * 2], [(a.length, a.time_ns) for a in rr]
+    assert rr[0].time_ns < first_idx.done_ns <= rr[1].time_ns
+    assert [a for a in idx_reads(reads) if a.time_ns < rr[1].time_ns] == [first_idx]
+    # 3. a broken driver: the doorbell's index is 5 ahead of what it published. Only the two
+    #    published chains come out; the ring is read again once avail->idx is back.
+    for slot in range(ring.avail_idx, ring.avail_idx + 8):
+        ring.write_avail_entry(slot, 40 + slot % 8)       # stale entries, walkable heads
+    reads = await kick(range(10, 12), (ring.avail_idx + 7) & 0xFFFF)
+    rr = ring_reads(reads)
+    first_idx = idx_reads(reads)[0]
+    assert [a.time_ns < first_idx.done_ns for a in rr] == [True, False], \
+        [(hex(a.host_addr), a.length, a.time_ns) for a in rr]
+    assert rr[1].length == 2 * 2
+    # 4. an index the device has already passed, and one a whole ring away: not used
+    for idx in (ring.avail_idx, (ring.avail_idx - 3) & 0xFFFF, (ring.avail_idx + 200) & 0xFFFF):
+        reads = await kick([20, 21], idx)
+        first_idx = idx_reads(reads)[0]
+        assert not [a for a in ring_reads(reads) if a.time_ns < first_idx.done_ns], idx
+    # 5. a doorbell's entries up to the ring's end and more published after it: the rest is read
+    #    from the ring's start (and nothing is counted as read that was not)
+    while ring.avail_idx % ring.size != ring.size - 2:
+        n = min(8, (ring.size - 2 - ring.avail_idx) % ring.size)
+        await kick(range(30, 30 + n), (ring.avail_idx + n) & 0xFFFF)
+    reads = await kick([40, 41], (ring.avail_idx + 2) & 0xFFFF, more=[42, 43, 44])
+    rr = ring_reads(reads)
+    assert [(a.host_addr, a.length) for a in rr] == \
+        [(ring.avail_ring_addr(ring.size - 2), 2 * 2), (ring.avail_ring_addr(0), 3 * 2)], rr
+    assert not tb.device.errors, tb.device.errors
+    assert tb.transport.counters()["errors"] == 0
+
+
 def _walk_window_reads(tb, ring, since=0):
     """The walker's own descriptor window reads of ``ring`` in the DMA log from entry
     ``since`` (the NET design's walk window is larger than the prefetcher's head window, so
@@ -1443,7 +1541,7 @@ BLK_TESTS = ["run_basic", "run_malformed", "run_dma_errors", "run_used_elem_drop
              "run_stale_completion",
              "run_device_reset",
              "run_config_errors", "run_doorbells", "run_used_gather", "run_used_interleaved",
-             "run_fast_refill", "run_random"]
+             "run_fast_refill", "run_notification_data", "run_random"]
 
 
 #: virtio-net shaped: receive queues (even) pulled on port 0, transmit queues (odd) and the

@@ -26,10 +26,11 @@ from virtio_pcie_tb.models.transport_peers import (CLOCK_NS, FakeDeviceBackend, 
 from virtio_pcie_tb.models.virtio_pci_driver import (LegacyVirtioPciDriver, ModernVirtioPciDriver,
                                                      MsixPlatform)
 
-#: A virtio-net function with 64 queues, a doorbell page per queue and 8 MSI-X vectors.
+#: A virtio-net function with 64 queues, a doorbell page per queue and 8 MSI-X vectors (and
+#: NOTIFICATION_DATA: 32-bit doorbells carrying the avail index).
 NET_FEATURES = feature_mask(
     VirtioF.VERSION_1, VirtioF.RING_RESET, VirtioF.EVENT_IDX, VirtioF.INDIRECT_DESC,
-    VirtioF.ACCESS_PLATFORM, VirtioF.ORDER_PLATFORM,
+    VirtioF.ACCESS_PLATFORM, VirtioF.ORDER_PLATFORM, VirtioF.NOTIFICATION_DATA,
     VirtioNetF.CSUM, VirtioNetF.GUEST_CSUM, VirtioNetF.HOST_TSO4, VirtioNetF.GUEST_TSO4,
     VirtioNetF.GUEST_ECN, VirtioNetF.CTRL_VQ, VirtioNetF.MQ, VirtioNetF.MAC, VirtioNetF.STATUS,
     VirtioNetF.MRG_RXBUF)

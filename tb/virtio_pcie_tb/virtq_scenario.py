@@ -14,6 +14,7 @@ import random
 
 import cocotb
 from cocotb.triggers import ClockCycles
+from cocotb.utils import get_sim_time
 
 from virtio_pcie.dma.interface import DmaError
 from virtio_pcie.spec.virtio import vring_need_event
@@ -52,6 +53,7 @@ class QueuePlan:
     received: list = dataclasses.field(default_factory=list)
     completions: list = dataclasses.field(default_factory=list)   # (head, len, batch_end)
     failing: set = dataclasses.field(default_factory=set)
+    doorbells: list = dataclasses.field(default_factory=list)     # (ns, index) carried
 
 
 def random_pauses(seed, probability):
@@ -240,7 +242,19 @@ class Scenario:
         new = ring.read_avail_idx()
         if self.event_idx and not vring_need_event(ring.read_avail_event(), new, old):
             return
-        self.tb.transport.notify(plan.queue)
+        # The doorbell carries the index published (VIRTIO_F_NOTIFICATION_DATA; an engine
+        # without fast_refill ignores it) most of the time; sometimes a wrong one, ahead of
+        # what is published or behind it, which must change nothing.
+        idx, roll = None, self.rng.random()
+        if roll < 0.6:
+            idx = new
+            if roll < 0.06:
+                idx = (new + self.rng.randint(1, 8)) & 0xFFFF
+            elif roll < 0.12:
+                idx = (new - self.rng.randint(1, 8)) & 0xFFFF
+        if idx is not None:
+            plan.doorbells.append((get_sim_time("ns"), idx))
+        self.tb.transport.notify(plan.queue, idx=idx)
 
     def _all_done(self):
         for plan in self.plans:
@@ -327,7 +341,8 @@ class Scenario:
             if irq_times and idx_writes and irq_times[0] < idx_writes[0].done_ns:
                 f.append(f"queue {q}: interrupt before its used->idx write was sent")
             audits.append(QueueAudit(ring, plan.start, plan.published, plan.start,
-                                     len(plan.completions), plan.tables, self.event_idx))
+                                     len(plan.completions), plan.tables, self.event_idx,
+                                     plan.doorbells))
         f += audit_dma(tb.dma.log, audits)
         counters = tr.counters()
         if counters["errors"] - errors_before != n_errors:

@@ -220,6 +220,9 @@ class FunctionLayout:
     notify_off_multiplier : int
         0 (one doorbell; the written value selects the queue) or a power of two up to 4096 (queue
         ``q``'s doorbell at ``q * multiplier``).
+    notification_data : bool
+        VIRTIO_F_NOTIFICATION_DATA is offered: each doorbell takes a 32-bit write, and the notify
+        structure's ``cap.length`` covers the last one's 4 bytes (checklist rule 34).
     device_cfg_length : int or None
         Bytes of device-specific configuration; ``None`` takes the spec structure's size for net
         and block (0 for entropy). 0 means no DEVICE structure.
@@ -243,7 +246,8 @@ class FunctionLayout:
     """
 
     def __init__(self, *, device_type, transitional=False, queue_count, msix_vectors,
-                 notify_off_multiplier=4, device_cfg_length=None, config_mode="full",
+                 notify_off_multiplier=4, notification_data=False, device_cfg_length=None,
+                 config_mode="full",
                  ext_cap_pointer=0xA8, max_payload_size=256, extended_tag=True,
                  link_speed=PcieLinkSpeed.GT_2_5, link_width=1, subsystem_vendor_id=None,
                  subsystem_id=None):
@@ -305,6 +309,7 @@ class FunctionLayout:
         self.queue_count           = queue_count
         self.msix_vectors          = msix_vectors
         self.notify_off_multiplier = notify_off_multiplier
+        self.notification_data     = bool(notification_data)
         self.device_cfg_length     = device_cfg_length
         self.config_mode           = config_mode
         self.ext_cap_pointer       = ext_cap_pointer if config_mode == "ext" else None
@@ -365,9 +370,10 @@ class FunctionLayout:
         # as the structure needs (what the transport's target ports expect).
         common_length = byte_size(virtio.VirtioPciCommonCfg)
         isr_length    = byte_size(virtio.VirtioIsr)
-        # The last queue's doorbell plus a 16-bit write (virtio 1.2 §4.1.4.4, checklist rule 33;
-        # queue_notify_off is the queue index).
-        notify_length = (self.queue_count - 1) * self.notify_off_multiplier + 2
+        # The last queue's doorbell plus a 16-bit write, or a 32-bit one with NOTIFICATION_DATA
+        # (virtio 1.2 §4.1.4.4, checklist rules 33 and 34; queue_notify_off is the queue index).
+        notify_length = ((self.queue_count - 1) * self.notify_off_multiplier +
+                         (4 if self.notification_data else 2))
         notify_size   = _pow2_at_least(notify_length, 4)
         notify_offset = _align(3 * VIRTIO_PAGE, notify_size)
         windows.append(Window("common", 4, 0 * VIRTIO_PAGE, _pow2_at_least(common_length, 4),

@@ -16,8 +16,11 @@
   with 1 (modern) or whose ``QUEUE_PFN`` was written (legacy; the transport computes the three
   ring addresses with the 4096-byte legacy alignment, or sends ``enable = 0`` for a PFN of 0).
   Addresses and size are latched at that moment, as QEMU does.
-* ``notify``: a stream of queue indices, one per doorbell write (always ready: the engine keeps
-  a pending bit per queue, so back-to-back doorbells are never lost, only merged).
+* ``notify``: a stream of :data:`Doorbell`, one per doorbell write (always ready: the engine
+  keeps a pending bit per queue, so back-to-back doorbells are never lost, only merged). With
+  VIRTIO_F_NOTIFICATION_DATA negotiated, a 32-bit doorbell write also carries the avail index
+  the driver had published when it wrote it (``idx``, ``has_idx``): every ring entry before it
+  is in host memory, so the engine may read them without reading ``avail->idx`` first.
 * ``queue_reset``: a stream of queue indices to reset (VIRTIO_F_RING_RESET); the engine stops
   the queue, waits for its DMA in flight and answers on ``queue_reset_done``.
 * ``reset``: level; while high the engine abandons all work, lets DMA in flight finish and
@@ -61,7 +64,7 @@ from amaranth.lib.wiring import In, Out
 from ..function.register_bus import RegisterBusSignature
 
 __all__ = [
-    "queue_index_width", "EPOCH_BITS", "QueueConfig", "VirtqSegment", "VirtqUsed",
+    "queue_index_width", "EPOCH_BITS", "QueueConfig", "Doorbell", "VirtqSegment", "VirtqUsed",
     "QueueControlSignature", "VirtqRequestSignature", "VirtqCompletionSignature",
     "DeviceConfigSignature", "FEATURE_BITS",
 ]
@@ -92,6 +95,16 @@ def QueueConfig(queue_count):
         "driver": 64,      # queue_driver (available ring)
         "device": 64,      # queue_device (used ring)
         "enable": 1,
+    })
+
+
+def Doorbell(queue_count):
+    return data.StructLayout({
+        "queue":   queue_index_width(queue_count),
+        # VIRTIO_F_NOTIFICATION_DATA (virtio 1.2 §4.1.5.2): next_off and next_wrap of a split
+        # ring together are the avail index after the driver's last published entry.
+        "idx":     16,
+        "has_idx": 1,
     })
 
 
@@ -127,7 +140,7 @@ class QueueControlSignature(wiring.Signature):
         qw = queue_index_width(queue_count)
         super().__init__({
             "config":           Out(stream.Signature(QueueConfig(queue_count))),
-            "notify":           Out(stream.Signature(qw, always_ready=True)),
+            "notify":           Out(stream.Signature(Doorbell(queue_count), always_ready=True)),
             "queue_reset":      Out(stream.Signature(qw)),
             "queue_reset_done": In(stream.Signature(qw, always_ready=True)),
             "reset":            Out(1),

@@ -18,7 +18,7 @@ from .desc_prefetcher import DescPrefetcher, SlotState
 from .engine_signatures import (EPOCH_BITS, AvailSeen, ChainWriteSignature,
                                 DmaRequesterSignature, QueueConfigWord, QueueOp, QueueOpKind,
                                 VirtqErrorCode, VirtqErrorReport)
-from .interface import VirtqSegment, queue_index_width
+from .interface import Doorbell, VirtqSegment, queue_index_width
 
 __all__ = ["RingWalker", "WalkerCounts", "WALKER_AVAIL_HDR_ADDR", "WALKER_AHEAD_HDR_ADDR"]
 
@@ -89,6 +89,20 @@ class RingWalker(wiring.Component):
     Pulled queues: a fetch names a queue; the answer is one chain or one ``empty`` beat. No
     ``avail_event`` is written for them (their doorbells are not needed).
 
+    Fast refill (``fast_refill``, pushed queues): a refresh's batch is read across the ring's
+    end in two reads after one ``avail->idx`` read, and the session's descriptor window goes
+    out with the ring entries (the *early window*, where the last heads were: Linux hands out
+    the descriptors it freed last first), so that the prefetcher finds a refill's heads there.
+    With VIRTIO_F_NOTIFICATION_DATA, a doorbell's avail index (``notify.payload.idx``) is kept
+    per queue until the queue's next refresh, which then sends the ring read (and the early
+    window) right behind its ``avail->idx`` read instead of one round trip later: the driver
+    wrote every entry before that index before it rang, so any read issued after the doorbell
+    sees them (virtio 1.2 §2.9; Linux writes ``avail_idx_shadow``). The batch is taken only
+    when ``avail->idx`` has come back at or beyond that index; a doorbell whose index the
+    driver had not published (a broken driver) costs the ring's read again as a plain refresh
+    from the index read, and nothing read early is used. A hint is used once: a queue
+    operation, a device reset and the refresh that takes it drop it.
+
     Any validation failure, or a DMA error, stops the queue: nothing of the bad chain is
     committed, the queue is skipped from then on, and ``error`` reports the code (a pulled
     fetch gets ``empty``).
@@ -119,6 +133,8 @@ class RingWalker(wiring.Component):
         Chains whose head window and indirect table are read ahead (0: none, a power of two).
     prefetch_table : int
         Largest indirect table read ahead, in descriptors (larger ones are read when walked).
+    fast_refill : bool
+        See above (needs ``prefetch_slots``).
 
     Members
     -------
@@ -140,7 +156,9 @@ class RingWalker(wiring.Component):
     reset : In(1)
         Device reset: jobs end after their DMA in flight; all state is cleared.
     driver_ok, event_idx, indirect_desc : In(1)
-    notify : In(stream.Signature(queue_index_width(queue_count), always_ready=True))
+    notify : In(stream.Signature(Doorbell(queue_count), always_ready=True))
+        Doorbells; with ``has_idx`` (VIRTIO_F_NOTIFICATION_DATA) the avail index the driver had
+        published when it rang (used with ``fast_refill``, see there).
     enabled : In(queue_count)
     epoch : In(queue_count * EPOCH_BITS)
     stop : In(stream.Signature(queue_index_width(queue_count), always_ready=True))
@@ -222,7 +240,7 @@ class RingWalker(wiring.Component):
             "driver_ok":     In(1),
             "event_idx":     In(1),
             "indirect_desc": In(1),
-            "notify":        In(stream.Signature(qw, always_ready=True)),
+            "notify":        In(stream.Signature(Doorbell(queue_count), always_ready=True)),
             "enabled":       In(queue_count),
             "epoch":         In(queue_count * EPOCH_BITS),
             "stop":          In(stream.Signature(qw, always_ready=True)),
@@ -260,6 +278,12 @@ class RingWalker(wiring.Component):
         pending   = Signal(qc)
         stopped   = Signal(qc)
         event_cur = Signal(qc)      # avail_event == last_avail_idx in host memory
+        # VIRTIO_F_NOTIFICATION_DATA: the last doorbell's avail index per queue, until used.
+        hint_ok   = Signal(qc)
+        if self._fast_refill:
+            m.submodules.hint_mem = hint_mem = memory.Memory(shape=16, depth=qc, init=[])
+            hint_wp = hint_mem.write_port()
+            hint_rp = hint_mem.read_port(transparent_for=(hint_wp,))
 
         # --- read buffer: indirect table, per-session descriptor windows and avail caches ------
         ram_depth = self._ram_bytes // beat
@@ -360,8 +384,17 @@ class RingWalker(wiring.Component):
         n_new      = Signal(16)
         fetch_n    = Signal(range(batch + 1))
         ring_ok    = Signal()
-        ring_left  = Signal(range(3))    # ring reads of the batch in flight (fast_refill)
+        # reads of the batch in flight (fast_refill): its ring reads, and its avail->idx read
+        # when they went out on a doorbell's index
+        ring_left  = Signal(range(4))
+        early      = Signal()       # this refresh's ring reads went out on a doorbell's index
+        hint       = Signal(16)     # ... that index (the job's queue's, loaded in LOAD1)
+        hint_n     = Signal(16)
+        hint_use   = Signal()
+        m.d.comb += hint_n.eq(hint - last_avail)
+        ring_add   = Signal(range(3))    # ... issued this cycle
         fetch_a    = Signal(range(batch + 1))   # entries of the batch up to the ring's end
+        fetch_from = Signal(range(batch + 1))   # ... the first of them still to read
         ewin_busy  = Signal()       # the early window's read is in flight
         ewin_ok    = Signal()       # ... it landed without error (for the batch being read)
         # Batches taken into a session's cache (`seen`): by the walker itself (a ring read, or
@@ -513,12 +546,18 @@ class RingWalker(wiring.Component):
         if self._fast_refill:
             with m.If(self.dma.rd_status.valid & self.dma.rd_status.payload.tag[0]):
                 m.d.sync += [ewin_busy.eq(0), ewin_ok.eq(rd_ok)]
-            # A batch's ring reads (one, or two when it wraps the ring): only they are in
-            # flight (tag 0) from RD_RING until WAIT_RING is done with them.
-            with m.If(rd_done & (ring_left != 0)):
-                m.d.sync += [ring_left.eq(ring_left - 1), ring_ok.eq(ring_ok & rd_ok)]
+            # A batch's ring reads (one, or two when it wraps the ring; and its avail->idx read
+            # when they went out on a doorbell's index): only they are in flight (tag 0) from
+            # RD_RING (RD_IDX) until WAIT_RING is done with them. `ring_add`: issued now.
+            ring_sub = Signal()
+            m.d.comb += ring_sub.eq(rd_done & (ring_left != 0))
+            m.d.sync += ring_left.eq(ring_left + ring_add - ring_sub)
+            with m.If(ring_sub):
+                m.d.sync += ring_ok.eq(ring_ok & rd_ok)
 
         m.d.comb += [cfg_rp.addr.eq(job_q), la_rp.addr.eq(job_q)]
+        if self._fast_refill:
+            m.d.comb += hint_rp.addr.eq(job_q)
 
         def read_window(around, tag=0):
             """Request the job's session window: ``window`` descriptors aligned to its size
@@ -589,6 +628,25 @@ class RingWalker(wiring.Component):
         m.d.comb += [slot.eq(last_avail & size_mask), room.eq(size - slot)]
 
         avail_hdr_idx = avail_hdr.idx
+
+        def batch_from(n):
+            """The batch of a refresh that found ``n`` new entries: ``fetch_n`` entries, the
+            first ``fetch_a`` of them up to the ring's end."""
+            # As few reads as possible: up to avail_batch entries, up to the ring's end.
+            k = Signal(range(batch + 1))
+            m.d.comb += k.eq(batch)
+            with m.If((n <= batch) & (n <= room)):
+                m.d.comb += k.eq(n)
+            with m.Elif(room < batch):
+                m.d.comb += k.eq(room)
+            m.d.sync += [fetch_n.eq(k), fetch_a.eq(k), fetch_from.eq(0)]
+            if self._fast_refill:
+                # Past the ring's end too (a second read from its start), rather than a second
+                # refresh (two more round trips) for the rest.
+                with m.If(n <= batch):
+                    m.d.sync += fetch_n.eq(n)
+                with m.Else():
+                    m.d.sync += fetch_n.eq(batch)
 
         pf_busy = pf.busy if use_pf else 0
         if use_pf:
@@ -676,6 +734,12 @@ class RingWalker(wiring.Component):
                     if use_pf:
                         with m.If(job_sess == pf_sess):
                             m.d.sync += pf_live.eq(0)     # its cache is about to be replaced
+                    if self._fast_refill:
+                        # the doorbell's index, taken by this refresh (a pulled queue's is
+                        # not used: the device asks for its buffers one at a time)
+                        m.d.sync += [hint.eq(hint_rp.data),
+                                     hint_use.eq(hint_ok.bit_select(job_q, 1) & ~job_pulled),
+                                     hint_ok.bit_select(job_q, 1).eq(0)]
                     m.next = "RD_IDX"
 
             # --- refresh: avail->idx, then the new entries -------------------------------------
@@ -687,9 +751,23 @@ class RingWalker(wiring.Component):
                     rd_req.payload.ram_addr.eq(WALKER_AVAIL_HDR_ADDR),
                     rd_req.payload.len.eq(hdr_bytes),
                 ]
+                early_go = Signal()
+                if self._fast_refill:
+                    # A doorbell's index ahead of last_avail_idx (by at most the ring): its
+                    # entries are in host memory, read them now (not on a re-read after an
+                    # avail_event write: the hint is older than that write).
+                    m.d.comb += early_go.eq(hint_use & ~recheck & (hint_n != 0) &
+                                            (hint_n <= size))
                 with m.If(rd_req.ready):
                     m.d.comb += self.counts.avail_read.eq(1)
-                    m.next = "WAIT_IDX"
+                    m.d.sync += [early.eq(0), hint_use.eq(0)]
+                    with m.If(early_go):
+                        m.d.comb += ring_add.eq(1)
+                        m.d.sync += [early.eq(1), ring_ok.eq(1)]
+                        batch_from(hint_n)
+                        m.next = "RD_RING"
+                    with m.Else():
+                        m.next = "WAIT_IDX"
             with m.State("WAIT_IDX"):
                 with m.If(rd_done):
                     with m.If(self.reset):
@@ -718,21 +796,7 @@ class RingWalker(wiring.Component):
                         release()
                         m.next = "REST"
                 with m.Else():
-                    # As few reads as possible: up to avail_batch entries, up to the ring's end.
-                    k = Signal(range(batch + 1))
-                    m.d.comb += k.eq(batch)
-                    with m.If((n_new <= batch) & (n_new <= room)):
-                        m.d.comb += k.eq(n_new)
-                    with m.Elif(room < batch):
-                        m.d.comb += k.eq(room)
-                    m.d.sync += [fetch_n.eq(k), fetch_a.eq(k)]
-                    if self._fast_refill:
-                        # Past the ring's end too (a second read from its start), rather than
-                        # a second refresh (two more round trips) for the rest.
-                        with m.If(n_new <= batch):
-                            m.d.sync += fetch_n.eq(n_new)
-                        with m.Else():
-                            m.d.sync += fetch_n.eq(batch)
+                    batch_from(n_new)
                     m.next = "RD_RING"
             with m.State("WR_EVENT"):
                 m.d.comb += [
@@ -756,36 +820,48 @@ class RingWalker(wiring.Component):
                         m.d.sync += [event_cur.bit_select(job_q, 1).eq(1), recheck.eq(1)]
                         m.next = "RD_IDX"
             with m.State("RD_RING"):
+                # the batch's entries from `fetch_from` (0, but for the rest of a batch begun
+                # on a doorbell's index) up to the ring's end (`fetch_a`)
                 m.d.comb += [
-                    rd_req.valid.eq(1),
-                    rd_req.payload.host_addr.eq(cfg.driver + virtq_avail_ring_offset(slot)),
-                    rd_req.payload.ram_addr.eq(j_cache_beat << beat_shift),
-                    rd_req.payload.len.eq(fetch_a * 2),
+                    rd_req.valid.eq(fetch_from < fetch_a),
+                    rd_req.payload.host_addr.eq(
+                        cfg.driver + virtq_avail_ring_offset((slot + fetch_from)[:16])),
+                    rd_req.payload.ram_addr.eq((j_cache_beat << beat_shift) + fetch_from * 2),
+                    rd_req.payload.len.eq((fetch_a - fetch_from) * 2),
                 ]
-                with m.If(rd_req.ready):
-                    m.d.comb += self.counts.avail_read.eq(1)
-                    if self._fast_refill:
-                        m.d.sync += [ring_left.eq(Mux(fetch_n != fetch_a, 2, 1)),
-                                     ring_ok.eq(1)]
+                if self._fast_refill:
+                    # (nothing to read here when the rest of a batch begun on a doorbell's
+                    # index starts past the ring's end: `ready` alone is no request then)
+                    issued = rd_req.valid & rd_req.ready
+                    with m.If(issued | (fetch_from >= fetch_a)):
+                        with m.If(issued):
+                            m.d.comb += [self.counts.avail_read.eq(1), ring_add.eq(1)]
+                        with m.If(~early & (fetch_from == 0)):
+                            m.d.sync += ring_ok.eq(1)
                         with m.If(fetch_n != fetch_a):
                             m.next = "RD_RING2"
                         with m.Elif(~job_pulled):
                             m.next = "RD_EWIN"
                         with m.Else():
                             m.next = "WAIT_RING"
-                    else:
+                else:
+                    with m.If(rd_req.ready):
+                        m.d.comb += self.counts.avail_read.eq(1)
                         m.next = "WAIT_RING"
             if self._fast_refill:
                 with m.State("RD_RING2"):
                     # the entries from the ring's start, after the first read's in the cache
+                    b2 = Signal.like(fetch_a)
                     m.d.comb += [
+                        b2.eq(Mux(fetch_from > fetch_a, fetch_from, fetch_a)),
                         rd_req.valid.eq(1),
-                        rd_req.payload.host_addr.eq(cfg.driver + virtq_avail_ring_offset(0)),
-                        rd_req.payload.ram_addr.eq((j_cache_beat << beat_shift) + fetch_a * 2),
-                        rd_req.payload.len.eq((fetch_n - fetch_a) * 2),
+                        rd_req.payload.host_addr.eq(
+                            cfg.driver + virtq_avail_ring_offset(b2 - fetch_a)),
+                        rd_req.payload.ram_addr.eq((j_cache_beat << beat_shift) + b2 * 2),
+                        rd_req.payload.len.eq((fetch_n - b2) * 2),
                     ]
                     with m.If(rd_req.ready):
-                        m.d.comb += self.counts.avail_read.eq(1)
+                        m.d.comb += [self.counts.avail_read.eq(1), ring_add.eq(1)]
                         with m.If(~job_pulled):
                             m.next = "RD_EWIN"
                         with m.Else():
@@ -805,9 +881,12 @@ class RingWalker(wiring.Component):
                         with m.Switch(job_sess):
                             for i in range(n_sess):
                                 with m.Case(i):
+                                    # (on a doorbell's index: the entries before it were
+                                    # published before the doorbell, the window read after it)
                                     m.d.sync += [win_valid[i].eq(0), win_base[i].eq(ebase),
                                                  win_n[i].eq(en),
-                                                 win_obs[i].eq(avail_hdr_idx)]
+                                                 win_obs[i].eq(Mux(early, hint,
+                                                                   avail_hdr_idx))]
                         m.next = "WAIT_RING"
 
             def ring_landed(ok):
@@ -847,7 +926,30 @@ class RingWalker(wiring.Component):
                     # may come before this state), and the early window too: nothing else may
                     # write the session's window while its read is in flight.
                     with m.If((ring_left == 0) & ~ewin_busy):
-                        ring_landed(ring_ok)
+                        with m.If(early & ~self.reset & ring_ok):
+                            # The avail->idx read came back with the ring's: the batch stands
+                            # only if the driver had published the doorbell's index.
+                            m.d.comb += n_new.eq(avail_hdr_idx - last_avail)
+                            with m.If(n_new > size):
+                                fail(VirtqErrorCode.AVAIL_IDX)
+                            with m.Elif(n_new < hint_n):
+                                # A doorbell ahead of the driver's own index: what was read
+                                # early may be stale. Read the ring again from the index.
+                                m.d.sync += early.eq(0)
+                                m.next = "CHECK_IDX"
+                            with m.Elif((n_new != hint_n) & (fetch_n < batch)):
+                                # The driver published more after it rang (Linux rings at
+                                # its first request after avail_event and goes on adding):
+                                # read those now too, as a refresh from the index would have,
+                                # and the early window again: the first one holds current
+                                # descriptors for the doorbell's entries only (`win_obs`).
+                                batch_from(n_new)
+                                m.d.sync += [early.eq(0), fetch_from.eq(fetch_n)]
+                                m.next = "RD_RING"
+                            with m.Else():
+                                ring_landed(ring_ok)
+                        with m.Else():
+                            ring_landed(ring_ok)
                 else:
                     with m.If(rd_done):
                         ring_landed(rd_ok)
@@ -1355,9 +1457,14 @@ class RingWalker(wiring.Component):
             m.d.sync += pending.eq(pending | (self.enabled & pushed_mask & ~stopped))
         with m.If(self.notify.valid):
             m.d.comb += self.counts.doorbell.eq(1)
-            nq = self.notify.payload
+            nq = self.notify.payload.queue
             with m.If((nq < qc) & self.enabled.bit_select(nq, 1) & pushed_mask.bit_select(nq, 1)):
                 m.d.sync += pending.bit_select(nq, 1).eq(1)
+                if self._fast_refill:
+                    with m.If(self.notify.payload.has_idx):
+                        m.d.comb += [hint_wp.addr.eq(nq), hint_wp.data.eq(self.notify.payload.idx),
+                                     hint_wp.en.eq(1)]
+                        m.d.sync += hint_ok.bit_select(nq, 1).eq(1)
         with m.If(self.stop.valid):
             m.d.sync += [stopped.bit_select(self.stop.payload, 1).eq(1), loaded.eq(0)]
 
@@ -1365,7 +1472,8 @@ class RingWalker(wiring.Component):
         op = self.op.payload
         with m.If(self.op.valid):
             oq = op.queue
-            m.d.sync += [event_cur.bit_select(oq, 1).eq(0), loaded.eq(0)]
+            m.d.sync += [event_cur.bit_select(oq, 1).eq(0), loaded.eq(0),
+                         hint_ok.bit_select(oq, 1).eq(0)]
             for i in range(n_sess):
                 m.d.sync += win_valid[i].eq(0)
                 with m.If(sess_q[i] == oq):
@@ -1382,7 +1490,8 @@ class RingWalker(wiring.Component):
                     m.d.comb += [la_wp.addr.eq(oq), la_wp.data.eq(op.avail_idx), la_wp.en.eq(1)]
 
         with m.If(self.reset):
-            m.d.sync += [pending.eq(0), stopped.eq(0), event_cur.eq(0), loaded.eq(0)]
+            m.d.sync += [pending.eq(0), stopped.eq(0), event_cur.eq(0), loaded.eq(0),
+                         hint_ok.eq(0)]
             for i in range(n_sess):
                 m.d.sync += [sess_valid[i].eq(0), win_valid[i].eq(0)]
             for p in range(ports):

@@ -42,6 +42,8 @@ SUPPORTED_TRANSPORT_FEATURES = {
     VirtioF.ACCESS_PLATFORM:   "bus addresses: DMA through the host's IOMMU",
     VirtioF.ORDER_PLATFORM:    "hardware memory ordering",
     VirtioF.NOTIF_CONFIG_DATA: "queue_notify_data (reads the queue index)",
+    VirtioF.NOTIFICATION_DATA: "32-bit doorbells carrying the avail index (offer it only with "
+                               "an engine that uses it: checklist rule 38)",
     VirtioF.RING_RESET:        "queue_reset",
 }
 _LEGACY_ONLY_FEATURES = (VirtioF.NOTIFY_ON_EMPTY, VirtioF.ANY_LAYOUT)
@@ -116,7 +118,10 @@ class VirtioTransport(wiring.Component):
       (16-bit queue index) selects the queue; otherwise the address does (``queue_notify_off``
       = queue index). Doorbells for queues that do not exist or are not enabled, or during a
       reset, are dropped; one per access otherwise, on the always-ready ``queues.notify``.
-      Reads return 0.
+      With NOTIFICATION_DATA negotiated [35], a write of the upper two bytes too (the 32-bit
+      ``{vqn, next_off, next_wrap}``) passes its upper half on as the avail index
+      (``Doorbell.idx``, ``has_idx``); a 16-bit write is still a doorbell, without it. Reads
+      return 0.
     * **Interrupts** [39-43, 56, 60]: a queue's ``irq`` becomes an MSI-X request for its vector
       while MSI-X is enabled (none for NO_VECTOR), else sets ISR bit 0. A device configuration
       change (``device_config.changed``) or DEVICE_NEEDS_RESET while DRIVER_OK is set sets ISR
@@ -316,9 +321,10 @@ class VirtioTransport(wiring.Component):
 
     @property
     def notify_length(self):
-        """``cap.length`` of the notification structure: the last doorbell plus 2 bytes
-        (virtio 1.2 §4.1.4.4; rule 33)."""
-        return (self._queue_count - 1) * self._notify_off_multiplier + 2
+        """``cap.length`` of the notification structure: the last doorbell plus 2 bytes, or
+        4 with NOTIFICATION_DATA offered (virtio 1.2 §4.1.4.4; rules 33 and 34)."""
+        width = 4 if self._offers(VirtioF.NOTIFICATION_DATA) else 2
+        return (self._queue_count - 1) * self._notify_off_multiplier + width
 
     @property
     def legacy_length(self):
@@ -591,17 +597,22 @@ class VirtioTransport(wiring.Component):
         """Notification region (virtio 1.2 §4.1.4.4; checklist rule 38)."""
         mult = self._notify_off_multiplier
         if mult == 0:
-            # One doorbell: the 16-bit value written is the queue index.
+            # One doorbell: the low 16 bits written are the queue index.
             lanes = [Mux(acc.sel[i], acc.w_data[8 * i:8 * i + 8], 0) for i in range(2)]
             doorbell = acc.sel[:2].any()
             queue = Cat(*lanes)
+            with_idx = acc.sel[:4].all()
         else:
             # One doorbell per queue, at queue_notify_off * multiplier; the address names it.
             shift = ceil_log2(mult)
             doorbell = acc.sel.any() & (acc.addr[2:shift] == 0)
             queue = acc.addr[shift:]
+            with_idx = acc.sel[:4].all()
         with m.If(active & acc.we & doorbell):
-            m.d.comb += [core.req_notify.eq(1), core.req_notify_queue.eq(queue)]
+            # (next_off, next_wrap) of a 32-bit write: taken only if negotiated, see the core
+            m.d.comb += [core.req_notify.eq(1), core.req_notify_queue.eq(queue),
+                         core.req_notify_idx.eq(acc.w_data[16:32]),
+                         core.req_notify_has_idx.eq(with_idx)]
         return Decoded(r_data=Const(0, 32))
 
     def _offers(self, bit):
@@ -721,6 +732,8 @@ class _RegisterCore:
         self.req_queue_reset                 = Signal()
         self.req_notify                      = Signal()
         self.req_notify_queue                = Signal(16)
+        self.req_notify_idx                  = Signal(16)
+        self.req_notify_has_idx              = Signal()
         self.req_isr_read                    = Signal()
         self.req_generation_read             = Signal()
         self.req_legacy                      = Signal()
@@ -993,11 +1006,14 @@ class _RegisterCore:
         notify_queue = self.req_notify_queue[:self.qw]
         doorbell = (writes & self.req_notify & (self.req_notify_queue < qc) &
                     self.enabled.bit_select(notify_queue, 1))
-        m.d.sync += [queues.notify.valid.eq(doorbell), queues.notify.payload.eq(notify_queue)]
-
         # Levels towards the engine and the device ---
         features = Mux(self.legacy_mode, self.driver_features_valid[:32],
                        self.driver_features_valid)
+        m.d.sync += [queues.notify.valid.eq(doorbell),
+                     queues.notify.payload.queue.eq(notify_queue),
+                     queues.notify.payload.idx.eq(self.req_notify_idx),
+                     queues.notify.payload.has_idx.eq(
+                         self.req_notify_has_idx & features[VirtioF.NOTIFICATION_DATA])]
         m.d.comb += [
             queues.reset.eq(self.dev_reset),
             queues.driver_ok.eq(self.driver_ok),

@@ -553,16 +553,19 @@ value says "no" (the re-check race stays covered). That took step 6 off: 6.85 µ
 (7.89 µs before), 4.33 µs at 500 ns (4.87 µs). The blk engine's fast refill (tenth round) then
 took step 3 off: the head descriptor comes with the ring entry, in the early window (64
 descriptors where the last heads were, read with the ring entries), so the indirect table is
-read as soon as the entry lands: 6.11 µs at L = 1 µs, 4.09 µs at 500 ns.
+read as soon as the entry lands: 6.11 µs at L = 1 µs, 4.09 µs at 500 ns. VIRTIO_F_NOTIFICATION_DATA
+(eleventh round; Linux 6.4 and later write the avail index into the doorbell) then took step 1
+off: the ring entry and the early window are read right behind `avail->idx`, not after it
+(docs/virtqueue.md, "Notification data"): 5.07 µs at L = 1 µs, 3.56 µs at 500 ns (256 bits:
+4.45 and 2.79 µs; 64 bits: 6.25 and 4.75 µs).
 
-Four dependent host round trips (4 × L), 1 µs of data on the 128-bit path, 0.4 µs through the
-medium before the first data write and ≈ 0.7 µs of engine and device steps: 6.11 µs, against
-the target's 4 × L + 0.3 µs = 4.3 µs. The split ring itself costs three dependent reads
-(`avail->idx`, ring entry with the early window, indirect table) and the request header a
-fourth; the data time alone (1 µs at 128 bits, 0.5 µs at 256) exceeds the target's 0.3 µs.
-What would take round trips off, not done: VIRTIO_F_NOTIFICATION_DATA (the doorbell carries
-`avail->idx`, one round trip less; Linux's virtio_pci supports it); a 512-byte first chunk
-halves the medium's part. With both: 3 × L + about 1.6 µs at 128 bits.
+Three dependent host round trips (3 × L: ring entry with the window, indirect table, request
+header), 1 µs of data on the 128-bit path, 0.4 µs through the medium before the first data
+write and ≈ 0.7 µs of engine and device steps: 5.07 µs, against the target's 4 × L + 0.3 µs =
+4.3 µs. The round trips are now within the target; the data time alone (1 µs at 128 bits,
+0.5 µs at 256) exceeds its 0.3 µs. What would take more off, not done: a 512-byte first chunk
+halves the medium's part (about 4.9 µs at 128 bits); at 256 bits and L = 1 µs the device is
+0.15 µs over.
 """
 
 _DMA = """\
@@ -648,7 +651,7 @@ has work; after an interrupt, the chains of the refill it asked for count as in 
 arrive. Chains count as in hand from the engine's read of their ring entries (tenth round;
 before, from their commit to the device, which made a queue whose refill was being walked look
 dry). The whole device's values depend on the width: 64 bits 8 chains and 16384 cycles
-(65.5 µs; a request takes ~2 µs there), 128 bits 12 chains and 8192 cycles, 256 bits off. At
+(65.5 µs; a request takes ~2 µs there), 128 bits 13 chains and 8192 cycles, 256 bits off. At
 QD 1 nothing is held. Doorbells stay low because the engine keeps polling `avail->idx` while it
 has work, and without EVENT_IDX a driver that reaps 20 completions per interrupt resubmits them
 with one kick.
@@ -672,6 +675,9 @@ holds across request times, so the whole device keeps moderation off at 256 bits
 (`VirtioPcieDevice(irq_holdoff=0)` default there) and one interrupt covers a handler run's
 completions (about 6). What is missing there is a release rule that follows the request time
 (release when the chains in hand times the measured cycles per completion fall to the measured
-refill time; not built) and, for more margin, VIRTIO_F_NOTIFICATION_DATA (one round trip less
-on a kicked refill); see virtqueue.md.
+refill time; not built); see virtqueue.md. VIRTIO_F_NOTIFICATION_DATA (eleventh round) takes
+the `avail->idx` round trip off a kicked refill's first entries, but a driver that rings at its
+first resubmitted request (the benchmark's host, like fio with one I/O per submission) has
+published the rest only after the doorbell, and those are read when `avail->idx` shows them, as
+before: swept again at 256 bits with it, marks 17 and 18 gave 0.047 at 85 % and 0.096 at 94 %.
 """

@@ -376,6 +376,16 @@ class HostileDriver:
         """A doorbell for queue ``q`` (the way the interface wants it)."""
         if self.legacy:
             await self._lw("queue_notify", q.index)
+        elif self.has(VirtioF.NOTIFICATION_DATA):
+            # Linux writes the index it published; a broken driver anything near it, or
+            # anything at all (the device must take no entry the driver did not publish).
+            idx, rng = q.ring.avail_idx, self.rng
+            roll = rng.random()
+            if roll < 0.05:
+                idx = rng.randrange(0x10000)
+            elif roll < 0.15:
+                idx += rng.randint(-4, 4)
+            await self.ctx.notify(q.index, idx=idx & 0xFFFF)
         else:
             await self.ctx.notify(q.index)
 

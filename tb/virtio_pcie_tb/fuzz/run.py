@@ -451,9 +451,10 @@ class FuzzContext:
         return VirtioDevice(self.modern)
 
     # -- services for the hostile driver ---------------------------------------------------------
-    async def notify(self, index, *, raw=False):
+    async def notify(self, index, *, raw=False, idx=None):
         """A doorbell write for queue ``index`` (``raw``: any value, size and place in the
-        notification region)."""
+        notification region; ``idx``: a 32-bit write carrying that avail index, as with
+        VIRTIO_F_NOTIFICATION_DATA)."""
         window = self.modern.notify_base
         if window is None:
             return
@@ -465,9 +466,10 @@ class FuzzContext:
             await window.write(offset, size, rng.getrandbits(8 * size))
             return
         offset = (index * self.notify_mult) if self.notify_mult else 0
-        if offset + 2 > window.length:
+        width = 2 if idx is None else 4
+        if offset + width > window.length:
             offset = 0
-        await window.write(offset, 2, index & 0xFFFF)
+        await window.write(offset, width, (index & 0xFFFF) | (idx or 0) << 16)
 
     async def random_mmio(self, rng):
         """One read or write of 0 to 8 (sometimes 16 or 64) bytes anywhere in a BAR, biased

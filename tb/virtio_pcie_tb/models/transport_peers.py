@@ -29,7 +29,7 @@ from cocotb.triggers import Event, RisingEdge
 from cocotb.utils import get_sim_time
 
 from virtio_pcie.function.interface import FunctionConfig
-from virtio_pcie.virtio.interface import QueueConfig
+from virtio_pcie.virtio.interface import Doorbell, QueueConfig
 
 from .register_bus import RegisterFileTarget
 
@@ -74,6 +74,7 @@ class FakeQueueEngine:
                  queue_reset_latency=10):
         self.clock = clock
         self.layout = QueueConfig(queue_count)
+        self.doorbell = Doorbell(queue_count)
         self.drain_cycles = drain_cycles
         self.queue_reset_latency = queue_reset_latency
         self.stuck = False               # never report idle (a wedged engine)
@@ -95,6 +96,7 @@ class FakeQueueEngine:
 
         self.configs = []          # (cycle, {QueueConfig fields})
         self.notifies = []         # (cycle, queue)
+        self.notify_idx = []       # (cycle, queue, avail index or None): NOTIFICATION_DATA
         self.queue_resets = []     # (cycle, queue)
         self.irqs_accepted = []    # (cycle, queue)
         self.reset_rises = []      # cycle
@@ -124,7 +126,8 @@ class FakeQueueEngine:
         self._needs_reset = True
 
     def clear(self):
-        for log in (self.configs, self.notifies, self.queue_resets, self.irqs_accepted):
+        for log in (self.configs, self.notifies, self.notify_idx, self.queue_resets,
+                    self.irqs_accepted):
             log.clear()
 
     async def _run(self):
@@ -138,7 +141,10 @@ class FakeQueueEngine:
                                                       int(self.config_payload.value))))
                 recorded = True
             if self.notify_valid.value:
-                self.notifies.append((now, int(self.notify_payload.value)))
+                bell = _const_dict(self.doorbell, int(self.notify_payload.value))
+                self.notifies.append((now, bell["queue"]))
+                self.notify_idx.append((now, bell["queue"],
+                                        bell["idx"] if bell["has_idx"] else None))
                 recorded = True
             if self.qreset_valid.value and self.qreset_ready.value:
                 queue = int(self.qreset_payload.value)

@@ -21,7 +21,7 @@ from cocotb.triggers import Event, RisingEdge, SimTimeoutError, with_timeout
 
 from virtio_pcie.virtio.engine_signatures import (QueueRestore, VirtqCounters, VirtqErrorCode,
                                                   VirtqErrorReport)
-from virtio_pcie.virtio.interface import (QueueConfig, VirtqSegment, VirtqUsed,
+from virtio_pcie.virtio.interface import (Doorbell, QueueConfig, VirtqSegment, VirtqUsed,
                                           queue_index_width)
 from virtio_pcie.virtio.virtqueue import DEFAULT_IRQ_LOW_WATER
 
@@ -42,7 +42,7 @@ class VirtqTransport:
         qw = queue_index_width(queue_count)
         p = prefix
         self.config = StreamSource(dut, f"{p}__config", clock, QueueConfig(queue_count))
-        self.notify_src = StreamSource(dut, f"{p}__notify", clock, qw)
+        self.notify_src = StreamSource(dut, f"{p}__notify", clock, Doorbell(queue_count))
         self.queue_reset_src = StreamSource(dut, f"{p}__queue_reset", clock, qw)
         self.restore_src = StreamSource(dut, "restore", clock, QueueRestore(queue_count))
         self.irqs = []                  # (time ns, queue)
@@ -127,8 +127,10 @@ class VirtqTransport:
         self.config.send_nowait({"queue": queue, "size": size, "desc": desc, "driver": driver,
                                  "device": device, "enable": int(enable)})
 
-    def notify(self, queue):
-        self.notify_src.send_nowait(queue)
+    def notify(self, queue, idx=None):
+        """A doorbell; ``idx``: the avail index it carries (VIRTIO_F_NOTIFICATION_DATA)."""
+        self.notify_src.send_nowait({"queue": queue, "idx": idx or 0,
+                                     "has_idx": int(idx is not None)})
 
     def restore(self, queue, *, avail_idx, used_idx):
         self.restore_src.send_nowait({"queue": queue, "avail_idx": avail_idx,

@@ -200,6 +200,9 @@ class QueueAudit:
     completed: int             # used entries completed from used_start
     tables: list               # (addr, len) indirect tables of walked chains
     event_idx: bool
+    # (time_ns, avail index) of doorbells carrying one (VIRTIO_F_NOTIFICATION_DATA): the
+    # driver's word that the entries before it are published, as good as a read of avail->idx
+    doorbells: list = dataclasses.field(default_factory=list)
 
 
 def audit_dma(log, queues):
@@ -209,7 +212,10 @@ def audit_dma(log, queues):
     * reads of avail->flags/idx, of used_event / avail->flags;
     * reads of avail ring slots holding published entries, of descriptor table entries and of
       indirect tables of walked chains, each issued after a read of that queue's avail->idx
-      had completed (checklist rule 85);
+      had completed (checklist rule 85) or after a doorbell carrying an avail index; ring
+      slots before a doorbell's index count as published from the doorbell on (a broken
+      driver's index beyond its own is its word: reading those slots is legal, using them
+      is not, which the chains' comparison with the model checks);
     * writes of used->idx, of avail_event (EVENT_IDX only), and of used elements in slots that
       completed entries fill.
     """
@@ -235,7 +241,8 @@ def audit_dma(log, queues):
 def _check_access(a, qa, idx_done):
     ring, size = qa.ring, qa.ring.size
     lo, hi = a.host_addr, a.host_addr + a.length
-    ordered = any(t <= a.time_ns for t in idx_done)
+    told = [idx for t, idx in qa.doorbells if t <= a.time_ns]
+    ordered = any(t <= a.time_ns for t in idx_done) or bool(told)
     if a.kind == "rd":
         if (lo, hi) in ((ring.avail_flags_addr, ring.avail_idx_addr + 2),
                         (ring.used_event_addr, ring.used_event_addr + 2),
@@ -246,6 +253,9 @@ def _check_access(a, qa, idx_done):
             if (lo - ring_lo) % 2 or a.length % 2 or hi > ring_hi:
                 return "misshapen avail ring read"
             allowed = {(qa.avail_start + i) % size for i in range(min(qa.published, size))}
+            for idx in told:
+                ahead = (idx - qa.avail_start) & 0xFFFF
+                allowed |= {(qa.avail_start + i) % size for i in range(min(ahead, size))}
             first = (lo - ring_lo) // 2
             bad = [s for s in range(first, first + a.length // 2) if s not in allowed]
             if bad:

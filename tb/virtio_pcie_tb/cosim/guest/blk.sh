@@ -22,6 +22,10 @@ sectors=$(cat "/sys/block/$name/size")
 bytes=$((sectors * 512))
 echo "$BLK_DEV: $sectors sectors of 512 bytes ($((bytes / 1048576)) MiB)"
 [ "$bytes" -ge $((8 * 1048576)) ] || fail "the disk is smaller than 8 MiB"
+# The feature bits Linux accepted (sysfs: one character per bit, bit 0 first).
+for dev in /sys/bus/virtio/devices/*; do
+    [ -d "$dev/block" ] && echo "negotiated features: $(cat "$dev/features")"
+done
 
 PATTERN_KB=${PATTERN_KB:-1024}
 blocks=$((PATTERN_KB / 4))
