@@ -352,7 +352,7 @@ def test_irq_moderation_parameters():
     are refused with their name."""
     from virtio_pcie.top import IRQ_HOLDOFF, IRQ_LOW_WATER, VirtioPcieDevice
     assert VirtioPcieDevice(data_width=64).irq_moderation == (16384, 8)
-    assert VirtioPcieDevice(data_width=128).irq_moderation == (8192, 12)
+    assert VirtioPcieDevice(data_width=128).irq_moderation == (8192, 13)
     assert VirtioPcieDevice(data_width=256).irq_moderation == (0, IRQ_LOW_WATER[256])
     assert all(IRQ_HOLDOFF[w] and IRQ_LOW_WATER[w] for w in (64, 128))
     assert VirtioPcieDevice(data_width=256, irq_holdoff=100,
