@@ -373,7 +373,7 @@ class FunctionLayout:
         # The last queue's doorbell plus a 16-bit write, or a 32-bit one with NOTIFICATION_DATA
         # (virtio 1.2 §4.1.4.4, checklist rules 33 and 34; queue_notify_off is the queue index).
         notify_length = ((self.queue_count - 1) * self.notify_off_multiplier +
-                         (4 if self.notification_data else 2))
+                         virtio.notification_bytes(self.notification_data))
         notify_size   = _pow2_at_least(notify_length, 4)
         notify_offset = _align(3 * VIRTIO_PAGE, notify_size)
         windows.append(Window("common", 4, 0 * VIRTIO_PAGE, _pow2_at_least(common_length, 4),

@@ -20,7 +20,8 @@ __all__ = [
     "byte_offset", "byte_size",
     "VIRTIO_PCI_VENDOR_ID", "VIRTIO_PCI_MODERN_DEVICE_ID_BASE", "VIRTIO_PCI_TRANSITIONAL_DEVICE_ID",
     "VIRTIO_PCI_SUBSYSTEM_ID_MODERN", "VirtioDeviceId", "VIRTIO_PCI_CLASS_CODE",
-    "VirtioPciCapType", "VirtioPciCap", "VirtioPciNotifyCap", "VirtioPciCfgCap",
+    "VirtioPciCapType", "VirtioPciCap", "VirtioPciNotifyCap", "VirtioNotificationData",
+    "notification_bytes", "VirtioPciCfgCap",
     "VirtioPciCommonCfg", "COMMON_CFG_ACCESS", "VIRTIO_PCI_COMMON_CFG_MIN_LEN",
     "VIRTIO_MSI_NO_VECTOR", "DeviceStatus", "VirtioIsr",
     "VirtioF", "VirtioBlkF", "VirtioNetF", "feature_mask", "FEATURE_DEPENDENCIES",
@@ -112,6 +113,23 @@ VirtioPciNotifyCap = data.StructLayout({
     "cap":                   VirtioPciCap,
     "notify_off_multiplier": 32,
 })
+
+#: A driver notification with VIRTIO_F_NOTIFICATION_DATA (virtio 1.2 §2.9 and §4.1.5.2; le32):
+#: the queue (or queue_notify_data with NOTIF_CONFIG_DATA), then, for a split ring, next_off
+#: (15 bits) and next_wrap (1) together: the avail index after the driver's last published
+#: entry. Without the feature a notification is ``vqn`` alone (16 bits).
+VirtioNotificationData = data.StructLayout({
+    "vqn":      16,
+    "next_idx": 16,
+})
+
+def notification_bytes(with_data):
+    """Bytes of one driver notification write: the queue's 16 bits, or with
+    VIRTIO_F_NOTIFICATION_DATA the whole :data:`VirtioNotificationData`."""
+    if with_data:
+        return byte_size(VirtioNotificationData)
+    return Shape.cast(VirtioNotificationData["vqn"].shape).width // 8
+
 
 #: struct virtio_pci_cfg_cap
 VirtioPciCfgCap = data.StructLayout({

@@ -22,6 +22,9 @@ from .interface import Doorbell, VirtqSegment, queue_index_width
 
 __all__ = ["RingWalker", "WalkerCounts", "WALKER_AVAIL_HDR_ADDR", "WALKER_AHEAD_HDR_ADDR"]
 
+#: Bytes of one avail ring entry (a head index).
+_ENTRY_BYTES = virtq_avail_ring_offset(1) - virtq_avail_ring_offset(0)
+
 #: Byte address in the DMA read buffer where avail->flags/idx land. It is past the walker's RAM
 #: and captured straight into a register (the engine's other block, the used writer, snoops a
 #: different address).
@@ -210,7 +213,7 @@ class RingWalker(wiring.Component):
         self._table_bytes = align(_DESC_BYTES * max_indirect)
         self._win_bytes   = align(_DESC_BYTES * self._walk_window)
         self._desc_bytes  = self._table_bytes + len(self._sessions) * self._win_bytes
-        self._cache_bytes = align(2 * avail_batch)
+        self._cache_bytes = align(_ENTRY_BYTES * avail_batch)
         # A pushed port's session has a second entry cache: the look-ahead refresh fills one
         # while the walks use the other.
         self._pushed_sess = tuple(i for i, (_p, q) in enumerate(self._sessions) if q is None)
@@ -826,8 +829,9 @@ class RingWalker(wiring.Component):
                     rd_req.valid.eq(fetch_from < fetch_a),
                     rd_req.payload.host_addr.eq(
                         cfg.driver + virtq_avail_ring_offset((slot + fetch_from)[:16])),
-                    rd_req.payload.ram_addr.eq((j_cache_beat << beat_shift) + fetch_from * 2),
-                    rd_req.payload.len.eq((fetch_a - fetch_from) * 2),
+                    rd_req.payload.ram_addr.eq(
+                        (j_cache_beat << beat_shift) + fetch_from * _ENTRY_BYTES),
+                    rd_req.payload.len.eq((fetch_a - fetch_from) * _ENTRY_BYTES),
                 ]
                 if self._fast_refill:
                     # (nothing to read here when the rest of a batch begun on a doorbell's
@@ -857,8 +861,9 @@ class RingWalker(wiring.Component):
                         rd_req.valid.eq(1),
                         rd_req.payload.host_addr.eq(
                             cfg.driver + virtq_avail_ring_offset(b2 - fetch_a)),
-                        rd_req.payload.ram_addr.eq((j_cache_beat << beat_shift) + b2 * 2),
-                        rd_req.payload.len.eq((fetch_n - b2) * 2),
+                        rd_req.payload.ram_addr.eq(
+                            (j_cache_beat << beat_shift) + b2 * _ENTRY_BYTES),
+                        rd_req.payload.len.eq((fetch_n - b2) * _ENTRY_BYTES),
                     ]
                     with m.If(rd_req.ready):
                         m.d.comb += [self.counts.avail_read.eq(1), ring_add.eq(1)]
@@ -958,13 +963,13 @@ class RingWalker(wiring.Component):
             with m.State("HEAD0"):
                 entry_byte = Signal(DMA_RAM_ADDR_WIDTH)
                 m.d.comb += [
-                    entry_byte.eq((j_cache_beat << beat_shift) + pos * 2),
+                    entry_byte.eq((j_cache_beat << beat_shift) + pos * _ENTRY_BYTES),
                     rd_rp.addr.eq(entry_byte >> beat_shift),
                 ]
                 m.next = "HEAD1"
             with m.State("HEAD1"):
                 entry_byte = Signal(DMA_RAM_ADDR_WIDTH)
-                m.d.comb += entry_byte.eq(pos * 2)
+                m.d.comb += entry_byte.eq(pos * _ENTRY_BYTES)
                 h = Signal(16)
                 m.d.comb += h.eq(rd_rp.data.word_select(entry_byte[1:beat_shift], 16)
                                  if beat_shift > 1 else rd_rp.data[:16])
@@ -1348,7 +1353,7 @@ class RingWalker(wiring.Component):
                     ah_rd.valid.eq(1),
                     ah_rd.payload.host_addr.eq(ah_drv + virtq_avail_ring_offset(ah_slot)),
                     ah_rd.payload.ram_addr.eq(ah_cache_beat << beat_shift),
-                    ah_rd.payload.len.eq(ah_k * 2),
+                    ah_rd.payload.len.eq(ah_k * _ENTRY_BYTES),
                 ]
                 with m.If(ah_rd.ready):
                     m.d.comb += self.counts.ahead_read.eq(1)

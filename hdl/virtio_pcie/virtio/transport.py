@@ -23,8 +23,9 @@ from ..function.register_bus import RegisterBusSignature
 from ..spec.virtio import (COMMON_CFG_ACCESS, TRANSPORT_FEATURE_BITS, VIRTIO_MSI_NO_VECTOR,
                            VIRTQ_AVAIL_ALIGN, VIRTQ_DESC_ALIGN, VIRTQ_MAX_SIZE, VIRTQ_USED_ALIGN,
                            DeviceStatus, VirtioDeviceId, VirtioF, VirtioIsr,
-                           VirtioPciCommonCfg, VirtioPciLegacyHeader, VirtioPciLegacyMsix,
-                           byte_size, feature_dependencies)
+                           VirtioNotificationData, VirtioPciCommonCfg, VirtioPciLegacyHeader,
+                           VirtioPciLegacyMsix, byte_offset, byte_size, feature_dependencies,
+                           notification_bytes)
 from .interface import (FEATURE_BITS, DeviceConfigSignature, QueueControlSignature,
                         queue_index_width)
 from .registers import (Decoded, QueueVector, ceil_log2, dword_mux, feature_window,
@@ -323,8 +324,8 @@ class VirtioTransport(wiring.Component):
     def notify_length(self):
         """``cap.length`` of the notification structure: the last doorbell plus 2 bytes, or
         4 with NOTIFICATION_DATA offered (virtio 1.2 §4.1.4.4; rules 33 and 34)."""
-        width = 4 if self._offers(VirtioF.NOTIFICATION_DATA) else 2
-        return (self._queue_count - 1) * self._notify_off_multiplier + width
+        return ((self._queue_count - 1) * self._notify_off_multiplier +
+                notification_bytes(self._offers(VirtioF.NOTIFICATION_DATA)))
 
     @property
     def legacy_length(self):
@@ -596,22 +597,25 @@ class VirtioTransport(wiring.Component):
     def _decode_notify(self, m, core, acc, active):
         """Notification region (virtio 1.2 §4.1.4.4; checklist rule 38)."""
         mult = self._notify_off_multiplier
+        value = VirtioNotificationData(acc.w_data)
+        vqn_bytes = notification_bytes(False)
         if mult == 0:
-            # One doorbell: the low 16 bits written are the queue index.
-            lanes = [Mux(acc.sel[i], acc.w_data[8 * i:8 * i + 8], 0) for i in range(2)]
-            doorbell = acc.sel[:2].any()
+            # One doorbell: the value's vqn is the queue index.
+            lanes = [Mux(acc.sel[i], value.vqn[8 * i:8 * i + 8], 0) for i in range(vqn_bytes)]
+            doorbell = acc.sel[:vqn_bytes].any()
             queue = Cat(*lanes)
-            with_idx = acc.sel[:4].all()
         else:
             # One doorbell per queue, at queue_notify_off * multiplier; the address names it.
             shift = ceil_log2(mult)
             doorbell = acc.sel.any() & (acc.addr[2:shift] == 0)
             queue = acc.addr[shift:]
-            with_idx = acc.sel[:4].all()
+        # next_off and next_wrap (the avail index) come with a write of the whole value; taken
+        # only if NOTIFICATION_DATA is negotiated (see the core)
+        idx_at = byte_offset(VirtioNotificationData, "next_idx")
+        with_idx = acc.sel[idx_at:notification_bytes(True)].all()
         with m.If(active & acc.we & doorbell):
-            # (next_off, next_wrap) of a 32-bit write: taken only if negotiated, see the core
             m.d.comb += [core.req_notify.eq(1), core.req_notify_queue.eq(queue),
-                         core.req_notify_idx.eq(acc.w_data[16:32]),
+                         core.req_notify_idx.eq(value.next_idx),
                          core.req_notify_has_idx.eq(with_idx)]
         return Decoded(r_data=Const(0, 32))
 

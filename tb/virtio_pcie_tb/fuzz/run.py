@@ -34,7 +34,8 @@ from virtio_pcie.spec.pcie import (CAP_POINTER_MIN, CONFIG_SPACE_SIZE, LEGACY_CO
                                    CapId, MsixCap, MsixMessageControl, MsixTableEntry,
                                    MsixVectorControl, PciCommand, PciType0Header, PmCap,
                                    byte_offset, byte_size)
-from virtio_pcie.spec.virtio import VirtioPciCap, VirtioPciCapType, VirtioPciCfgCap
+from virtio_pcie.spec.virtio import (VirtioNotificationData, VirtioPciCap, VirtioPciCapType,
+                                     VirtioPciCfgCap, notification_bytes)
 
 from ..host import PciFunction, VirtioDevice
 from ..host.pci import Resource
@@ -466,10 +467,11 @@ class FuzzContext:
             await window.write(offset, size, rng.getrandbits(8 * size))
             return
         offset = (index * self.notify_mult) if self.notify_mult else 0
-        width = 2 if idx is None else 4
+        width = notification_bytes(idx is not None)
         if offset + width > window.length:
             offset = 0
-        await window.write(offset, width, (index & 0xFFFF) | (idx or 0) << 16)
+        value = VirtioNotificationData.const({"vqn": index & 0xFFFF, "next_idx": idx or 0})
+        await window.write(offset, width, value.as_value().value)
 
     async def random_mmio(self, rng):
         """One read or write of 0 to 8 (sometimes 16 or 64) bytes anywhere in a BAR, biased

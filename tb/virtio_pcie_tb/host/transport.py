@@ -31,7 +31,7 @@ from cocotb.utils import get_sim_time
 from virtio_pcie.spec.pcie import CapId, byte_size
 from virtio_pcie.spec.virtio import (
     VirtioF, VirtioIsr, VirtioPciCap, VirtioPciCapType, VirtioPciCommonCfg,
-    VirtioPciNotifyCap, VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_COMMON_CFG_MIN_LEN,
+    VirtioNotificationData, VirtioPciNotifyCap, VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_COMMON_CFG_MIN_LEN,
     VIRTIO_PCI_MODERN_DEVICE_ID_BASE,
 )
 
@@ -664,7 +664,8 @@ class VirtioPciModern(VirtioPciDevice):
     async def _notify_with_data(self, vq):
         """``vp_notify_with_data()``: ``avail_idx << 16 | index``, 32 bits."""
         window, offset = vq.priv
-        await window.write32(offset, vq.avail_idx_shadow << 16 | vq.index)
+        value = VirtioNotificationData.const({"vqn": vq.index, "next_idx": vq.avail_idx_shadow})
+        await window.write32(offset, value.as_value().value)
         return True
 
     async def remove(self):
