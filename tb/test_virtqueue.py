@@ -930,6 +930,18 @@ async def run_pulled(dut):
     assert not tb.device.errors, tb.device.errors
 
 
+async def _fast_refill_tb(dut, *, seed):
+    """The BLK engine (built with ``fast_refill``) after reset, INDIRECT_DESC without
+    EVENT_IDX; returns it with its first pushed queue and that queue's port."""
+    tb = EngineTB(dut, seed=seed)
+    await tb.reset()
+    assert tb.params.get("fast_refill"), "the BLK design is built with fast_refill"
+    q = tb.pushed_queues()[0]
+    port = tb.port_of_queue[q]
+    tb.transport.set_features(event_idx=False, indirect_desc=True)
+    return tb, q, port
+
+
 @cocotb.test()
 async def run_fast_refill(dut):
     """``fast_refill`` (the blk device's engine): block requests as Linux submits them (a head
@@ -937,12 +949,7 @@ async def run_fast_refill(dut):
     their heads taken from the early window read with the ring entries: one descriptor table
     read per batch, no head window read per chain, then one table read each; a batch across
     the ring's end is read in two ring reads after one avail->idx read."""
-    tb = EngineTB(dut, seed=31)
-    await tb.reset()
-    assert tb.params.get("fast_refill"), "the BLK design is built with fast_refill"
-    q = tb.pushed_queues()[0]
-    port = tb.port_of_queue[q]
-    tb.transport.set_features(event_idx=False, indirect_desc=True)
+    tb, q, port = await _fast_refill_tb(dut, seed=31)
     ring = tb.new_ring(64, start=60)            # slot 60 of 64: a batch of 8 wraps
     n = 8
     tables = {}
@@ -1003,17 +1010,12 @@ async def run_fast_refill(dut):
 async def run_notification_data(dut):
     """VIRTIO_F_NOTIFICATION_DATA with ``fast_refill``: a doorbell carrying the driver's avail
     index sends the refresh's ring read (and the early window) right behind its avail->idx
-    read, before that read has come back; the batch is the doorbell's entries, and entries
-    published after the doorbell are taken by a later refresh. A doorbell whose index the
+    read, before that read has come back; entries published after the doorbell are read as
+    soon as avail->idx shows them, without another index read. A doorbell whose index the
     driver never published (a broken driver) is not trusted: only the published chains come
     out, their entries read again after the index read; stale and absurd indices are
     ignored; nothing of it is an error."""
-    tb = EngineTB(dut, seed=37)
-    await tb.reset()
-    assert tb.params.get("fast_refill"), "the BLK design is built with fast_refill"
-    q = tb.pushed_queues()[0]
-    port = tb.port_of_queue[q]
-    tb.transport.set_features(event_idx=False, indirect_desc=True)
+    tb, q, port = await _fast_refill_tb(dut, seed=37)
     # avail index 65534, slot 62 of 64: the first batch wraps the ring and the 16-bit index
     ring = tb.new_ring(64, start=65534)
     for h in range(ring.size):
@@ -1021,6 +1023,7 @@ async def run_notification_data(dut):
     await tb.enable(q, ring)
     tb.transport.set_driver_ok()
     taken = 0
+    entry = ring.avail_ring_addr(1) - ring.avail_ring_addr(0)
 
     def ring_reads(log):
         return [a for a in log if a.kind == "rd" and
@@ -1066,7 +1069,7 @@ async def run_notification_data(dut):
     reads = await kick(range(4, 7), (ring.avail_idx + 3) & 0xFFFF, more=range(7, 9))
     first_idx = idx_reads(reads)[0]
     rr = ring_reads(reads)
-    assert [a.length for a in rr] == [3 * 2, 2 * 2], [(a.length, a.time_ns) for a in rr]
+    assert [a.length for a in rr] == [3 * entry, 2 * entry], [(a.length, a.time_ns) for a in rr]
     assert rr[0].time_ns < first_idx.done_ns <= rr[1].time_ns
     assert [a for a in idx_reads(reads) if a.time_ns < rr[1].time_ns] == [first_idx]
     # 3. a broken driver: the doorbell's index is 5 ahead of what it published. Only the two
@@ -1078,7 +1081,7 @@ async def run_notification_data(dut):
     first_idx = idx_reads(reads)[0]
     assert [a.time_ns < first_idx.done_ns for a in rr] == [True, False], \
         [(hex(a.host_addr), a.length, a.time_ns) for a in rr]
-    assert rr[1].length == 2 * 2
+    assert rr[1].length == 2 * entry
     # 4. an index the device has already passed, and one a whole ring away: not used
     for idx in (ring.avail_idx, (ring.avail_idx - 3) & 0xFFFF, (ring.avail_idx + 200) & 0xFFFF):
         reads = await kick([20, 21], idx)
@@ -1092,7 +1095,7 @@ async def run_notification_data(dut):
     reads = await kick([40, 41], (ring.avail_idx + 2) & 0xFFFF, more=[42, 43, 44])
     rr = ring_reads(reads)
     assert [(a.host_addr, a.length) for a in rr] == \
-        [(ring.avail_ring_addr(ring.size - 2), 2 * 2), (ring.avail_ring_addr(0), 3 * 2)], rr
+        [(ring.avail_ring_addr(ring.size - 2), 2 * entry), (ring.avail_ring_addr(0), 3 * entry)], rr
     assert not tb.device.errors, tb.device.errors
     assert tb.transport.counters()["errors"] == 0
 
