@@ -516,11 +516,55 @@ async def run_irq_refill_early_commits(dut):
     await add(q, 1)                            # committed before the reaping is counted
     await complete(q, 1)                       # 4 in hand, nothing still to come: sent
     assert len(irqs(q)) == 2
-    # the handler takes entry 1 and re-arms; its resubmission is still to come
+    # the handler takes entry 1 and re-arms; its resubmission is still to come: with 4 in
+    # hand and 1 covered at that interrupt (above the mark), the next notification waits for
+    # it (run_irq_refill_gate), then goes with nothing more expected
     ring.write_used_event(2)
-    await complete(q, 1)                       # 3 in hand + 1 expected: not above, sent
+    await complete(q, 1)                       # 3 in hand + 1 expected
+    assert len(irqs(q)) == 2
+    await add(q, 1)                            # 4 in hand, nothing still to come: sent
     assert len(irqs(q)) == 3, "held for a refill the driver had already committed"
     assert ring.read_used_idx() == 3
+    held.tb.device.on_chain = None
+
+
+@cocotb.test()
+async def run_irq_refill_gate(dut):
+    """After an interrupt that covered n entries while the queue had more than irq_low_water
+    chains in hand counting them (the mark would have held it), the next notification waits
+    for the whole refill of n chains, even when the chains in hand and the refill still
+    expected fall to the mark: the driver's handler reaps more than the interrupt covered, so
+    its refill comes late and large, and a notification released on the mark before it came
+    would cover only the completions since the last one (at the 256-bit data path the batches
+    stayed at half the size the mark allows: 0.096 interrupts per request at mark 18). A queue
+    kept shallower is not held for its refill."""
+    H, LW = 20000, 2
+    held = await _HeldIrqs.start(dut, seed=31, queues=slice(20, 22), holdoff=H, low_water=LW,
+                                 event_idx=False)
+    add, complete, irqs = held.add, held.complete, held.irqs
+    q, q2 = held.rings
+    ring = held.rings[q]
+    await add(q, 6)
+    await complete(q, 1)                       # 5 in hand: held
+    await complete(q, 3)                       # 2 in hand: released, covering 4
+    assert len(irqs(q)) == 1
+    await complete(q, 1)                       # 1 in hand + 4 expected: held
+    await add(q, 3)                            # 4 in hand + 1 expected
+    await complete(q, 2)                       # 2 + 1: held
+    assert len(irqs(q)) == 1
+    await complete(q, 1)                       # 1 + 1: at the mark, but the refill is short
+    assert len(irqs(q)) == 1, "released on the mark before the refill had arrived"
+    await add(q, 1)                            # 2 in hand, the refill complete: released
+    assert len(irqs(q)) == 2, "not released when the refill arrived"
+    assert ring.read_used_idx() == 8
+    # shallow (mark 3, another queue): an interrupt covering 1 with 2 in hand, not above the
+    # mark, sets no such wait: the next notification goes at once with 1 in hand + 1 expected
+    held.tb.transport.set_irq_holdoff(H, low_water=3)
+    await add(q2, 3)
+    await complete(q2, 1)                      # 2 in hand: sent
+    assert len(irqs(q2)) == 1
+    await complete(q2, 1)                      # 1 in hand + 1 expected: sent
+    assert len(irqs(q2)) == 2, "a shallow queue held for its refill"
     held.tb.device.on_chain = None
 
 
@@ -1539,7 +1583,7 @@ BLK = dict(BENCH_PARAMS, data_width=64)
 BLK_TESTS = ["run_basic", "run_malformed", "run_dma_errors", "run_used_elem_dropped",
              "run_event_idx_race",
              "run_batching", "run_irq_moderation", "run_irq_refill_early_commits",
-             "run_irq_shadowed", "run_early_used_event",
+             "run_irq_refill_gate", "run_irq_shadowed", "run_early_used_event",
              "run_queue_reset",
              "run_stale_completion",
              "run_device_reset",

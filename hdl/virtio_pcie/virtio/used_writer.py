@@ -440,6 +440,14 @@ class UsedWriter(wiring.Component):
         rf_q     = Signal(qw)
         rf_left  = Signal(16)
         rf_timer = Signal(16)
+        # The refill is expected in full before the low-water mark decides: the driver's
+        # handler reaps more than the interrupt covered (what completed until it ran), so the
+        # refill arrives late and large. Released on the mark before it has all arrived, the
+        # next interrupt covers only the completions since the last one, and the batches stay
+        # small (a stable mode: at the 256-bit data path, half the size the mark allows).
+        # Only where the mark would have held anyway (chains in hand and the covered ones
+        # above it at the interrupt): a queue kept shallower is never held for its refill.
+        rf_gate  = Signal()
         with m.If(rf_timer != 0):
             m.d.sync += rf_timer.eq(rf_timer - 1)
         with m.If((sn_q == rf_q) & (sn_add != 0)):
@@ -448,14 +456,17 @@ class UsedWriter(wiring.Component):
         def refill_expected(q):
             return (rf_q == q) & (rf_left != 0) & (rf_timer != 0)
 
+        def refill_pending(q):
+            return refill_expected(q) & rf_gate
+
         def in_hand_with_refill(q, n):
             # Chains of the refill not yet committed count as in hand: a device that takes
             # fewer chains at once than the refill brings commits its last ones only as it
             # runs down, and must not be held until it is dry waiting for them.
             return n + Mux(refill_expected(q), rf_left, 0)
 
-        def notified(q, n):
-            m.d.sync += [rf_q.eq(q), rf_left.eq(n), rf_timer.eq(H)]
+        def notified(q, n, have):
+            m.d.sync += [rf_q.eq(q), rf_left.eq(n), rf_timer.eq(H), rf_gate.eq(have + n > LW)]
         h_up   = Mux(sn_q == hold_q, sn_add, 0)
         h_down = self.counts.completed & (c.queue == hold_q)
         with m.If(h_down & (hold_left + h_up != 0)):
@@ -467,7 +478,8 @@ class UsedWriter(wiring.Component):
         m.d.comb += expire.eq(hold_valid & ~(b_open & b_end & (b_q == hold_q)) &
                               ~dirty.bit_select(hold_q, 1) &
                               ((hold_timer == 0) | (hold_left == 0) |
-                               (in_hand_with_refill(hold_q, hold_left) <= LW)))
+                               ((in_hand_with_refill(hold_q, hold_left) <= LW) &
+                                ~refill_pending(hold_q))))
 
         # --- the publisher: gather, write the elements, then used->idx -----------------------
         with m.FSM(name="used") as pub_fsm:
@@ -682,7 +694,8 @@ class UsedWriter(wiring.Component):
                     in_hand.eq(tk_rp.data - taken),
                     may_hold.eq((H != 0) & moderated.bit_select(n_q, 1) &
                                 (in_hand <= n_cfg.size) & (in_hand != 0) &
-                                (in_hand_with_refill(n_q, in_hand) > LW)),
+                                ((in_hand_with_refill(n_q, in_hand) > LW) |
+                                 refill_pending(n_q))),
                 ]
                 send_now  = Signal()
                 held_here = Signal()
@@ -710,14 +723,14 @@ class UsedWriter(wiring.Component):
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
                         m.d.sync += hold_valid.eq(0)
-                        notified(n_q, hold_cov + moved)
+                        notified(n_q, hold_cov + moved, in_hand)
                         m.next = "N_FINAL"
                 with m.Elif(may_hold & hold_valid):
                     # Another queue holds the place: its notification goes now, this one waits.
                     m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(hold_q)]
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
-                        notified(hold_q, hold_cov)
+                        notified(hold_q, hold_cov, hold_left)
                         m.d.sync += [hold_q.eq(n_q), hold_timer.eq(H), hold_left.eq(in_hand),
                                      hold_cov.eq(moved), hold_end.eq(n_new),
                                      hold_ev.eq(event_addr), hold_shadow.eq(1)]
@@ -733,7 +746,7 @@ class UsedWriter(wiring.Component):
                     m.d.comb += [self.irq.valid.eq(1), self.irq.payload.eq(n_q)]
                     with m.If(self.irq.ready):
                         m.d.comb += self.counts.interrupt.eq(1)
-                        notified(n_q, moved)
+                        notified(n_q, moved, in_hand)
                         m.d.sync += hold_shadow.eq(1)
                         m.next = "N_FINAL"
             def send_held():
@@ -741,7 +754,7 @@ class UsedWriter(wiring.Component):
                 with m.If(self.irq.ready):
                     m.d.comb += self.counts.interrupt.eq(1)
                     m.d.sync += hold_valid.eq(0)
-                    notified(hold_q, hold_cov)
+                    notified(hold_q, hold_cov, hold_left)
                     m.next = "IDLE"
             with m.State("SEND_HELD"):
                 with m.If(~hold_valid | self.reset | ~self.driver_ok):
