@@ -94,30 +94,34 @@ class UsedWriter(wiring.Component):
 
     Interrupt moderation (``irq_holdoff`` above 0), per queue: a notification due while the
     device still has more than ``irq_low_water`` chains of that queue in hand (read from the
-    avail ring by the walker and not completed) is held, for at most ``irq_holdoff`` cycles;
-    the used entries are published meanwhile as usual, and further notifications due for the
-    same queue merge into the held one. It goes out as soon as the queue's chains in hand fall to
-    ``irq_low_water`` (the device is running dry: the driver must refill in time), when the
-    time is up, or when another queue's notification needs the holding place (one place: a
-    held queue never blocks another). One exception keeps the batches large: after an
-    interrupt covering n entries, the driver resubmits what it reaped, so for the next
-    ``irq_holdoff`` cycles, until the walker has read n more of that queue's chains, it is not
-    running dry even with few chains in hand, and its next notification is held for the
-    refill too (then, with the refill in hand, until the low-water mark again). A queue with no
-    chain in hand is never held. A queue reset, a device reset or DRIVER_OK falling drops the
-    hold. A hold after which a message went out for another queue (with a vector shared by
-    both, or INTx, the driver's handler may have taken the held entries then) is decided again
-    before it goes: ``used_event`` (``avail->flags``) is read once more, after every entry it
-    covers was published, and if the driver no longer asks to be notified for any of them
+    avail ring by the walker and not completed) is held, for at most ``irq_holdoff`` cycles; the
+    used entries are published meanwhile as usual, and further notifications due for the same
+    queue merge into the held one. It goes out as soon as the queue's chains in hand fall to
+    ``irq_low_water`` (the device is running dry: the driver must refill in time), when the time
+    is up, or when another queue's notification needs the holding place (one place: a held queue
+    never blocks another). One exception keeps the batches large: after an interrupt covering n
+    entries, the driver resubmits what it reaped, so for the next ``irq_holdoff`` cycles, until
+    the walker has read n more of that queue's chains, it is not running dry even with few
+    chains in hand, and its next notification is held for the refill too (then, with the refill
+    in hand, until the low-water mark again). If the queue had more than ``irq_low_water``
+    chains in hand counting those n when the interrupt went, the next notification waits for all
+    n of them, whatever the count: released on the mark before the refill arrived, it would
+    cover only the completions since the interrupt, and so would the next (every batch smaller
+    than the completions of one refill time repeats itself). A queue with no chain in hand is
+    never held. A queue reset, a device reset or DRIVER_OK falling drops the hold. A hold after
+    which a message went out for another queue (with a vector shared by both, or INTx, the
+    driver's handler may have taken the held entries then) is decided again before it goes:
+    ``used_event`` (``avail->flags``) is read once more, after every entry it covers was
+    published, and if the driver no longer asks to be notified for any of them
     (``vring_need_event`` over them all) nothing is sent; otherwise the notification is only
     sent later, never suppressed (virtio 1.2 §2.7.10 sets no deadline). Pulled queues
-    (``moderated_queues`` leaves them out) are never held: a device keeps receive buffers
-    until traffic comes. The count of chains in hand is the avail index up to which the walker
-    has the queue's entries (``seen``) minus its completions taken (published, or in the open
-    batch; a RAM of ``queue_count`` 16-bit indices); after a state restore it starts from the
-    restored used index. It counts a chain from its ring read, not from its commit to the
-    device: a refill's chains reach the device only after their descriptor and table reads,
-    and counted late they made a queue whose refill was on its way look dry.
+    (``moderated_queues`` leaves them out) are never held: a device keeps receive buffers until
+    traffic comes. The count of chains in hand is the avail index up to which the walker has the
+    queue's entries (``seen``) minus its completions taken (published, or in the open batch; a
+    RAM of ``queue_count`` 16-bit indices); after a state restore it starts from the restored
+    used index. It counts a chain from its ring read, not from its commit to the device: a
+    refill's chains reach the device only after their descriptor and table reads, and counted
+    late they made a queue whose refill was on its way look dry.
 
     Parameters
     ----------

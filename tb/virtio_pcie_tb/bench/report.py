@@ -666,18 +666,23 @@ most QD - (D - 2 µs) / t requests per interrupt without running dry. In a trace
 (L = 1 µs, this host, mark 14) the message goes at 0, the refill is published at 3.0 µs, the
 engine reads `avail->idx` at 3.05 µs, the ring entries with the early window at 4.1 µs, the
 indirect tables from 5.3 µs, and the first refilled request header at 6.5 µs (before the fast
-refill: tables from 6.2 µs, header 7.4 µs). Swept at 256 bits (512 requests, holdoff 16384):
-marks 16 and 17 reach 0.047 interrupts per request at 86 and 88 % of the data path, mark 18
-falls into a stable mode of half-size batches (0.086, 93 %), and behind a Gen3 x8 link
+refill: tables from 6.2 µs, header 7.4 µs). With this host the bound leaves 256 bits almost
+no room: the refilled data flows about 7.5 µs after the message, 15 requests' worth, so even a
+perfect release reaps about 32 - 15 + 4 = 21 requests per interrupt (0.047) at the full data
+path. Swept at 256 bits (512 requests, holdoff 16384; since the twelfth round a notification
+after an interrupt above the mark waits for the whole refill, which removed a stable mode of
+half-size batches, see virtqueue.md): marks 15 and 16 give 0.045 interrupts per request at
+83 % of the data path, 17 gives 0.047 at 85 %, 18 gives 0.053 at 88 %; behind a Gen3 x8 link
 (`--link gen3x8`, which caps the unmoderated device at 87.5 % with 0.131 interrupts per request)
-mark 17 is in that mode (0.094) and 15 and 16 run dry (0.063 and 0.053 at 77 %). No fixed mark
-holds across request times, so the whole device keeps moderation off at 256 bits
-(`VirtioPcieDevice(irq_holdoff=0)` default there) and one interrupt covers a handler run's
-completions (about 6). What is missing there is a release rule that follows the request time
-(release when the chains in hand times the measured cycles per completion fall to the measured
-refill time; not built); see virtqueue.md. VIRTIO_F_NOTIFICATION_DATA (eleventh round) takes
-the `avail->idx` round trip off a kicked refill's first entries, but a driver that rings at its
-first resubmitted request (the benchmark's host, like fio with one I/O per submission) has
-published the rest only after the doorbell, and those are read when `avail->idx` shows them, as
-before: swept again at 256 bits with it, marks 17 and 18 gave 0.047 at 85 % and 0.096 at 94 %.
+the best is 0.053 at 75.5 % (marks 16 and 17). So ≤ 0.05 costs 11 points of the data path
+here and is not reached behind the link, and the whole device keeps moderation off at 256 bits
+(`VirtioPcieDevice(irq_holdoff=0)` default there): one interrupt covers a handler run's
+completions (about 6). `VirtioPcieDevice(irq_low_water=17, irq_holdoff=16384)` makes the
+other trade. VIRTIO_F_NOTIFICATION_DATA (eleventh round) takes the `avail->idx` round trip off
+a kicked refill's first entries only: a driver that rings at its first resubmitted request (the
+benchmark's host, like fio with one I/O per submission) publishes the rest after the doorbell.
+An `avail_event` placed ahead by the refill still expected, so that the doorbell comes with the
+refill's bulk (tried in the twelfth round, not kept), sped the refill's reads up by 1.2 µs and
+raised the data path at every mark, but left ≤ 0.05 at 85 %: the refill's chains still need two
+dependent round trips (indirect table, request header) before their data.
 """
