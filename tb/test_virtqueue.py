@@ -530,24 +530,26 @@ async def run_irq_refill_early_commits(dut):
 
 @cocotb.test()
 async def run_irq_refill_gate(dut):
-    """After an interrupt that covered n entries while the queue had more than irq_low_water
-    chains in hand counting them (the mark would have held it), the next notification waits
-    for the whole refill of n chains, even when the chains in hand and the refill still
-    expected fall to the mark: the driver's handler reaps more than the interrupt covered, so
-    its refill comes late and large, and a notification released on the mark before it came
-    would cover only the completions since the last one (at the 256-bit data path the batches
-    stayed at half the size the mark allows: 0.096 interrupts per request at mark 18). A queue
-    kept shallower is not held for its refill."""
+    """With EVENT_IDX, after an interrupt that covered n entries while the queue had more than
+    irq_low_water chains in hand counting them (the mark would have held it), the next
+    notification waits for the whole refill of n chains, even when the chains in hand and the
+    refill still expected fall to the mark: the driver's handler reaps more than the interrupt
+    covered, so its refill comes late and large, and a notification released on the mark before
+    it came would cover only the completions since the last one (at the 256-bit data path the
+    batches stayed at half the size the mark allows: 0.096 interrupts per request at mark 18).
+    A queue kept shallower is not held for its refill. The driver re-arms after each interrupt
+    (used_event = its last used index, as virtqueue_enable_cb writes it)."""
     H, LW = 20000, 2
     held = await _HeldIrqs.start(dut, seed=31, queues=slice(20, 22), holdoff=H, low_water=LW,
-                                 event_idx=False)
+                                 event_idx=True)
     add, complete, irqs = held.add, held.complete, held.irqs
     q, q2 = held.rings
-    ring = held.rings[q]
+    ring, ring2 = held.rings[q], held.rings[q2]
     await add(q, 6)
     await complete(q, 1)                       # 5 in hand: held
     await complete(q, 3)                       # 2 in hand: released, covering 4
     assert len(irqs(q)) == 1
+    ring.write_used_event(ring.read_used_idx())
     await complete(q, 1)                       # 1 in hand + 4 expected: held
     await add(q, 3)                            # 4 in hand + 1 expected
     await complete(q, 2)                       # 2 + 1: held
@@ -563,6 +565,7 @@ async def run_irq_refill_gate(dut):
     await add(q2, 3)
     await complete(q2, 1)                      # 2 in hand: sent
     assert len(irqs(q2)) == 1
+    ring2.write_used_event(ring2.read_used_idx())
     await complete(q2, 1)                      # 1 in hand + 1 expected: sent
     assert len(irqs(q2)) == 2, "a shallow queue held for its refill"
     held.tb.device.on_chain = None
