@@ -669,10 +669,11 @@ indirect tables from 5.3 µs, and the first refilled request header at 6.5 µs (
 refill: tables from 6.2 µs, header 7.4 µs). With this host the bound leaves 256 bits almost
 no room: the refilled data flows about 7.5 µs after the message, 15 requests' worth, so even a
 perfect release reaps about 32 - 15 + 4 = 21 requests per interrupt (0.047) at the full data
-path. Swept at 256 bits (512 requests, holdoff 16384; since the twelfth round a notification
-after an interrupt above the mark waits for the whole refill, which removed a stable mode of
-half-size batches, see virtqueue.md): marks 15 and 16 give 0.045 interrupts per request at
-83 % of the data path, 17 gives 0.047 at 85 %, 18 gives 0.053 at 88 %; behind a Gen3 x8 link
+path. Swept at 256 bits (512 requests, holdoff 16384; since the twelfth round, with
+EVENT_IDX, a notification after an interrupt above the mark waits for the whole refill, which
+removed a stable mode of half-size batches, see virtqueue.md): marks 15 and 16 give 0.045
+interrupts per request at 83 % of the data path, 17 gives 0.047 at 85 %, 18 gives 0.053 at
+88 %; behind a Gen3 x8 link
 (`--link gen3x8`, which caps the unmoderated device at 87.5 % with 0.131 interrupts per request)
 the best is 0.053 at 75.5 % (marks 16 and 17). So ≤ 0.05 costs 11 points of the data path
 here and is not reached behind the link, and the whole device keeps moderation off at 256 bits
