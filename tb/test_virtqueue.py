@@ -572,6 +572,31 @@ async def run_irq_refill_gate(dut):
 
 
 @cocotb.test()
+async def run_irq_refill_gate_flags(dut):
+    """Without EVENT_IDX the refill gate is off: the covered entries there include those the
+    driver's handler took while it polled with NO_INTERRUPT set, whose refill has already come,
+    and waiting for them too ran the queue dry (notify bench, flags only, 128 bits: 97.8 ->
+    90.6 % of the data path). The sequence of run_irq_refill_gate: at the mark with part of the
+    refill still to come, the notification goes."""
+    H, LW = 20000, 2
+    held = await _HeldIrqs.start(dut, seed=32, queues=slice(22, 23), holdoff=H, low_water=LW,
+                                 event_idx=False)
+    add, complete, irqs = held.add, held.complete, held.irqs
+    (q,) = held.rings
+    await add(q, 6)
+    await complete(q, 1)                       # 5 in hand: held
+    await complete(q, 3)                       # 2 in hand: released, covering 4
+    assert len(irqs(q)) == 1
+    await complete(q, 1)                       # 1 in hand + 4 expected: held
+    await add(q, 3)                            # 4 in hand + 1 expected
+    await complete(q, 2)                       # 2 + 1: held
+    assert len(irqs(q)) == 1
+    await complete(q, 1)                       # 1 + 1: at the mark: released
+    assert len(irqs(q)) == 2, "held for the refill without EVENT_IDX"
+    held.tb.device.on_chain = None
+
+
+@cocotb.test()
 async def run_irq_shadowed(dut):
     """A held notification after which a message went out for another queue (with a vector
     shared by both, or INTx, the driver's handler then took the held entries too) is decided
@@ -1586,7 +1611,8 @@ BLK = dict(BENCH_PARAMS, data_width=64)
 BLK_TESTS = ["run_basic", "run_malformed", "run_dma_errors", "run_used_elem_dropped",
              "run_event_idx_race",
              "run_batching", "run_irq_moderation", "run_irq_refill_early_commits",
-             "run_irq_refill_gate", "run_irq_shadowed", "run_early_used_event",
+             "run_irq_refill_gate", "run_irq_refill_gate_flags", "run_irq_shadowed",
+             "run_early_used_event",
              "run_queue_reset",
              "run_stale_completion",
              "run_device_reset",
