@@ -575,7 +575,7 @@ async def run_irq_refill_gate(dut):
 async def run_irq_refill_gate_flags(dut):
     """Without EVENT_IDX the refill gate is off: the covered entries there include those the
     driver's handler took while it polled with NO_INTERRUPT set, whose refill has already come,
-    and waiting for them too ran the queue dry (notify bench, flags only, 128 bits: 97.8 ->
+    and waiting for them too ran the queue dry (notify bench, flags only, 128 bits: 98.1 ->
     90.6 % of the data path). The sequence of run_irq_refill_gate: at the mark with part of the
     refill still to come, the notification goes."""
     H, LW = 20000, 2
