@@ -22,7 +22,8 @@ from cocotb.triggers import RisingEdge
 
 from transport_env import MODERN_PARAMS, NET_FEATURES, TransportTB
 from virtio_pcie.spec.virtio import (VIRTIO_MSI_NO_VECTOR, DeviceStatus, VirtioF, VirtioIsr,
-                                     VirtioNetF, VirtioPciCommonCfg, byte_offset, feature_mask)
+                                     VirtioNetF, VirtioNotificationData, VirtioPciCommonCfg,
+                                     byte_offset, feature_mask)
 from virtio_pcie.virtio.transport import RESET_SETTLE_CYCLES
 from virtio_pcie_tb import harness
 from virtio_pcie_tb.designs.transport_top import TransportTop
@@ -500,15 +501,18 @@ async def run_rule_35_notification_data(dut):
     doorbell without it. Not negotiated, the upper half is nothing."""
     tb = await TransportTB.create(dut)
     assert NET_FEATURES & feature_mask(VirtioF.NOTIFICATION_DATA)
+
+    def word(vqn, next_idx):
+        return VirtioNotificationData.const({"vqn": vqn, "next_idx": next_idx}).as_value().value
     await bring_up(tb, queues=(0, 1, 2))
-    await tb.notify.write(2 * NOTIFY_PAGE, 0xFFFE_0002, 4)      # avail index 65534, queue 2
+    await tb.notify.write(2 * NOTIFY_PAGE, word(2, 0xFFFE), 4)
     await tb.notify.write(1 * NOTIFY_PAGE, 1, 2)
-    await tb.notify.write(0, 0x0007_0000, 4)
+    await tb.notify.write(0, word(0, 7), 4)
     await tb.cycles(3)
     assert [(q, i) for _, q, i in tb.engine.notify_idx[-3:]] == [(2, 0xFFFE), (1, None), (0, 7)]
     await bring_up(tb, queues=(0, 1),
                    features=NET_FEATURES & ~feature_mask(VirtioF.NOTIFICATION_DATA))
-    await tb.notify.write(1 * NOTIFY_PAGE, 0x1234_0001, 4)
+    await tb.notify.write(1 * NOTIFY_PAGE, word(1, 0x1234), 4)
     await tb.cycles(3)
     assert tb.engine.notify_idx[-1][1:] == (1, None)
 

@@ -62,6 +62,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..function.register_bus import RegisterBusSignature
+from ..spec.virtio import VirtioNotificationData
 
 __all__ = [
     "queue_index_width", "EPOCH_BITS", "QueueConfig", "Doorbell", "VirtqSegment", "VirtqUsed",
@@ -103,7 +104,7 @@ def Doorbell(queue_count):
         "queue":   queue_index_width(queue_count),
         # VIRTIO_F_NOTIFICATION_DATA (virtio 1.2 §4.1.5.2): next_off and next_wrap of a split
         # ring together are the avail index after the driver's last published entry.
-        "idx":     16,
+        "idx":     VirtioNotificationData["next_idx"].shape,
         "has_idx": 1,
     })
 
