@@ -376,6 +376,7 @@ class _HeldIrqs:
     async def start(cls, dut, *, seed, queues, holdoff, low_water, event_idx):
         self = cls()
         self.dut = dut
+        self.event_idx = event_idx
         self.tb = tb = EngineTB(dut, seed=seed, read_latency=(20, 30))
         await tb.reset()
         self.rng = random.Random(seed)
@@ -528,6 +529,26 @@ async def run_irq_refill_early_commits(dut):
     held.tb.device.on_chain = None
 
 
+async def _refill_short_of_mark(held, q):
+    """Low-water mark 2: an interrupt covering 4 with 2 in hand, then (the driver re-arming
+    after it, with EVENT_IDX) 3 of its 4 refilled chains and completions down to 1 in hand + 1
+    expected, at the mark. Checks the one interrupt before the last step; the caller checks
+    what that step did."""
+    add, complete, irqs = held.add, held.complete, held.irqs
+    ring = held.rings[q]
+    await add(q, 6)
+    await complete(q, 1)                       # 5 in hand: held
+    await complete(q, 3)                       # 2 in hand: released, covering 4
+    assert len(irqs(q)) == 1
+    if held.event_idx:
+        ring.write_used_event(ring.read_used_idx())
+    await complete(q, 1)                       # 1 in hand + 4 expected: held
+    await add(q, 3)                            # 4 in hand + 1 expected
+    await complete(q, 2)                       # 2 + 1: held
+    assert len(irqs(q)) == 1
+    await complete(q, 1)                       # 1 + 1: at the mark
+
+
 @cocotb.test()
 async def run_irq_refill_gate(dut):
     """With EVENT_IDX, after an interrupt that covered n entries while the queue had more than
@@ -545,16 +566,7 @@ async def run_irq_refill_gate(dut):
     add, complete, irqs = held.add, held.complete, held.irqs
     q, q2 = held.rings
     ring, ring2 = held.rings[q], held.rings[q2]
-    await add(q, 6)
-    await complete(q, 1)                       # 5 in hand: held
-    await complete(q, 3)                       # 2 in hand: released, covering 4
-    assert len(irqs(q)) == 1
-    ring.write_used_event(ring.read_used_idx())
-    await complete(q, 1)                       # 1 in hand + 4 expected: held
-    await add(q, 3)                            # 4 in hand + 1 expected
-    await complete(q, 2)                       # 2 + 1: held
-    assert len(irqs(q)) == 1
-    await complete(q, 1)                       # 1 + 1: at the mark, but the refill is short
+    await _refill_short_of_mark(held, q)
     assert len(irqs(q)) == 1, "released on the mark before the refill had arrived"
     await add(q, 1)                            # 2 in hand, the refill complete: released
     assert len(irqs(q)) == 2, "not released when the refill arrived"
@@ -578,21 +590,11 @@ async def run_irq_refill_gate_flags(dut):
     and waiting for them too ran the queue dry (notify bench, flags only, 128 bits: 98.1 ->
     90.6 % of the data path). The sequence of run_irq_refill_gate: at the mark with part of the
     refill still to come, the notification goes."""
-    H, LW = 20000, 2
-    held = await _HeldIrqs.start(dut, seed=32, queues=slice(22, 23), holdoff=H, low_water=LW,
-                                 event_idx=False)
-    add, complete, irqs = held.add, held.complete, held.irqs
+    held = await _HeldIrqs.start(dut, seed=32, queues=slice(22, 23), holdoff=20000,
+                                 low_water=2, event_idx=False)
     (q,) = held.rings
-    await add(q, 6)
-    await complete(q, 1)                       # 5 in hand: held
-    await complete(q, 3)                       # 2 in hand: released, covering 4
-    assert len(irqs(q)) == 1
-    await complete(q, 1)                       # 1 in hand + 4 expected: held
-    await add(q, 3)                            # 4 in hand + 1 expected
-    await complete(q, 2)                       # 2 + 1: held
-    assert len(irqs(q)) == 1
-    await complete(q, 1)                       # 1 + 1: at the mark: released
-    assert len(irqs(q)) == 2, "held for the refill without EVENT_IDX"
+    await _refill_short_of_mark(held, q)
+    assert len(held.irqs(q)) == 2, "held for the refill without EVENT_IDX"
     held.tb.device.on_chain = None
 
 
