@@ -347,14 +347,14 @@ def test_blk_image_persists(simulate, sim_dir):
 
 @pytest.mark.unit
 def test_irq_moderation_parameters():
-    """Moderation is on up to 128 bits, with the width's low-water mark and holdoff, and off at
-    256 (where holding an interrupt made the device run dry); explicit values win; bad values
-    are refused with their name."""
+    """Moderation is on at every width, with the width's low-water mark and holdoff;
+    explicit values win (``irq_holdoff=0`` turns it off); bad values are refused with their
+    name."""
     from virtio_pcie.top import IRQ_HOLDOFF, IRQ_LOW_WATER, VirtioPcieDevice
     assert VirtioPcieDevice(data_width=64).irq_moderation == (16384, 8)
     assert VirtioPcieDevice(data_width=128).irq_moderation == (8192, 13)
-    assert VirtioPcieDevice(data_width=256).irq_moderation == (0, IRQ_LOW_WATER[256])
-    assert all(IRQ_HOLDOFF[w] and IRQ_LOW_WATER[w] for w in (64, 128))
+    assert VirtioPcieDevice(data_width=256).irq_moderation == (16384, 17)
+    assert all(IRQ_HOLDOFF[w] and IRQ_LOW_WATER[w] for w in (64, 128, 256))
     assert VirtioPcieDevice(data_width=256, irq_holdoff=100,
                             irq_low_water=3).irq_moderation == (100, 3)
     for bad in ({"irq_holdoff": -1}, {"irq_holdoff": 1 << 16}, {"irq_low_water": 2.5}):

@@ -47,7 +47,7 @@ from .spec.virtio import VirtioDeviceId, VirtioF
 from .tlp.signature import DATA_WIDTHS, TlpSignature
 from .virtio.engine_signatures import VirtqCounters
 from .virtio.transport import VirtioTransport
-from .virtio.virtqueue import DEFAULT_IRQ_HOLDOFF, DEFAULT_IRQ_LOW_WATER, VirtqueueEngine
+from .virtio.virtqueue import DEFAULT_IRQ_HOLDOFF, VirtqueueEngine
 
 __all__ = ["DEVICES", "VirtioPcieDevice"]
 
@@ -72,13 +72,17 @@ NET_READ_OPS = {64: 32, 128: 64, 256: 64}
 #: request (10 gave 19.6 and 0.051, 12 gave 18.2, 6 ran the queue dry: 17 and 90 % of the
 #: data path); 128 bits, (8192, 13): about 20 (with NOTIFICATION_DATA's earlier refill, 12
 #: gave 0.041 interrupts per request but 92.2 % of the data path, 13 gives 0.0499 and 97.8 %,
-#: 14 0.053; before it, 10 and 11 ran the queue dry); 256 bits: off, see docs/virtqueue.md
-#: (a low-water mark of 8 gave 0.059 interrupts per request and 82 % of the data path for 4 KiB
-#: writes, 12 gave 0.090 and 84 % in the notify bench, 16 held nothing). A held notification
+#: 14 0.053; before it, 10 and 11 ran the queue dry); 256 bits, (16384, 17): about 21, 0.047
+#: interrupts per request at 85 % of the data path, where moderation off gives 0.160 at 96 %
+#: (a refill takes ~7.5 us there, 15 requests' worth, which leaves any release rule almost no
+#: room: 15 and 16 gave 0.045 at 83 %, 18 gave 0.053 at 88 %; behind a Gen3 x8 link 17 gives
+#: 0.053 at 75.5 % against 0.131 at 87.5 % off). ``irq_holdoff=0`` takes the data path
+#: instead; see docs/virtqueue.md. A held notification
 #: shadowed by another queue's message is decided again before it goes (the legacy mix's shared
 #: vector, tb/test_system_blk_legacy.py).
-IRQ_LOW_WATER = {64: 8, 128: 13, 256: DEFAULT_IRQ_LOW_WATER}
-IRQ_HOLDOFF = {64: 2 * DEFAULT_IRQ_HOLDOFF, 128: DEFAULT_IRQ_HOLDOFF, 256: 0}
+IRQ_LOW_WATER = {64: 8, 128: 13, 256: 17}
+IRQ_HOLDOFF = {64: 2 * DEFAULT_IRQ_HOLDOFF, 128: DEFAULT_IRQ_HOLDOFF,
+               256: 2 * DEFAULT_IRQ_HOLDOFF}
 
 
 class VirtioPcieDevice(wiring.Component):
@@ -127,9 +131,9 @@ class VirtioPcieDevice(wiring.Component):
         Interrupt moderation of the virtqueue engine (its ``irq_holdoff`` and ``irq_low_water``
         inputs, here constants): a due notification waits at most ``irq_holdoff`` cycles, and
         only while the device has more than ``irq_low_water`` chains of the queue in hand.
-        Defaults: :data:`IRQ_LOW_WATER` and :data:`IRQ_HOLDOFF` of the data width (0, off, at
-        256 bits, where no low-water mark in chains served both the interrupt target and the
-        data path; see docs/virtqueue.md).
+        Defaults: :data:`IRQ_LOW_WATER` and :data:`IRQ_HOLDOFF` of the data width. At 256 bits
+        they cost the data path (85 % against 96 % with moderation off at QD 32, L = 1 us);
+        ``irq_holdoff=0`` turns moderation off. See docs/virtqueue.md.
     """
 
     def __init__(self, *, device="blk", data_width=128, transitional=False, config_mode="full",
