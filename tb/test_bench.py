@@ -101,17 +101,19 @@ def test_bench_notify_point(tmp_path):
 
 @pytest.mark.system
 @pytest.mark.slow
-@pytest.mark.parametrize("width", [64, 128])
-def test_bench_notify_target(width):
+@pytest.mark.parametrize("width,min_efficiency", [(64, 0.95), (128, 0.95), (256, 0.83)])
+def test_bench_notify_target(width, min_efficiency):
     """Issue 6's figure: QD 32 streaming with EVENT_IDX, the notify bench's host (1024-request
     window), at most 0.05 doorbells and 0.05 interrupts per request without the device running
-    dry (at 64 bits the low-water mark of 10 gave 0.051 and 0.051; 6 ran the queue dry: 90 %)."""
+    dry (at 64 bits the low-water mark of 10 gave 0.051 and 0.051; 6 ran the queue dry: 90 %).
+    At 256 bits the default moderation trades data path for it (85.4 %, 96 % with moderation
+    off; see docs/virtqueue.md, "Thirteenth round"); the floor catches a mark that runs dry."""
     rows = bench("notify", "--width", str(width), "--event-idx", "on")
     assert len(rows) == 1
     row = rows[0]
     assert (row["width"], row["qd"], row["event_idx"]) == (width, 32, True)
     assert row["doorbells_per_req"] <= 0.05 and row["interrupts_per_req"] <= 0.05, row
-    assert row["efficiency"] >= 0.95, row
+    assert row["efficiency"] >= min_efficiency, row
 
 
 @pytest.mark.unit
