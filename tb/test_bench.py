@@ -164,6 +164,22 @@ def test_report_targets():
 
 
 @pytest.mark.unit
+def test_report_notify_wide_takes_rows():
+    """The report's 256-bit moderation paragraph gives the measured figures of the rows, not
+    figures typed into its text, and is left out without a 256-bit notify row."""
+    from virtio_pcie_tb.bench.report import _notify_wide
+    notify = [{"width": 256, "latency_ns": 1000, "qd": 32, "event_idx": True,
+               "interrupts_per_req": 0.0421, "efficiency": 0.8123, "iops": 1_234_567}]
+    blk = [{"width": 256, "latency_ns": 1000, "op": "randread", "qd": 32,
+            "efficiency": 0.9345, "interrupts_per_req": 0.0555}]
+    text = _notify_wide(notify, blk)
+    assert "0.042 interrupts per request at 81.2 % of the data path, 1.23 M IOPS" in text
+    assert "reads at 93.5 % with 0.056 interrupts" in " ".join(text.split())
+    assert "reads at" not in _notify_wide(notify, [])
+    assert _notify_wide([dict(notify[0], width=128)], blk) is None
+
+
+@pytest.mark.unit
 def test_net_profile_classifies_ring_accesses():
     """The trace classifier finds each split-ring structure of a queue where the virtio layout
     puts it (an odd queue size, so the le16 event fields share a dword with the last entry)."""
