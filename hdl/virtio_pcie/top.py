@@ -72,14 +72,14 @@ NET_READ_OPS = {64: 32, 128: 64, 256: 64}
 #: request (10 gave 19.6 and 0.051, 12 gave 18.2, 6 ran the queue dry: 17 and 90 % of the
 #: data path); 128 bits, (8192, 13): about 20 (with NOTIFICATION_DATA's earlier refill, 12
 #: gave 0.041 interrupts per request but 92.2 % of the data path, 13 gives 0.0499 and 97.8 %,
-#: 14 0.053; before it, 10 and 11 ran the queue dry); 256 bits, (16384, 17): about 21, 0.047
-#: interrupts per request at 85 % of the data path, where moderation off gives 0.160 at 96 %
-#: (a refill takes ~7.5 us there, 15 requests' worth, which leaves any release rule almost no
-#: room: 15 and 16 gave 0.045 at 83 %, 18 gave 0.053 at 88 %; behind a Gen3 x8 link 17 gives
-#: 0.053 at 75.5 % against 0.131 at 87.5 % off). ``irq_holdoff=0`` takes the data path
-#: instead; see docs/virtqueue.md. A held notification
-#: shadowed by another queue's message is decided again before it goes (the legacy mix's shared
-#: vector, tb/test_system_blk_legacy.py).
+#: 14 0.053; before it, 10 and 11 ran the queue dry); 256 bits, (16384, 17): about 21, 0.048
+#: interrupts per request at 85.4 % of the data path, where moderation off gives 0.160 at
+#: 96.1 % (a refill takes ~7.5 us there, 15 requests' worth, which leaves any release rule
+#: almost no room: 15 and 16 gave 0.045 at 83 %, 18 gave 0.053 at 88 %; behind a Gen3 x8 link
+#: 17 gives 0.053 at 75.5 % against 0.131 at 87.5 % off). ``irq_holdoff=0`` takes the data
+#: path instead; see docs/virtqueue.md. A held notification shadowed by another queue's
+#: message is decided again before it goes (the legacy mix's shared vector,
+#: tb/test_system_blk_legacy.py).
 IRQ_LOW_WATER = {64: 8, 128: 13, 256: 17}
 IRQ_HOLDOFF = {64: 2 * DEFAULT_IRQ_HOLDOFF, 128: DEFAULT_IRQ_HOLDOFF,
                256: 2 * DEFAULT_IRQ_HOLDOFF}
